@@ -1,0 +1,307 @@
+"""Every write to an Agent goes through here: one transaction each, with its event rows."""
+
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.health import health_score
+from agents.models import Agent, agent_can_transition
+from assignments.actors import Actor, require_operator, require_self_or_operator
+from assignments.errors import Conflict, InvalidTransition, NotFound
+from assignments.events import event_record, recorded_transaction
+from assignments.models import Assignment, Event
+from assignments.validation import (
+    clean_choice,
+    clean_float,
+    clean_identifier,
+    clean_int,
+    clean_json_object,
+    clean_load_metrics,
+    clean_string_list,
+    clean_text,
+)
+from config.tokens import token_new
+from pools.models import AgentPool
+
+# What an agent (or an operator) may set on an agent, with the check each value must pass.
+_WRITABLE_FIELDS = {
+    "agent_type": lambda v: clean_choice("agent_type", v, Agent.AgentType),
+    "capabilities": lambda v: clean_string_list("capabilities", v),
+    "services": lambda v: clean_string_list("services", v),
+    "endpoints": lambda v: clean_json_object("endpoints", v),
+    "tags": lambda v: clean_string_list("tags", v),
+    "metadata": lambda v: clean_json_object("metadata", v),
+    "version": lambda v: clean_text("version", v, max_length=64),
+    "region": lambda v: clean_text("region", v, max_length=64),
+    "capacity": lambda v: clean_int("capacity", v, minimum=1, maximum=10_000),
+    "weight": lambda v: clean_float("weight", v, minimum=0.0, maximum=1_000.0),
+    "priority": lambda v: clean_int("priority", v, minimum=-1_000, maximum=1_000),
+    "load_metrics": clean_load_metrics,
+}
+
+
+def _clean_fields(fields: dict) -> dict:
+    unknown = set(fields) - set(_WRITABLE_FIELDS)
+    if unknown:
+        from assignments.errors import ValidationFailed
+
+        raise ValidationFailed(
+            f"unknown agent fields: {', '.join(sorted(unknown))}", details={f: ["unknown field"] for f in unknown}
+        )
+    return {name: _WRITABLE_FIELDS[name](value) for name, value in fields.items()}
+
+
+def _lock_agent(agent_id: str) -> Agent:
+    try:
+        return Agent.objects.select_for_update(of=("self",)).select_related("pool").get(agent_id=agent_id)
+    except Agent.DoesNotExist:
+        raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
+
+
+def _lock_agent_for_moves(agent_id: str) -> Agent:
+    """Lock an agent whose assignments are about to move: its pool's move lock first, then its row
+    (the order every failover path keeps; see `config.locks.POOL_MOVES`)."""
+    from pools.services import pool_lock_moves
+
+    pool_id = Agent.objects.filter(agent_id=agent_id).values_list("pool_id", flat=True).first()
+    if pool_id is None:
+        raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id})
+    pool_lock_moves(pool_id)
+    return _lock_agent(agent_id)
+
+
+def _set_status(agent: Agent, to_status: str, *, actor: Actor, event_type: str, data: dict | None = None) -> None:
+    if not agent_can_transition(agent.status, to_status):
+        raise InvalidTransition(
+            f"agent {agent.agent_id!r} cannot go from {agent.status} to {to_status}",
+            details={"agent_id": agent.agent_id, "from_status": agent.status, "to_status": to_status},
+        )
+    from_status = agent.status
+    agent.status = to_status
+    agent.save(update_fields=["status"])
+    event_record(event_type, actor=actor, agent=agent, from_status=from_status, to_status=to_status, data=data)
+
+
+def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) -> tuple[Agent, str]:
+    """Register an agent, or register it again (idempotent by `agent_id`): it becomes active with a
+    fresh API token, which is returned once and replaces any earlier one.
+
+    Accepts any existing agent state; moving to another pool is refused while the agent still holds
+    live assignments. Emits `agent.registered` (with `data.reregistered`), then gives waiting
+    assignments of the pool to free agents.
+    """
+    agent_id = clean_identifier("agent_id", agent_id)
+    cleaned = _clean_fields(fields)
+    token, hashed = token_new("agt")
+    now = timezone.now()
+    with recorded_transaction():
+        agent = Agent.objects.select_for_update(of=("self",)).filter(agent_id=agent_id).first()
+        created = False
+        if agent is None:
+            fresh = Agent(
+                agent_id=agent_id, pool=pool, status=Agent.Status.ACTIVE, registered_at=now, last_heartbeat=now,
+                token_hash=hashed, **cleaned,
+            )
+            fresh.health_score = health_score(fresh.load_metrics)
+            try:
+                # A concurrent first registration of the same agent_id loses this insert and
+                # carries on below as a re-registration.
+                with transaction.atomic():
+                    fresh.save(force_insert=True)
+                agent, created = fresh, True
+            except IntegrityError:
+                agent = Agent.objects.select_for_update(of=("self",)).get(agent_id=agent_id)
+        from_status = "" if created else agent.status
+        if not created:
+            if agent.pool_id != pool.pk and Assignment.objects.filter(
+                agent=agent, status__in=Assignment.LIVE_STATUSES
+            ).exists():
+                raise Conflict(
+                    f"agent {agent_id!r} still holds live assignments in pool {agent.pool.name!r}",
+                    details={"agent_id": agent_id, "pool": agent.pool.name},
+                )
+            for name, value in cleaned.items():
+                setattr(agent, name, value)
+            agent.pool = pool
+            agent.status = Agent.Status.ACTIVE
+            agent.token_hash = hashed
+            agent.last_heartbeat = now
+            agent.health_score = health_score(agent.load_metrics)
+            agent.save()
+        event_record(
+            Event.Type.AGENT_REGISTERED,
+            actor=actor,
+            agent=agent,
+            from_status=from_status,
+            to_status=Agent.Status.ACTIVE,
+            data={"reregistered": not created, "capacity": agent.capacity},
+        )
+    from pools.services import pool_rebalance
+
+    pool_rebalance(pool=pool, actor=Actor.system("rebalance"))
+    return agent, token
+
+
+def agent_update(*, agent_id: str, actor: Actor, **fields) -> Agent:
+    """Change an agent's descriptive fields (capacity, tags, weight...). Any state. Emits `agent.updated`."""
+    require_operator(actor, "edit an agent")
+    cleaned = _clean_fields(fields)
+    with recorded_transaction():
+        agent = _lock_agent(agent_id)
+        changed = {name: value for name, value in cleaned.items() if getattr(agent, name) != value}
+        if not changed:
+            return agent
+        for name, value in changed.items():
+            setattr(agent, name, value)
+        agent.save(update_fields=list(changed))
+        event_record(Event.Type.AGENT_UPDATED, actor=actor, agent=agent, data={"fields": sorted(changed)})
+    return agent
+
+
+@dataclass
+class HeartbeatResult:
+    agent: Agent
+    revoked: list[UUID] = field(default_factory=list)
+    assigned: list[UUID] = field(default_factory=list)
+
+
+def agent_heartbeat(
+    *, agent_id: str, actor: Actor, load_metrics: dict | None = None, reported: list[UUID] | None = None
+) -> HeartbeatResult:
+    """Record that the agent is alive: new load metrics and health score; a stale agent becomes
+    active again (`agent.status_changed`). Plain heartbeats emit no event.
+
+    When the agent reports what it holds (`reported`, possibly empty):
+    - the activity of the reported assignments it does hold (active, idle) is renewed;
+    - `revoked` lists what it reported but must drop (moved to another agent, ended, being released);
+    - `assigned` lists live assignments it holds but did not report (given to it by failover);
+    - a `releasing` assignment it no longer reports has been dropped: it becomes `released`.
+    """
+    metrics = clean_load_metrics(load_metrics) if load_metrics is not None else None
+    require_self_or_operator(actor, agent_id, "heartbeat")
+    now = timezone.now()
+    revived = False
+    with recorded_transaction():
+        agent = _lock_agent(agent_id)
+        update = ["last_heartbeat", "health_score"]
+        agent.last_heartbeat = now
+        if metrics is not None:
+            agent.load_metrics = metrics
+            update.append("load_metrics")
+        agent.health_score = health_score(agent.load_metrics)
+        agent.save(update_fields=update)
+        if agent.status == Agent.Status.STALE:
+            _set_status(agent, Agent.Status.ACTIVE, actor=actor, event_type=Event.Type.AGENT_STATUS_CHANGED,
+                        data={"reason": "heartbeat"})
+            revived = True
+
+        result = HeartbeatResult(agent=agent)
+        if reported is not None:
+            reported_set = set(reported)
+            held = {
+                a.assignment_id: a.status
+                for a in Assignment.objects.filter(agent=agent, status__in=Assignment.LIVE_STATUSES).only(
+                    "assignment_id", "status"
+                )
+            }
+            renew = [a for a in reported_set if held.get(a) in (Assignment.Status.ACTIVE, Assignment.Status.IDLE)]
+            if renew:
+                Assignment.objects.filter(agent=agent, assignment_id__in=renew).update(last_activity=now)
+            result.revoked = [
+                a for a in reported if held.get(a) is None or held[a] == Assignment.Status.RELEASING
+            ]
+            result.assigned = [
+                a for a, status in held.items()
+                if a not in reported_set and status in (Assignment.Status.ACTIVE, Assignment.Status.IDLE)
+            ]
+            dropped = [a for a, status in held.items() if a not in reported_set and status == Assignment.Status.RELEASING]
+            if dropped:
+                from assignments.services import assignment_release
+
+                for assignment_id in dropped:
+                    assignment_release(assignment_id=assignment_id, actor=actor)
+    if revived:
+        from pools.services import pool_rebalance
+
+        pool_rebalance(pool=agent.pool, actor=Actor.system("rebalance"))
+    return result
+
+
+def agent_set_status(*, agent_id: str, status: str, actor: Actor, load_metrics: dict | None = None) -> Agent:
+    """An agent says it is `active` or `busy` (busy agents keep their work but get no new work from
+    the pool). Draining and leaving have their own services. Emits `agent.status_changed`."""
+    clean_choice("status", status, [Agent.Status.ACTIVE, Agent.Status.BUSY])
+    metrics = clean_load_metrics(load_metrics) if load_metrics is not None else None
+    require_self_or_operator(actor, agent_id, "set the status")
+    with recorded_transaction():
+        agent = _lock_agent(agent_id)
+        if metrics is not None:
+            agent.load_metrics = metrics
+            agent.health_score = health_score(metrics)
+            agent.save(update_fields=["load_metrics", "health_score"])
+        if agent.status != status:
+            _set_status(agent, status, actor=actor, event_type=Event.Type.AGENT_STATUS_CHANGED)
+    return agent
+
+
+def agent_mark_stale(*, agent_id: str, actor: Actor, reason: str = "missed heartbeats") -> Agent:
+    """An agent that stopped heartbeating (or that an operator declares lost) becomes stale, its
+    health score drops, and its live assignments fail over inside its pool (invariant 5).
+    Accepts active, busy and draining agents; stale and inactive ones are left as they are.
+    Emits `agent.stale`, then the failover's events."""
+    require_operator(actor, "mark an agent stale")
+    from django.conf import settings
+
+    from pools.services import pool_fail_over
+
+    with recorded_transaction():
+        agent = _lock_agent_for_moves(agent_id)
+        if agent.status in (Agent.Status.STALE, Agent.Status.INACTIVE):
+            return agent
+        agent.health_score = min(agent.health_score, settings.TETHER_STALE_HEALTH_SCORE)
+        agent.save(update_fields=["health_score"])
+        _set_status(agent, Agent.Status.STALE, actor=actor, event_type=Event.Type.AGENT_STALE,
+                    data={"reason": reason, "last_heartbeat": agent.last_heartbeat.isoformat() if agent.last_heartbeat else None})
+        pool_fail_over(agent=agent, actor=actor)
+    return agent
+
+
+def agent_drain(*, agent_id: str, actor: Actor) -> Agent:
+    """Stop new work for an agent and move its assignments away (invariant 5); with nothing left it
+    is inactive. Accepts active, busy, stale and draining agents; an inactive one is left alone.
+    Emits `agent.status_changed` (to draining), the failover's events, then `agent.drained`."""
+    require_operator(actor, "drain an agent")
+    from pools.services import pool_fail_over
+
+    with recorded_transaction():
+        agent = _lock_agent_for_moves(agent_id)
+        if agent.status == Agent.Status.INACTIVE:
+            return agent
+        if agent.status != Agent.Status.DRAINING:
+            _set_status(agent, Agent.Status.DRAINING, actor=actor, event_type=Event.Type.AGENT_STATUS_CHANGED)
+        moved = pool_fail_over(agent=agent, actor=actor)
+        _set_status(agent, Agent.Status.INACTIVE, actor=actor, event_type=Event.Type.AGENT_DRAINED,
+                    data={"moved": len(moved.moved), "waiting": len(moved.waiting)})
+    return agent
+
+
+def agent_deregister(*, agent_id: str, actor: Actor) -> Agent:
+    """The agent leaves: inactive, its token stops working, its assignments fail over.
+    Any state (deregistering twice is not an error). Emits `agent.deregistered` and the failover's."""
+    require_self_or_operator(actor, agent_id, "deregister")
+    from pools.services import pool_fail_over
+
+    with recorded_transaction():
+        agent = _lock_agent_for_moves(agent_id)
+        if agent.status == Agent.Status.INACTIVE:
+            if agent.token_hash:
+                agent.token_hash = ""
+                agent.save(update_fields=["token_hash"])
+            return agent
+        agent.token_hash = ""
+        agent.save(update_fields=["token_hash"])
+        _set_status(agent, Agent.Status.INACTIVE, actor=actor, event_type=Event.Type.AGENT_DEREGISTERED)
+        pool_fail_over(agent=agent, actor=actor)
+    return agent

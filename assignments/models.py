@@ -1,0 +1,190 @@
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class Profile(models.Model):
+    """A browser profile (the vendor's id) that at most one agent may drive at a time."""
+
+    profile_id = models.CharField(max_length=128, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    pool = models.ForeignKey(
+        "pools.AgentPool", on_delete=models.PROTECT, null=True, blank=True, related_name="profiles"
+    )
+    tags = models.JSONField(default=list, blank=True)
+    region = models.CharField(max_length=64, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    # The last fencing token issued for this profile. Only ever grows (invariant 2).
+    fencing_token = models.BigIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["profile_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(fencing_token__gte=0), name="%(app_label)s_%(class)s_fencing_token_not_negative"
+            ),
+        ]
+
+    def __str__(self):
+        return self.profile_id
+
+
+class Assignment(models.Model):
+    """One profile held (or waiting to be held) by one agent of a pool."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACTIVE = "active", "Active"
+        IDLE = "idle", "Idle"
+        RELEASING = "releasing", "Releasing"
+        RELEASED = "released", "Released"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired"
+
+    class ReleaseReason(models.TextChoices):
+        RELEASED = "released", "Released by its agent"
+        FORCE_RELEASED = "force_released", "Force-released by an operator"
+        AGENT_LOST = "agent_lost", "Agent lost while releasing"
+        EXPIRED = "expired", "Expired"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled while waiting"
+
+    LIVE_STATUSES = (Status.PENDING, Status.ACTIVE, Status.IDLE, Status.RELEASING)
+    TERMINAL_STATUSES = (Status.RELEASED, Status.FAILED, Status.EXPIRED)
+    HELD_STATUSES = (Status.ACTIVE, Status.IDLE, Status.RELEASING)  # an agent is driving the profile
+
+    assignment_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="assignments")
+    pool = models.ForeignKey("pools.AgentPool", on_delete=models.PROTECT, related_name="assignments")
+    agent = models.ForeignKey(
+        "agents.Agent", on_delete=models.PROTECT, null=True, blank=True, related_name="assignments"
+    )
+    workflow_id = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    assigned_at = models.DateTimeField(default=timezone.now)
+    released_at = models.DateTimeField(null=True, blank=True)
+    last_activity = models.DateTimeField(default=timezone.now)
+    fencing_token = models.BigIntegerField()
+    platform_resource_id = models.CharField(max_length=255, blank=True)
+    release_reason = models.CharField(max_length=32, choices=ReleaseReason.choices, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-assigned_at"]
+        indexes = [
+            models.Index(fields=["status", "last_activity"], name="asg_status_activity_idx"),
+            models.Index(fields=["agent", "status"], name="asg_agent_status_idx"),
+            models.Index(fields=["pool", "status"], name="asg_pool_status_idx"),
+            models.Index(fields=["workflow_id"], name="asg_workflow_idx"),
+            models.Index(fields=["-assigned_at"], name="asg_assigned_at_idx"),
+        ]
+        constraints = [
+            # Invariant 1, held by the database itself: at most one live assignment per profile,
+            # whatever the number of web instances and workers (a partial unique index on both
+            # PostgreSQL and SQLite).
+            models.UniqueConstraint(
+                fields=["profile"],
+                condition=models.Q(status__in=["pending", "active", "idle", "releasing"]),
+                name="%(app_label)s_%(class)s_one_live_per_profile",
+            ),
+            # Someone must be driving an active, idle or releasing assignment.
+            models.CheckConstraint(
+                condition=~models.Q(status__in=["active", "idle", "releasing"]) | models.Q(agent__isnull=False),
+                name="%(app_label)s_%(class)s_held_has_agent",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(fencing_token__gte=1), name="%(app_label)s_%(class)s_fencing_token_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=["pending", "active", "idle", "releasing"])
+                | models.Q(released_at__isnull=False),
+                name="%(app_label)s_%(class)s_terminal_has_released_at",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.profile_id}→{self.agent_id or '∅'} ({self.status})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
+
+
+# The one table of allowed assignment status transitions. Moving an assignment to another agent
+# (failover, rebalancing) is not a status transition of its own: it goes through these too.
+_S = Assignment.Status
+ASSIGNMENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    _S.PENDING: frozenset({_S.ACTIVE, _S.RELEASED, _S.FAILED, _S.EXPIRED}),
+    _S.ACTIVE: frozenset({_S.IDLE, _S.PENDING, _S.RELEASING, _S.RELEASED, _S.FAILED, _S.EXPIRED}),
+    _S.IDLE: frozenset({_S.ACTIVE, _S.PENDING, _S.RELEASING, _S.RELEASED, _S.FAILED, _S.EXPIRED}),
+    _S.RELEASING: frozenset({_S.RELEASED, _S.FAILED, _S.EXPIRED}),
+    _S.RELEASED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.EXPIRED: frozenset(),
+}
+
+
+def assignment_can_transition(from_status: str, to_status: str) -> bool:
+    return to_status in ASSIGNMENT_TRANSITIONS.get(from_status, frozenset())
+
+
+class Event(models.Model):
+    """The append-only log and audit trail. `seq` is the order subscribers see (invariant 4).
+
+    Ids are the domain's own strings, not foreign keys, so history outlives the rows it names.
+    """
+
+    class Type(models.TextChoices):
+        ASSIGNMENT_CREATED = "assignment.created"
+        ASSIGNMENT_RELEASED = "assignment.released"
+        ASSIGNMENT_STATUS_CHANGED = "assignment.status_changed"
+        ASSIGNMENT_UPDATED = "assignment.updated"
+        ASSIGNMENT_CONFLICT = "assignment.conflict"
+        ASSIGNMENT_EXPIRED = "assignment.expired"
+        ASSIGNMENT_REASSIGNED = "assignment.reassigned"
+        AGENT_REGISTERED = "agent.registered"
+        AGENT_UPDATED = "agent.updated"
+        AGENT_STATUS_CHANGED = "agent.status_changed"
+        AGENT_STALE = "agent.stale"
+        AGENT_DRAINED = "agent.drained"
+        AGENT_DEREGISTERED = "agent.deregistered"
+        POOL_CREATED = "pool.created"
+        POOL_UPDATED = "pool.updated"
+        PROFILE_CREATED = "profile.created"
+        PROFILE_UPDATED = "profile.updated"
+
+    seq = models.BigAutoField(primary_key=True)
+    type = models.CharField(max_length=64, db_index=True)
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.CharField(max_length=200)
+    assignment_id = models.UUIDField(null=True, blank=True, db_index=True)
+    profile_id = models.CharField(max_length=128, blank=True)
+    agent_id = models.CharField(max_length=128, blank=True)
+    pool = models.CharField(max_length=64, blank=True)
+    task_id = models.CharField(max_length=128, blank=True)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [
+            models.Index(fields=["profile_id", "seq"], name="events_profile_seq_idx"),
+            models.Index(fields=["agent_id", "seq"], name="events_agent_seq_idx"),
+            models.Index(fields=["pool", "seq"], name="events_pool_seq_idx"),
+        ]
+
+    def __str__(self):
+        return f"#{self.seq} {self.type}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise RuntimeError("events are append-only: an event row is never updated")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise RuntimeError("events are append-only: an event row is never deleted")

@@ -1,0 +1,443 @@
+"""Every write to a Profile or an Assignment goes through here: one transaction each, with its
+event rows (see `assignments.events`).
+
+Lock order, kept by every service so that concurrent calls cannot deadlock:
+pool move lock → agent rows (primary-key order) → profile rows → assignment rows → event lock.
+"""
+
+from uuid import UUID
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.models import Agent
+from assignments.actors import Actor, require_operator, require_self_or_operator
+from assignments.errors import (
+    AgentAtCapacity,
+    AgentUnavailable,
+    Conflict,
+    Forbidden,
+    InvalidTransition,
+    NotFound,
+    PoolMismatch,
+    ProfileDisabled,
+    ProfileTaken,
+    StaleFencingToken,
+    ValidationFailed,
+)
+from assignments.events import event_record, recorded_transaction
+from assignments.models import Assignment, Event, Profile, assignment_can_transition
+from assignments.validation import (
+    clean_identifier,
+    clean_json_object,
+    clean_string_list,
+    clean_text,
+)
+from pools.models import AgentPool
+
+S = Assignment.Status
+
+# --- Profiles -------------------------------------------------------------------------------------
+
+
+def _clean_profile_fields(fields: dict) -> dict:
+    checks = {
+        "name": lambda v: clean_text("name", v, max_length=200),
+        "tags": lambda v: clean_string_list("tags", v),
+        "region": lambda v: clean_text("region", v, max_length=64),
+        "metadata": lambda v: clean_json_object("metadata", v),
+        "enabled": _clean_bool,
+        "pool": _clean_pool,
+    }
+    unknown = set(fields) - set(checks)
+    if unknown:
+        raise ValidationFailed(
+            f"unknown profile fields: {', '.join(sorted(unknown))}", details={f: ["unknown field"] for f in unknown}
+        )
+    return {name: checks[name](value) for name, value in fields.items()}
+
+
+def _clean_bool(value) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationFailed("enabled must be true or false", details={"enabled": ["not a boolean"]})
+    return value
+
+
+def _clean_pool(value) -> AgentPool | None:
+    if value is None or isinstance(value, AgentPool):
+        return value
+    if isinstance(value, str):
+        pool = AgentPool.objects.filter(name=value).first()
+        if pool is None:
+            raise ValidationFailed(f"pool {value!r} does not exist", details={"pool": ["unknown pool"]})
+        return pool
+    raise ValidationFailed("pool must be a pool name", details={"pool": ["not a pool name"]})
+
+
+def profile_create(*, profile_id: str, actor: Actor, **fields) -> Profile:
+    """Add a profile (operators). Emits `profile.created`."""
+    require_operator(actor, "create a profile")
+    profile_id = clean_identifier("profile_id", profile_id)
+    cleaned = _clean_profile_fields(fields)
+    with recorded_transaction():
+        profile = Profile(profile_id=profile_id, **cleaned)
+        try:
+            with transaction.atomic():
+                profile.save(force_insert=True)
+        except IntegrityError:
+            raise Conflict(f"profile {profile_id!r} already exists", details={"profile_id": profile_id}) from None
+        event_record(Event.Type.PROFILE_CREATED, actor=actor, profile=profile)
+    return profile
+
+
+def profile_update(*, profile_id: str, actor: Actor, **fields) -> Profile:
+    """Change a profile (operators). Disabling it keeps a live assignment; it only refuses new ones.
+    Emits `profile.updated` when something changed."""
+    require_operator(actor, "edit a profile")
+    cleaned = _clean_profile_fields(fields)
+    with recorded_transaction():
+        profile = _lock_profile(profile_id)
+        changed = {k: v for k, v in cleaned.items() if getattr(profile, k) != v}
+        if not changed:
+            return profile
+        for k, v in changed.items():
+            setattr(profile, k, v)
+        profile.save(update_fields=[*changed, "updated_at"])
+        event_record(Event.Type.PROFILE_UPDATED, actor=actor, profile=profile, data={"fields": sorted(changed)})
+    return profile
+
+
+def _lock_profile(profile_id: str) -> Profile:
+    try:
+        return Profile.objects.select_for_update(of=("self",)).select_related("pool").get(profile_id=profile_id)
+    except Profile.DoesNotExist:
+        raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id}) from None
+
+
+# --- Assignments ----------------------------------------------------------------------------------
+
+
+def _live_holder(profile: Profile) -> Assignment | None:
+    return (
+        Assignment.objects.filter(profile=profile, status__in=Assignment.LIVE_STATUSES)
+        .select_related("agent")
+        .first()
+    )
+
+
+def _taken(profile_id: str, holder: Assignment | None, pool_name: str) -> ProfileTaken:
+    details = {"profile_id": profile_id}
+    if holder is not None:
+        details.update(
+            {
+                "holder_agent_id": holder.agent.agent_id if holder.agent_id else None,
+                "holder_assignment_id": str(holder.assignment_id),
+                "holder_status": holder.status,
+            }
+        )
+    return ProfileTaken(f"profile {profile_id!r} is already assigned", details=details, pool_name=pool_name)
+
+
+def assignment_create(
+    *,
+    profile_id: str,
+    agent_id: str,
+    actor: Actor,
+    workflow_id: str = "",
+    metadata: dict | None = None,
+    platform_resource_id: str = "",
+) -> Assignment:
+    """Give a free profile to an agent: a new `active` assignment with the profile's next fencing
+    token. The agent must be active or busy, under its capacity, and in the profile's pool when the
+    profile has one; the profile must be enabled and free.
+
+    Emits `assignment.created`. A refused take because the profile is held emits
+    `assignment.conflict` (in a transaction of its own, as the take itself is rolled back) and raises
+    `Conflict` naming the holder.
+    """
+    require_self_or_operator(actor, agent_id, "take a profile")
+    profile_id = clean_identifier("profile_id", profile_id)
+    workflow_id = clean_text("workflow_id", workflow_id, max_length=200)
+    metadata = clean_json_object("metadata", metadata)
+    platform_resource_id = clean_text("platform_resource_id", platform_resource_id, max_length=255)
+    try:
+        return _assignment_create(
+            profile_id=profile_id,
+            agent_id=agent_id,
+            actor=actor,
+            workflow_id=workflow_id,
+            metadata=metadata,
+            platform_resource_id=platform_resource_id,
+        )
+    except ProfileTaken as exc:
+        with recorded_transaction():
+            event_record(
+                Event.Type.ASSIGNMENT_CONFLICT,
+                actor=actor,
+                profile_id=profile_id,
+                agent_id=agent_id,
+                pool_name=exc.pool_name,
+                data={k: v for k, v in exc.details.items() if k != "profile_id"} | {"workflow_id": workflow_id},
+            )
+        raise
+
+
+def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, platform_resource_id) -> Assignment:
+    now = timezone.now()
+    with recorded_transaction():
+        # The agent row lock serialises this agent's takes, so its capacity count below holds.
+        try:
+            agent = Agent.objects.select_for_update(of=("self",)).select_related("pool").get(agent_id=agent_id)
+        except Agent.DoesNotExist:
+            raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
+        if not agent.may_take:
+            raise AgentUnavailable(
+                f"agent {agent_id!r} is {agent.status} and may not take profiles",
+                details={"agent_id": agent_id, "status": agent.status},
+            )
+        # The profile row lock serialises every take of this profile, across all web instances.
+        profile = _lock_profile(profile_id)
+        if not profile.enabled:
+            raise ProfileDisabled(f"profile {profile_id!r} is disabled", details={"profile_id": profile_id})
+        if profile.pool_id and profile.pool_id != agent.pool_id:
+            raise PoolMismatch(
+                f"profile {profile_id!r} belongs to pool {profile.pool.name!r}, agent {agent_id!r} to {agent.pool.name!r}",
+                details={"profile_id": profile_id, "profile_pool": profile.pool.name, "agent_pool": agent.pool.name},
+            )
+        holder = _live_holder(profile)
+        if holder is not None:
+            raise _taken(profile_id, holder, agent.pool.name)
+        live = Assignment.objects.filter(agent=agent, status__in=Assignment.LIVE_STATUSES).count()
+        if live >= agent.capacity:
+            raise AgentAtCapacity(
+                f"agent {agent_id!r} already holds {live} of its {agent.capacity} assignments",
+                details={"agent_id": agent_id, "live": live, "capacity": agent.capacity},
+            )
+        # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.
+        profile.fencing_token += 1
+        profile.save(update_fields=["fencing_token"])
+        assignment = Assignment(
+            profile=profile,
+            pool=agent.pool,
+            agent=agent,
+            workflow_id=workflow_id,
+            status=S.ACTIVE,
+            assigned_at=now,
+            last_activity=now,
+            fencing_token=profile.fencing_token,
+            platform_resource_id=platform_resource_id,
+            metadata=metadata,
+        )
+        try:
+            with transaction.atomic():
+                assignment.save(force_insert=True)
+        except IntegrityError:
+            # Only reachable if something took the profile without its row lock: the partial unique
+            # constraint (invariant 1) still refuses it.
+            raise _taken(profile_id, None, agent.pool.name) from None
+        event_record(
+            Event.Type.ASSIGNMENT_CREATED,
+            actor=actor,
+            assignment=assignment,
+            to_status=S.ACTIVE,
+            data={"fencing_token": assignment.fencing_token, "workflow_id": workflow_id},
+        )
+    return assignment
+
+
+def _lock_assignment(assignment_id) -> Assignment:
+    try:
+        assignment_id = UUID(str(assignment_id))
+    except ValueError:
+        raise NotFound(f"assignment {assignment_id!r} does not exist", details={"assignment_id": str(assignment_id)}) from None
+    try:
+        return (
+            Assignment.objects.select_for_update(of=("self",))
+            .select_related("profile", "pool", "agent")
+            .get(assignment_id=assignment_id)
+        )
+    except Assignment.DoesNotExist:
+        raise NotFound(
+            f"assignment {assignment_id} does not exist", details={"assignment_id": str(assignment_id)}
+        ) from None
+
+
+def _check_fencing(assignment: Assignment, fencing_token) -> None:
+    """Invariant 2: a caller that names a fencing token must name the current one."""
+    if fencing_token is None:
+        return
+    if isinstance(fencing_token, bool) or not isinstance(fencing_token, int):
+        raise ValidationFailed("fencing_token must be an integer", details={"fencing_token": ["not an integer"]})
+    if fencing_token != assignment.fencing_token:
+        raise StaleFencingToken(
+            f"fencing token {fencing_token} is not the current one ({assignment.fencing_token})"
+            + (": the profile has been reassigned since" if fencing_token < assignment.fencing_token else ""),
+            details={
+                "assignment_id": str(assignment.assignment_id),
+                "fencing_token": fencing_token,
+                "current_fencing_token": assignment.fencing_token,
+            },
+        )
+
+
+def _require_holder_or_operator(assignment: Assignment, actor: Actor, action: str) -> None:
+    if actor.is_operator:
+        return
+    holder = assignment.agent.agent_id if assignment.agent_id else None
+    if actor.is_agent and holder == actor.name:
+        return
+    raise Forbidden(
+        f"{actor} does not hold assignment {assignment.assignment_id} and may not {action} it",
+        details={"assignment_id": str(assignment.assignment_id), "holder_agent_id": holder},
+    )
+
+
+def _transition(assignment: Assignment, to_status: str, *, actor: Actor, event_type: str, data=None, now=None, reason="") -> None:
+    if not assignment_can_transition(assignment.status, to_status):
+        raise InvalidTransition(
+            f"assignment {assignment.assignment_id} cannot go from {assignment.status} to {to_status}",
+            details={"assignment_id": str(assignment.assignment_id), "from_status": assignment.status, "to_status": to_status},
+        )
+    now = now or timezone.now()
+    from_status = assignment.status
+    assignment.status = to_status
+    update = ["status", "last_activity"]
+    assignment.last_activity = now
+    if to_status in Assignment.TERMINAL_STATUSES:
+        assignment.released_at = now
+        assignment.release_reason = reason
+        update += ["released_at", "release_reason"]
+    assignment.save(update_fields=update)
+    event_record(event_type, actor=actor, assignment=assignment, from_status=from_status, to_status=to_status, data=data)
+
+
+def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None = None, reason: str | None = None) -> Assignment:
+    """Release an assignment. Releasing an ended one again changes nothing and is not an error.
+
+    - its holder (or a job) releases it: → `released`;
+    - an operator releases one whose agent is alive: → `releasing` (the agent is told through its
+      heartbeat and the event stream, and confirms by releasing or by no longer reporting it);
+    - an operator releases one with no live agent (waiting, or the agent is stale or gone): → `released`.
+    A given `fencing_token` must be current (409 `stale_fencing_token` otherwise).
+    Emits `assignment.released`, or `assignment.status_changed` for → releasing.
+    """
+    with recorded_transaction():
+        assignment = _lock_assignment(assignment_id)
+        _check_fencing(assignment, fencing_token)
+        if assignment.status in Assignment.TERMINAL_STATUSES:
+            return assignment
+        _require_holder_or_operator(assignment, actor, "release")
+        holder_is_actor = actor.is_agent and assignment.agent_id and assignment.agent.agent_id == actor.name
+        agent_alive = assignment.agent_id is not None and assignment.agent.status not in (
+            Agent.Status.STALE,
+            Agent.Status.INACTIVE,
+        )
+        if actor.kind == "user" and not holder_is_actor and agent_alive:
+            if assignment.status == S.RELEASING:
+                return assignment
+            _transition(
+                assignment, S.RELEASING, actor=actor, event_type=Event.Type.ASSIGNMENT_STATUS_CHANGED,
+                data={"reason": Assignment.ReleaseReason.FORCE_RELEASED},
+            )
+            return assignment
+        if reason is None:
+            if holder_is_actor:
+                reason = Assignment.ReleaseReason.RELEASED
+            elif assignment.agent_id is None:
+                reason = Assignment.ReleaseReason.CANCELLED
+            else:
+                reason = Assignment.ReleaseReason.FORCE_RELEASED
+        _transition(
+            assignment, S.RELEASED, actor=actor, event_type=Event.Type.ASSIGNMENT_RELEASED,
+            data={"release_reason": reason, "fencing_token": assignment.fencing_token}, reason=reason,
+        )
+    return assignment
+
+
+_UNSET = object()
+
+
+def assignment_update(
+    *,
+    assignment_id,
+    actor: Actor,
+    status: str | None = None,
+    metadata=_UNSET,
+    platform_resource_id: str | None = None,
+    fencing_token: int | None = None,
+) -> Assignment:
+    """The holder (or an operator) marks its assignment `active` or `idle`, replaces its metadata or
+    records its platform resource (pod, container). Accepts active and idle assignments, and a
+    pending one becoming active under its (new) agent. Any call by the holder renews its activity.
+    Emits `assignment.status_changed` when the status changes, else `assignment.updated` when a
+    field changes."""
+    if status is not None and status not in (S.ACTIVE, S.IDLE):
+        raise ValidationFailed("status must be active or idle", details={"status": [f"unknown value {str(status)[:50]!r}"]})
+    if metadata is not _UNSET:
+        metadata = clean_json_object("metadata", metadata)
+    if platform_resource_id is not None:
+        platform_resource_id = clean_text("platform_resource_id", platform_resource_id, max_length=255)
+    now = timezone.now()
+    with recorded_transaction():
+        assignment = _lock_assignment(assignment_id)
+        _check_fencing(assignment, fencing_token)
+        _require_holder_or_operator(assignment, actor, "update")
+        if assignment.status not in (S.ACTIVE, S.IDLE):
+            raise InvalidTransition(
+                f"assignment {assignment.assignment_id} is {assignment.status}; only active or idle ones can be updated",
+                details={"assignment_id": str(assignment.assignment_id), "status": assignment.status},
+            )
+        changed = []
+        if metadata is not _UNSET and metadata != assignment.metadata:
+            assignment.metadata = metadata
+            changed.append("metadata")
+        if platform_resource_id is not None and platform_resource_id != assignment.platform_resource_id:
+            assignment.platform_resource_id = platform_resource_id
+            changed.append("platform_resource_id")
+        if changed:
+            assignment.save(update_fields=changed)
+        if status is not None and status != assignment.status:
+            _transition(
+                assignment, status, actor=actor, event_type=Event.Type.ASSIGNMENT_STATUS_CHANGED,
+                data={"fields": changed} if changed else None, now=now,
+            )
+        elif changed:
+            assignment.last_activity = now
+            assignment.save(update_fields=["last_activity"])
+            event_record(Event.Type.ASSIGNMENT_UPDATED, actor=actor, assignment=assignment, data={"fields": changed})
+        elif actor.is_agent:
+            assignment.last_activity = now
+            assignment.save(update_fields=["last_activity"])
+    return assignment
+
+
+def assignment_expire(*, assignment_id, actor: Actor, reason: str = "idle timeout") -> Assignment:
+    """End a live assignment nobody is using (the zombie reaper). Ended ones are left as they are.
+    Emits `assignment.expired`."""
+    require_operator(actor, "expire an assignment")
+    with recorded_transaction():
+        assignment = _lock_assignment(assignment_id)
+        if assignment.status in Assignment.TERMINAL_STATUSES:
+            return assignment
+        _transition(
+            assignment, S.EXPIRED, actor=actor, event_type=Event.Type.ASSIGNMENT_EXPIRED,
+            data={"reason": reason}, reason=Assignment.ReleaseReason.EXPIRED,
+        )
+    return assignment
+
+
+def assignment_fail(*, assignment_id, actor: Actor, error: str = "", fencing_token: int | None = None) -> Assignment:
+    """The holder (or an operator) reports that the work on a live assignment failed (the browser
+    crashed, the profile is broken). Ended ones are left as they are. Emits `assignment.status_changed`."""
+    error = clean_text("error", error, max_length=1000)
+    with recorded_transaction():
+        assignment = _lock_assignment(assignment_id)
+        _check_fencing(assignment, fencing_token)
+        if assignment.status in Assignment.TERMINAL_STATUSES:
+            return assignment
+        _require_holder_or_operator(assignment, actor, "fail")
+        _transition(
+            assignment, S.FAILED, actor=actor, event_type=Event.Type.ASSIGNMENT_STATUS_CHANGED,
+            data={"error": error}, reason=Assignment.ReleaseReason.FAILED,
+        )
+    return assignment

@@ -1,0 +1,124 @@
+"""Checks on values every service shares, so the API, the admin and jobs refuse the same bad input
+with the same message — before anything is written."""
+
+import json
+import math
+import re
+
+from assignments.errors import ValidationFailed
+
+# Ids travel in URL paths, logs and WebSocket filters: letters, digits and . _ : @ - only.
+IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+MAX_JSON_BYTES = 16 * 1024
+MAX_LIST_ITEMS = 100
+MAX_ITEM_CHARS = 200
+
+# Known load metrics and their allowed ranges; others may be any finite number or short string.
+LOAD_METRIC_RANGES = {
+    "cpu": (0.0, 100.0),
+    "memory": (0.0, 100.0),
+    "active_connections": (0, 1_000_000),
+    "pending_tasks": (0, 1_000_000),
+    "error_rate": (0.0, 1.0),
+}
+MAX_LOAD_METRICS = 32
+
+
+def clean_identifier(field: str, value) -> str:
+    if not isinstance(value, str) or not IDENTIFIER_RE.match(value):
+        raise ValidationFailed(
+            f"{field} must be 1–128 characters of letters, digits and . _ : @ - (starting with a letter or digit)",
+            details={field: ["invalid identifier"]},
+        )
+    return value
+
+
+def clean_text(field: str, value, *, max_length: int = 200) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{field} must be a string", details={field: ["not a string"]})
+    if len(value) > max_length:
+        raise ValidationFailed(f"{field} is longer than {max_length} characters", details={field: ["too long"]})
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValidationFailed(f"{field} contains control characters", details={field: ["control characters"]})
+    return value
+
+
+def clean_string_list(field: str, value) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValidationFailed(f"{field} must be a list of strings", details={field: ["not a list"]})
+    if len(value) > MAX_LIST_ITEMS:
+        raise ValidationFailed(f"{field} has more than {MAX_LIST_ITEMS} items", details={field: ["too many items"]})
+    for item in value:
+        if not isinstance(item, str):
+            raise ValidationFailed(f"{field} must be a list of strings", details={field: ["items must be strings"]})
+        clean_text(field, item, max_length=MAX_ITEM_CHARS)
+    return value
+
+
+def clean_json_object(field: str, value) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationFailed(f"{field} must be a JSON object", details={field: ["not an object"]})
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ValidationFailed(f"{field} must hold plain JSON values", details={field: ["not JSON"]}) from None
+    if len(encoded.encode("utf-8", "surrogatepass")) > MAX_JSON_BYTES:
+        raise ValidationFailed(f"{field} is larger than {MAX_JSON_BYTES // 1024} KiB", details={field: ["too large"]})
+    if "\\u0000" in encoded:
+        # PostgreSQL's jsonb cannot store NUL characters.
+        raise ValidationFailed(f"{field} contains NUL characters", details={field: ["NUL character"]})
+    return value
+
+
+def clean_load_metrics(value) -> dict:
+    metrics = clean_json_object("load_metrics", value)
+    if len(metrics) > MAX_LOAD_METRICS:
+        raise ValidationFailed("load_metrics has too many keys", details={"load_metrics": ["too many keys"]})
+    errors = {}
+    for key, number in metrics.items():
+        if isinstance(number, bool):
+            errors[key] = "must be a number"
+            continue
+        if key in LOAD_METRIC_RANGES:
+            low, high = LOAD_METRIC_RANGES[key]
+            if not isinstance(number, (int, float)) or not math.isfinite(number) or not low <= number <= high:
+                errors[key] = f"must be a number from {low} to {high}"
+        elif isinstance(number, (int, float)):
+            if not math.isfinite(number) or abs(number) > 1e12:
+                errors[key] = "must be a finite number of sensible size"
+        elif not (isinstance(number, str) and len(number) <= MAX_ITEM_CHARS):
+            errors[key] = "must be a number or a short string"
+    if errors:
+        raise ValidationFailed("load_metrics has values out of range", details={"load_metrics": errors})
+    return metrics
+
+
+def clean_int(field: str, value, *, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValidationFailed(
+            f"{field} must be a whole number from {minimum} to {maximum}", details={field: ["out of range"]}
+        )
+    return value
+
+
+def clean_float(field: str, value, *, minimum: float, maximum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValidationFailed(f"{field} must be a number", details={field: ["not a number"]})
+    if not minimum <= value <= maximum:
+        raise ValidationFailed(f"{field} must be from {minimum} to {maximum}", details={field: ["out of range"]})
+    return float(value)
+
+
+def clean_choice(field: str, value, choices) -> str:
+    allowed = [str(c) for c in choices.values] if hasattr(choices, "values") else [str(c) for c in choices]
+    if value not in allowed:
+        raise ValidationFailed(
+            f"{field} must be one of: {', '.join(allowed)}", details={field: [f"unknown value {str(value)[:50]!r}"]}
+        )
+    return value

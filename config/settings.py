@@ -1,0 +1,216 @@
+"""Tether settings, read from the environment (see README: "Configuration").
+
+Two running modes:
+- embedded default (neither DATABASE_URL nor REDIS_URL set): SQLite, in-process cache and channel
+  layer, Celery on an in-memory broker — the whole product on one machine with no servers;
+- production (DATABASE_URL and REDIS_URL set): PostgreSQL, Redis for cache, channel layer and broker.
+"""
+
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import (
+    check_redis_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("TETHER_VAR_DIR", str(BASE_DIR / "var")))
+
+DATABASE_URL = env_str("DATABASE_URL") or None
+REDIS_URL = check_redis_url(env_str("REDIS_URL")) if env_str("REDIS_URL") else None
+EMBEDDED = DATABASE_URL is None and REDIS_URL is None
+
+DEBUG = env_bool("DEBUG", default=False)
+
+
+def _secret_key() -> str:
+    key = env_str("SECRET_KEY")
+    if key:
+        if len(key) < 32:
+            raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long")
+        return key
+    if DATABASE_URL:
+        # Several web instances must share one key; a per-machine generated one would silently differ.
+        raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL is set (production mode)")
+    # Embedded mode: a random key made once on this machine, kept out of the repository.
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",  # first, so that runserver serves ASGI (HTTP and WebSocket)
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "django_htmx",
+    "pools",
+    "agents",
+    "assignments",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------------
+if DATABASE_URL:
+    _default_db = parse_database_url(DATABASE_URL)
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _default_db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "tether.sqlite3")}
+
+if _default_db["ENGINE"] == "django.db.backends.postgresql":
+    if env_bool("TETHER_DB_POOL", default=False):
+        # psycopg's pool: connections are reused across requests and threads (needs CONN_MAX_AGE=0).
+        _default_db["OPTIONS"]["pool"] = {
+            "min_size": env_int("TETHER_DB_POOL_MIN_SIZE", 2, minimum=0),
+            "max_size": env_int("TETHER_DB_POOL_MAX_SIZE", 20, minimum=1),
+        }
+        _default_db["CONN_MAX_AGE"] = 0
+    else:
+        _default_db["CONN_MAX_AGE"] = env_int("TETHER_DB_CONN_MAX_AGE", 60, minimum=0)
+        _default_db["CONN_HEALTH_CHECKS"] = True
+else:
+    # SQLite: wait for the writer lock instead of failing at once; WAL lets readers run beside it.
+    _default_db.setdefault("OPTIONS", {})
+    _default_db["OPTIONS"].update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+
+DATABASES = {"default": _default_db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache, channel layer, Celery ----------------------------------------------------------------
+TETHER_KEY_PREFIX = env_str("TETHER_KEY_PREFIX", "tether")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": TETHER_KEY_PREFIX,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": env_float("TETHER_REDIS_CONNECT_TIMEOUT", 1.0, minimum=0.01),
+                "SOCKET_TIMEOUT": env_float("TETHER_REDIS_TIMEOUT", 1.0, minimum=0.01),
+                # The database is the truth: a Redis outage must degrade the cache, not the API.
+                "IGNORE_EXCEPTIONS": True,
+            },
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{TETHER_KEY_PREFIX}:asgi"},
+        }
+    }
+    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "tether"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+
+# --- Auth, i18n, static --------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env_str("TETHER_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+# --- Tether's own knobs --------------------------------------------------------------------------
+# Defaults for new pools; each pool carries its own values afterwards.
+TETHER_HEARTBEAT_TIMEOUT_SECONDS = env_int("TETHER_HEARTBEAT_TIMEOUT_SECONDS", 30, minimum=1)
+TETHER_ASSIGNMENT_IDLE_TIMEOUT_SECONDS = env_int("TETHER_ASSIGNMENT_IDLE_TIMEOUT_SECONDS", 1800, minimum=1)
+TETHER_MIN_HEALTH_SCORE = env_float("TETHER_MIN_HEALTH_SCORE", 0.5, minimum=0.0, maximum=1.0)
+# How far a stale agent's health score falls when it misses its heartbeats.
+TETHER_STALE_HEALTH_SCORE = env_float("TETHER_STALE_HEALTH_SCORE", 0.0, minimum=0.0, maximum=1.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("TETHER_LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,276 @@
+"""Every write to a pool, and the moves of assignments between a pool's agents (invariant 5)."""
+
+from dataclasses import dataclass, field
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from agents.models import Agent
+from assignments.actors import Actor, require_operator
+from assignments.errors import Conflict, ValidationFailed
+from assignments.events import event_record, recorded_transaction
+from assignments.models import Assignment, Event, Profile
+from assignments.validation import clean_choice, clean_float, clean_identifier, clean_int, clean_text
+from config import locks
+from config.tokens import token_new
+from pools.balancing import Candidate, Work, plan_moves
+from pools.models import AgentPool
+
+_WRITABLE_FIELDS = {
+    "platform": lambda v: clean_choice("platform", v, AgentPool.Platform),
+    "region": lambda v: clean_text("region", v, max_length=64),
+    "strategy": lambda v: clean_choice("strategy", v, AgentPool.Strategy),
+    "heartbeat_timeout_seconds": lambda v: clean_int("heartbeat_timeout_seconds", v, minimum=1, maximum=86400),
+    "assignment_idle_timeout_seconds": lambda v: clean_int(
+        "assignment_idle_timeout_seconds", v, minimum=1, maximum=30 * 86400
+    ),
+    "min_health_score": lambda v: clean_float("min_health_score", v, minimum=0.0, maximum=1.0),
+}
+
+
+def _clean_fields(fields: dict) -> dict:
+    unknown = set(fields) - set(_WRITABLE_FIELDS)
+    if unknown:
+        raise ValidationFailed(
+            f"unknown pool fields: {', '.join(sorted(unknown))}", details={f: ["unknown field"] for f in unknown}
+        )
+    return {name: _WRITABLE_FIELDS[name](value) for name, value in fields.items()}
+
+
+def _check_pool_name(name) -> str:
+    name = clean_identifier("name", name)
+    if not all(ch.isalnum() or ch in "-_" for ch in name) or len(name) > 64:
+        raise ValidationFailed("name must be a slug: letters, digits, - and _ (at most 64)", details={"name": ["not a slug"]})
+    return name
+
+
+def pool_create(*, name: str, actor: Actor, **fields) -> tuple[AgentPool, str]:
+    """Create a pool. Returns it with its enrollment token, which is shown this once. Emits `pool.created`."""
+    require_operator(actor, "create a pool")
+    name = _check_pool_name(name)
+    cleaned = _clean_fields(fields)
+    token, hashed = token_new("enr")
+    with recorded_transaction():
+        pool = AgentPool(name=name, enrollment_token_hash=hashed, **cleaned)
+        try:
+            with transaction.atomic():
+                pool.save(force_insert=True)
+        except IntegrityError:
+            raise Conflict(f"a pool named {name!r} already exists", details={"name": name}) from None
+        event_record(Event.Type.POOL_CREATED, actor=actor, pool=pool, data={"fields": sorted(cleaned)})
+    return pool, token
+
+
+def pool_update(*, name: str, actor: Actor, rotate_enrollment_token: bool = False, **fields) -> tuple[AgentPool, str | None]:
+    """Change a pool's settings, and optionally issue a new enrollment token (the old one stops
+    working). Emits `pool.updated`."""
+    require_operator(actor, "edit a pool")
+    cleaned = _clean_fields(fields)
+    token = None
+    with recorded_transaction():
+        pool = AgentPool.objects.select_for_update().get(name=name)
+        changed = {k: v for k, v in cleaned.items() if getattr(pool, k) != v}
+        for k, v in changed.items():
+            setattr(pool, k, v)
+        update = list(changed)
+        if rotate_enrollment_token:
+            token, pool.enrollment_token_hash = token_new("enr")
+            update.append("enrollment_token_hash")
+        if not update:
+            return pool, None
+        pool.save(update_fields=[*update, "updated_at"])
+        event_record(
+            Event.Type.POOL_UPDATED,
+            actor=actor,
+            pool=pool,
+            data={"fields": sorted(changed), "enrollment_token_rotated": rotate_enrollment_token},
+        )
+    return pool, token
+
+
+def pool_lock_moves(pool_id: int) -> None:
+    """Serialise the moves of one pool's assignments until commit (see `config.locks.POOL_MOVES`).
+    Must be taken before any agent row lock of that pool. Re-entrant within a transaction."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [locks.POOL_MOVES, pool_id])
+
+
+@dataclass
+class Moves:
+    moved: list[Assignment] = field(default_factory=list)  # now held by another agent
+    waiting: list[Assignment] = field(default_factory=list)  # pending, no agent until one is free
+    released: list[Assignment] = field(default_factory=list)  # were being released anyway
+
+
+def _lock_candidates(pool_id: int, *, extra_pk: int | None = None) -> tuple[dict[int, Agent], dict[int, int]]:
+    """Lock the pool's agents that may be handed work (and `extra_pk`), in primary-key order so that
+    concurrent passes cannot deadlock, and count what each holds. The locks keep those counts true
+    until commit: an agent taking a profile locks its own row first."""
+    rows = Agent.objects.select_for_update(of=("self",)).filter(pool_id=pool_id, status=Agent.Status.ACTIVE)
+    if extra_pk is not None:
+        rows = rows | Agent.objects.filter(pk=extra_pk)
+    agents = {a.pk: a for a in rows.order_by("pk")}
+    counts = dict(
+        Assignment.objects.filter(agent_id__in=list(agents), status__in=Assignment.LIVE_STATUSES)
+        .values_list("agent_id")
+        .annotate(n=Count("id"))
+    )
+    return agents, counts
+
+
+def _candidates(agents: dict[int, Agent], counts: dict[int, int], *, exclude: int | None = None) -> list[Candidate]:
+    def fraction(metrics, key):
+        value = metrics.get(key, 0)
+        return value / 100.0 if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+    return [
+        Candidate(
+            key=a.pk,
+            agent_id=a.agent_id,
+            health_score=a.health_score,
+            live=counts.get(a.pk, 0),
+            capacity=a.capacity,
+            weight=a.weight,
+            priority=a.priority,
+            region=a.region,
+            cpu=fraction(a.load_metrics, "cpu"),
+            memory=fraction(a.load_metrics, "memory"),
+            last_assigned_at=a.last_assigned_at,
+        )
+        for a in agents.values()
+        if a.pk != exclude and a.accepts_new_work
+    ]
+
+
+def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agent], *, actor: Actor, now, moves: Moves) -> None:
+    """Persist a planned pass: each assignment goes to its chosen agent (active) or waits (pending),
+    with a new fencing token either way, so whoever held it before is fenced off at once."""
+    profile_pks = sorted({assignments[work.key].profile_id for work, _ in plan})
+    # Profiles are locked in primary-key order; each move bumps its profile's fencing token.
+    profiles = {p.pk: p for p in Profile.objects.select_for_update().filter(pk__in=profile_pks).order_by("pk")}
+    chosen_agents = set()
+    for work, chosen in plan:
+        assignment = assignments[work.key]
+        profile = profiles[assignment.profile_id]
+        # Read-modify-write is safe here: the profile row is locked until commit.
+        profile.fencing_token += 1
+        profile.save(update_fields=["fencing_token"])
+        assignment.profile = profile
+        from_status = assignment.status
+        from_agent = assignment.agent.agent_id if assignment.agent_id else None
+        if chosen is not None:
+            assignment.agent = agents[chosen.key]
+            assignment.status = Assignment.Status.ACTIVE
+            chosen_agents.add(chosen.key)
+            moves.moved.append(assignment)
+        else:
+            assignment.agent = None
+            assignment.status = Assignment.Status.PENDING
+            moves.waiting.append(assignment)
+        assignment.fencing_token = profile.fencing_token
+        assignment.last_activity = now
+        assignment.save(update_fields=["agent", "status", "fencing_token", "last_activity"])
+        event_record(
+            Event.Type.ASSIGNMENT_REASSIGNED,
+            actor=actor,
+            assignment=assignment,
+            from_status=from_status,
+            to_status=assignment.status,
+            data={
+                "from_agent_id": from_agent,
+                "to_agent_id": assignment.agent.agent_id if assignment.agent_id else None,
+                "fencing_token": assignment.fencing_token,
+            },
+        )
+    if chosen_agents:
+        Agent.objects.filter(pk__in=chosen_agents).update(last_assigned_at=now)
+
+
+def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
+    """Move every live assignment of `agent` (stale, draining or deregistered) to a healthy agent of
+    its pool chosen by the pool's strategy, or leave it pending with no agent until one is free.
+    Assignments that were `releasing` are simply released. Emits `assignment.reassigned` for each
+    move (new fencing token) and `assignment.released` for each release."""
+    from assignments.services import assignment_release
+
+    moves = Moves()
+    now = timezone.now()
+    with recorded_transaction():
+        pool_lock_moves(agent.pool_id)
+        agents, counts = _lock_candidates(agent.pool_id, extra_pk=agent.pk)
+        lost = list(
+            Assignment.objects.select_for_update(of=("self",))
+            .filter(agent_id=agent.pk, status__in=Assignment.LIVE_STATUSES)
+            .select_related("profile", "pool", "agent")
+            .order_by("assigned_at", "pk")
+        )
+        if not lost:
+            return moves
+        to_move = []
+        for assignment in lost:
+            if assignment.status == Assignment.Status.RELEASING:
+                moves.released.append(
+                    assignment_release(
+                        assignment_id=assignment.assignment_id,
+                        actor=actor,
+                        reason=Assignment.ReleaseReason.AGENT_LOST,
+                    )
+                )
+            else:
+                to_move.append(assignment)
+        if not to_move:
+            return moves
+        pool = to_move[0].pool
+        plan = plan_moves(
+            [Work(key=a.pk, region=a.profile.region) for a in to_move],
+            _candidates(agents, counts, exclude=agent.pk),
+            strategy=pool.strategy,
+            min_health_score=pool.min_health_score,
+            now=now,
+        )
+        _apply_plan(plan, {a.pk: a for a in to_move}, agents, actor=actor, now=now, moves=moves)
+    return moves
+
+
+def pool_rebalance(*, pool: AgentPool, actor: Actor, limit: int = 100) -> Moves:
+    """Give assignments waiting for an agent (pending, no agent) to free, healthy agents of the pool,
+    oldest first, at most `limit` per call. Waiting ones claimed by a concurrent pass are skipped.
+    Emits `assignment.reassigned` for each one placed."""
+    moves = Moves()
+    now = timezone.now()
+    with recorded_transaction():
+        waiting_ids = list(
+            Assignment.objects.filter(pool=pool, status=Assignment.Status.PENDING, agent__isnull=True)
+            .order_by("assigned_at", "pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not waiting_ids:
+            return moves
+        pool_lock_moves(pool.pk)
+        agents, counts = _lock_candidates(pool.pk)
+        candidates = _candidates(agents, counts)
+        if not any(c.has_room and c.health_score >= pool.min_health_score for c in candidates):
+            return moves
+        # SKIP LOCKED: another worker rebalancing the same pool takes the rows this one cannot.
+        waiting = list(
+            Assignment.objects.select_for_update(of=("self",), skip_locked=True)
+            .filter(pk__in=waiting_ids, status=Assignment.Status.PENDING, agent__isnull=True)
+            .select_related("profile", "pool")
+            .order_by("assigned_at", "pk")
+        )
+        plan = [
+            (work, chosen)
+            for work, chosen in plan_moves(
+                [Work(key=a.pk, region=a.profile.region) for a in waiting],
+                candidates,
+                strategy=pool.strategy,
+                min_health_score=pool.min_health_score,
+                now=now,
+            )
+            if chosen is not None
+        ]
+        if plan:
+            _apply_plan(plan, {a.pk: a for a in waiting}, agents, actor=actor, now=now, moves=moves)
+    return moves
