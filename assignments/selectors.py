@@ -1,0 +1,65 @@
+"""Reads of profiles, assignments and the event log. No writes here."""
+
+from django.db.models import Q, QuerySet
+
+from assignments.models import Assignment, Event
+
+# A `types` filter item ending in "." (or ".*") matches every type with that prefix.
+MAX_EVENT_PAGE = 1000
+
+
+def event_filter_q(*, types: list[str] | None = None, pool: str | None = None, agent_id: str | None = None,
+                   profile_id: str | None = None) -> Q:
+    q = Q()
+    if types:
+        type_q = Q()
+        for t in types:
+            if t.endswith(".*"):
+                t = t[:-1]
+            type_q |= Q(type__startswith=t) if t.endswith(".") else Q(type=t)
+        q &= type_q
+    if pool:
+        q &= Q(pool=pool)
+    if agent_id:
+        q &= Q(agent_id=agent_id)
+    if profile_id:
+        q &= Q(profile_id=profile_id)
+    return q
+
+
+def event_matches(payload: dict, *, types=None, pool=None, agent_id=None, profile_id=None) -> bool:
+    """The same filter as `event_filter_q`, applied to an event payload already in memory."""
+    if types and not any(
+        payload["type"].startswith(t[:-1] if t.endswith(".*") else t) if t.endswith((".", ".*")) else payload["type"] == t
+        for t in types
+    ):
+        return False
+    if pool and payload.get("pool") != pool:
+        return False
+    if agent_id and payload.get("agent_id") != agent_id:
+        return False
+    if profile_id and payload.get("profile_id") != profile_id:
+        return False
+    return True
+
+
+def event_list(*, since: int = 0, limit: int = 100, types=None, pool=None, agent_id=None, profile_id=None) -> list[Event]:
+    """Events with `seq > since`, in `seq` order, at most `limit` (capped at MAX_EVENT_PAGE).
+
+    Gap-free by construction: events become visible only in seq order (assignments/events.py).
+    """
+    limit = max(1, min(int(limit), MAX_EVENT_PAGE))
+    q = event_filter_q(types=types, pool=pool, agent_id=agent_id, profile_id=profile_id)
+    return list(Event.objects.filter(q, seq__gt=since).order_by("seq")[:limit])
+
+
+def assignments_live_for_agent(agent) -> QuerySet:
+    return Assignment.objects.filter(agent=agent, status__in=Assignment.LIVE_STATUSES)
+
+
+def assignment_live_for_profile(profile_id: str) -> Assignment | None:
+    return (
+        Assignment.objects.filter(profile__profile_id=profile_id, status__in=Assignment.LIVE_STATUSES)
+        .select_related("profile", "pool", "agent")
+        .first()
+    )
