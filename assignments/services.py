@@ -5,8 +5,11 @@ Lock order, kept by every service so that concurrent calls cannot deadlock:
 pool move lock → agent rows (primary-key order) → profile rows → assignment rows → event lock.
 """
 
+import logging
+from datetime import timedelta
 from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -33,9 +36,11 @@ from assignments.validation import (
     clean_string_list,
     clean_text,
 )
+from config.jobs import older_than_pool_timeout
 from pools.models import AgentPool
 
 S = Assignment.Status
+log = logging.getLogger(__name__)
 
 # --- Profiles -------------------------------------------------------------------------------------
 
@@ -351,7 +356,28 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
             assignment, S.RELEASED, actor=actor, event_type=Event.Type.ASSIGNMENT_RELEASED,
             data={"release_reason": reason, "fencing_token": assignment.fencing_token}, reason=reason,
         )
+        _rebalance_when_freed(assignment)
     return assignment
+
+
+def _rebalance_when_freed(assignment: Assignment) -> None:
+    """An assignment that ended freed room on its agent: after commit, give that room to the pool's
+    waiting assignments — only when there are any (one indexed query), so a release stays cheap.
+    Best-effort (`robust`): the release has committed; the rebalance job catches up otherwise."""
+    if assignment.agent_id is None:
+        return
+    pool_id = assignment.pool_id
+
+    def rebalance():
+        if not Assignment.objects.filter(pool_id=pool_id, status=S.PENDING, agent__isnull=True).exists():
+            return
+        from pools.services import pool_rebalance
+
+        pool = AgentPool.objects.filter(pk=pool_id).first()
+        if pool is not None:
+            pool_rebalance(pool=pool, actor=Actor.system("rebalance"))
+
+    transaction.on_commit(rebalance, robust=True)
 
 
 _UNSET = object()
@@ -423,6 +449,7 @@ def assignment_expire(*, assignment_id, actor: Actor, reason: str = "idle timeou
             assignment, S.EXPIRED, actor=actor, event_type=Event.Type.ASSIGNMENT_EXPIRED,
             data={"reason": reason}, reason=Assignment.ReleaseReason.EXPIRED,
         )
+        _rebalance_when_freed(assignment)
     return assignment
 
 
@@ -440,4 +467,66 @@ def assignment_fail(*, assignment_id, actor: Actor, error: str = "", fencing_tok
             assignment, S.FAILED, actor=actor, event_type=Event.Type.ASSIGNMENT_STATUS_CHANGED,
             data={"error": error}, reason=Assignment.ReleaseReason.FAILED,
         )
+        _rebalance_when_freed(assignment)
     return assignment
+
+
+# --- Background jobs (run by config/jobs.py on the beat) -------------------------------------------
+
+
+def _expiry_due(now):
+    """The three kinds of assignment the expiry sweep ends or idles, as one filter each."""
+    idle_cutoff = now - timedelta(seconds=settings.TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS)
+    grace_cutoff = now - timedelta(seconds=settings.TETHER_RELEASE_GRACE_SECONDS)
+    active = Assignment.objects.filter(status=S.ACTIVE, last_activity__lt=idle_cutoff)
+    releasing = Assignment.objects.filter(status=S.RELEASING, last_activity__lt=grace_cutoff)
+    idle = older_than_pool_timeout(
+        Assignment.objects.filter(status=S.IDLE),
+        since_field="last_activity",
+        timeout_field="assignment_idle_timeout_seconds",
+        now=now,
+    )
+    return {S.ACTIVE: active, S.IDLE: idle, S.RELEASING: releasing}
+
+
+def assignments_expire_idle(*, actor: Actor, now=None, limit: int = 200) -> dict:
+    """The idle and expiry sweep (the zombie reaper), at most `limit` assignments per kind:
+    - active with no activity for TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS → idle (`assignment_update`);
+    - idle past its pool's `assignment_idle_timeout_seconds` (counted from when it went idle or was
+      last reported) → expired (`assignment_expire`);
+    - releasing whose agent has not confirmed within TETHER_RELEASE_GRACE_SECONDS → released
+      (`assignment_release`, reason force_released).
+    Each row is handled in its own transaction by the service that owns the change (its events).
+    Idempotent; safe on several workers. Returns the counts."""
+    require_operator(actor, "sweep assignments")
+    now = now or timezone.now()
+    due = _expiry_due(now)
+    counts = {"idled": 0, "expired": 0, "released": 0}
+    for status, queryset in due.items():
+        # One indexed query per kind ((status, last_activity)); nothing to do costs only these.
+        for pk in list(queryset.order_by("last_activity").values_list("pk", flat=True)[:limit]):
+            with recorded_transaction():
+                # SKIP LOCKED and the same condition again, under the row lock: a row another worker
+                # is handling is skipped, and one that moved on since the query above (its agent
+                # reported activity, someone released it) is left alone.
+                row = (
+                    _expiry_due(now)[status]
+                    .select_for_update(of=("self",), skip_locked=True)
+                    .filter(pk=pk)
+                    .values_list("assignment_id", flat=True)
+                    .first()
+                )
+                if row is None:
+                    continue
+                if status == S.ACTIVE:
+                    assignment_update(assignment_id=row, actor=actor, status=S.IDLE)
+                    counts["idled"] += 1
+                elif status == S.IDLE:
+                    assignment_expire(assignment_id=row, actor=actor, reason="idle timeout")
+                    counts["expired"] += 1
+                else:
+                    assignment_release(
+                        assignment_id=row, actor=actor, reason=Assignment.ReleaseReason.FORCE_RELEASED
+                    )
+                    counts["released"] += 1
+    return counts

@@ -207,6 +207,32 @@ TETHER_MIN_HEALTH_SCORE = env_float("TETHER_MIN_HEALTH_SCORE", 0.5, minimum=0.0,
 # How far a stale agent's health score falls when it misses its heartbeats.
 TETHER_STALE_HEALTH_SCORE = env_float("TETHER_STALE_HEALTH_SCORE", 0.0, minimum=0.0, maximum=1.0)
 
+# --- Background jobs (Celery beat; see config/celery.py for the one schedule) ----------------------
+# How often each job runs. Expiry, staleness and rebalancing are one indexed query when there is
+# nothing to do, so they run every few seconds: failover takes seconds, not minutes.
+TETHER_JOB_EXPIRY_INTERVAL_SECONDS = env_float("TETHER_JOB_EXPIRY_INTERVAL_SECONDS", 5.0, minimum=0.1)
+TETHER_JOB_STALE_INTERVAL_SECONDS = env_float("TETHER_JOB_STALE_INTERVAL_SECONDS", 5.0, minimum=0.1)
+TETHER_JOB_REBALANCE_INTERVAL_SECONDS = env_float("TETHER_JOB_REBALANCE_INTERVAL_SECONDS", 5.0, minimum=0.1)
+TETHER_JOB_RECONCILE_INTERVAL_SECONDS = env_float("TETHER_JOB_RECONCILE_INTERVAL_SECONDS", 30.0, minimum=0.1)
+TETHER_JOB_ROLLUP_INTERVAL_SECONDS = env_float("TETHER_JOB_ROLLUP_INTERVAL_SECONDS", 60.0, minimum=0.1)
+TETHER_JOB_ARCHIVE_INTERVAL_SECONDS = env_float("TETHER_JOB_ARCHIVE_INTERVAL_SECONDS", 3600.0, minimum=0.1)
+# At most this many rows per job run; the rest waits for the next run.
+TETHER_JOB_BATCH_SIZE = env_int("TETHER_JOB_BATCH_SIZE", 200, minimum=1, maximum=100_000)
+# An active assignment with no activity (heartbeat report, update) for this long becomes idle.
+TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS = env_int("TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS", 300, minimum=1)
+# A force-released (`releasing`) assignment whose agent has not confirmed within this is released.
+TETHER_RELEASE_GRACE_SECONDS = env_int("TETHER_RELEASE_GRACE_SECONDS", 60, minimum=1)
+# Events older than this move to the archive table (assignments.EventArchive).
+TETHER_EVENT_RETENTION_DAYS = env_int("TETHER_EVENT_RETENTION_DAYS", 30, minimum=1)
+# How many past hours the rollup job recomputes on each run (besides the current one).
+TETHER_ROLLUP_HOURS_BACK = env_int("TETHER_ROLLUP_HOURS_BACK", 2, minimum=0, maximum=24 * 31)
+# How long a cached live assignment (assignments/cache.py) may live before it is read again.
+TETHER_ASSIGNMENT_CACHE_SECONDS = env_int("TETHER_ASSIGNMENT_CACHE_SECONDS", 600, minimum=1)
+# Run the beat's jobs inside the web process (an asyncio task on its event loop) instead of Celery.
+# Default on the in-memory broker (embedded mode): there, a separate worker could neither receive the
+# beat's messages nor reach the web process's in-memory channel layer with its events.
+TETHER_EMBEDDED_JOBS = env_bool("TETHER_EMBEDDED_JOBS", default=CELERY_BROKER_URL.startswith("memory://"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

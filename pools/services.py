@@ -274,3 +274,33 @@ def pool_rebalance(*, pool: AgentPool, actor: Actor, limit: int = 100) -> Moves:
         if plan:
             _apply_plan(plan, {a.pk: a for a in waiting}, agents, actor=actor, now=now, moves=moves)
     return moves
+
+
+# --- Background jobs (run by config/jobs.py on the beat) -------------------------------------------
+
+
+def pools_rebalance_all(*, actor: Actor, now=None, limit: int = 200) -> dict:
+    """The rebalancing sweep: every pool with assignments waiting for an agent gets a
+    `pool_rebalance` pass (at most `limit` placed per pool); then any agent left `draining` is
+    drained to the end (`agent_drain`: its assignments move away, it becomes inactive with
+    `agent.drained`) — `agent_drain` normally does that at once, this only finishes an interrupted one.
+    Idempotent; safe on several workers (`pool_rebalance` takes the pool's move lock and skips
+    claimed rows). Returns the counts."""
+    require_operator(actor, "rebalance pools")
+    from agents.services import agent_drain
+
+    # One indexed query ((pool, status)) when nothing waits.
+    pool_ids = list(
+        Assignment.objects.filter(status=Assignment.Status.PENDING, agent__isnull=True)
+        .values_list("pool_id", flat=True)
+        .distinct()
+        .order_by()
+    )
+    placed = 0
+    for pool in AgentPool.objects.filter(pk__in=pool_ids).order_by("pk"):
+        placed += len(pool_rebalance(pool=pool, actor=actor, limit=limit).moved)
+    drained = 0
+    for agent_id in Agent.objects.filter(status=Agent.Status.DRAINING).values_list("agent_id", flat=True)[:limit]:
+        agent_drain(agent_id=agent_id, actor=actor)
+        drained += 1
+    return {"placed": placed, "pools": len(pool_ids), "drained": drained}
