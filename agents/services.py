@@ -185,6 +185,7 @@ def agent_heartbeat(
     revived = False
     with recorded_transaction():
         agent = _lock_agent(agent_id)
+        previous_heartbeat = agent.last_heartbeat
         update = ["last_heartbeat", "health_score"]
         agent.last_heartbeat = now
         if metrics is not None:
@@ -200,12 +201,12 @@ def agent_heartbeat(
         result = HeartbeatResult(agent=agent)
         if reported is not None:
             reported_set = set(reported)
-            held = {
-                a.assignment_id: a.status
-                for a in Assignment.objects.filter(agent=agent, status__in=Assignment.LIVE_STATUSES).only(
-                    "assignment_id", "status"
+            rows = list(
+                Assignment.objects.filter(agent=agent, status__in=Assignment.LIVE_STATUSES).only(
+                    "assignment_id", "status", "last_activity"
                 )
-            }
+            )
+            held = {a.assignment_id: a.status for a in rows}
             renew = [a for a in reported_set if held.get(a) in (Assignment.Status.ACTIVE, Assignment.Status.IDLE)]
             if renew:
                 Assignment.objects.filter(agent=agent, assignment_id__in=renew).update(last_activity=now)
@@ -216,6 +217,12 @@ def agent_heartbeat(
                 a for a, status in held.items()
                 if a not in reported_set and status in (Assignment.Status.ACTIVE, Assignment.Status.IDLE)
             ]
+            # Lost: held since before the previous heartbeat (so the agent reported it then, or was
+            # told to pick it up in that reply) and still not reported. Raised once per loss.
+            if previous_heartbeat is not None:
+                lost = [a for a in rows if a.assignment_id in result.assigned and a.last_activity <= previous_heartbeat]
+                if lost:
+                    _alert_assignments_lost(agent, lost, actor=actor)
             dropped = [a for a, status in held.items() if a not in reported_set and status == Assignment.Status.RELEASING]
             if dropped:
                 from assignments.services import assignment_release
@@ -227,6 +234,34 @@ def agent_heartbeat(
 
         pool_rebalance(pool=agent.pool, actor=Actor.system("rebalance"))
     return result
+
+
+ALERT_ASSIGNMENT_LOST = "alert.raised"
+
+
+def _alert_assignments_lost(agent: Agent, lost: list[Assignment], *, actor: Actor) -> None:
+    """An agent's heartbeat no longer reports assignments the database says it holds: raise an alert
+    (an `alert.raised` event, kind `assignment_lost`) for each, once — not again while it stays lost
+    (its `last_activity` only moves when the agent reports it again). The assignment is left as it
+    is: the reply's `assigned` tells the agent to pick it up again, and if it does not, the expiry
+    sweep idles and then expires it."""
+    already = set(
+        Event.objects.filter(
+            type=ALERT_ASSIGNMENT_LOST,
+            assignment_id__in=[a.assignment_id for a in lost],
+            occurred_at__gte=min(a.last_activity for a in lost),
+        ).values_list("assignment_id", "data__since")
+    )
+    fresh = [a for a in lost if (a.assignment_id, a.last_activity.isoformat()) not in already]
+    for assignment in Assignment.objects.filter(pk__in=[a.pk for a in fresh]).select_related("profile", "pool", "agent"):
+        since = assignment.last_activity.isoformat()
+        event_record(
+            ALERT_ASSIGNMENT_LOST,
+            actor=actor,
+            assignment=assignment,
+            data={"kind": "assignment_lost", "severity": "warning", "since": since,
+                  "message": f"agent {agent.agent_id} no longer reports assignment {assignment.assignment_id}"},
+        )
 
 
 def agent_set_status(*, agent_id: str, status: str, actor: Actor, load_metrics: dict | None = None) -> Agent:

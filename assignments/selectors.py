@@ -58,6 +58,20 @@ def assignments_live_for_agent(agent) -> QuerySet:
 
 
 def assignment_live_for_profile(profile_id: str) -> Assignment | None:
+    """The profile's live assignment, or None when it is free: from the cache of live assignments
+    (assignments/cache.py) when it has the answer, else from the database (and then cached).
+    What comes from the cache is a read-only copy (its `last_activity` may lag behind)."""
+    from assignments import cache
+
+    hit, data = cache.cached_for_profile(profile_id)
+    if hit:
+        return cache.from_snapshot(data) if data is not None else None
+    assignment = assignment_live_for_profile_from_db(profile_id)
+    cache.fill_profile(profile_id, assignment)
+    return assignment
+
+
+def assignment_live_for_profile_from_db(profile_id: str) -> Assignment | None:
     return (
         Assignment.objects.filter(profile__profile_id=profile_id, status__in=Assignment.LIVE_STATUSES)
         .select_related("profile", "pool", "agent")

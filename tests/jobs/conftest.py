@@ -48,3 +48,53 @@ def refresh(obj):
 
 
 __all__ = ["ago", "set_scene", "refresh", "Agent", "Assignment"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_assignment_cache():
+    """Each test starts with no cached assignments (only this suite's keys: `asg:*`)."""
+    from django.core.cache import cache
+
+    def clean():
+        if hasattr(cache, "delete_pattern"):
+            cache.delete_pattern("asg:*")
+        else:
+            cache.clear()
+
+    clean()
+    yield
+    clean()
+
+
+def start_redis(port: int):
+    """A Redis server of the test's own (no persistence), on a port of this suite's range."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("needs redis-server on PATH to stop and start a Redis of its own")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+
+def stop_redis(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except Exception:  # noqa: BLE001
+        proc.kill()
+        proc.wait(timeout=10)
