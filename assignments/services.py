@@ -10,7 +10,7 @@ from datetime import timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from agents.models import Agent
@@ -594,3 +594,127 @@ def _same_entry(have, want, live_cache) -> bool:
         by_id = {item.get("assignment_id"): item for item in have if isinstance(item, dict)}
         return all(live_cache.same(by_id.get(item["assignment_id"]), item) for item in want)
     return live_cache.same(have, want)
+
+
+def _hour_floor(moment):
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _rollup_hour(start, now) -> list:
+    """Usage rows (UsageRollup, unsaved) of the hour starting at `start`, from the assignments held
+    during it and the events that happened in it."""
+    from collections import defaultdict
+
+    from assignments.models import UsageRollup
+
+    end = start + timedelta(hours=1)
+    Scope = UsageRollup.Scope
+    stats = defaultdict(lambda: {"assignments": 0, "busy_seconds": 0.0, "conflicts": 0, "failures": 0, "expirations": 0})
+
+    held = (
+        Assignment.objects.filter(assigned_at__lt=end)
+        .exclude(released_at__lte=start)
+        .exclude(status=S.PENDING)
+        .values_list("profile__profile_id", "pool__name", "agent__agent_id", "assigned_at", "released_at")
+    )
+    for profile_id, pool_name, agent_id, assigned_at, released_at in held.iterator(chunk_size=2000):
+        busy = (min(released_at or now, end, now) - max(assigned_at, start)).total_seconds()
+        if busy <= 0:
+            continue
+        for scope, key in ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id)):
+            if key:
+                stats[(scope, key)]["busy_seconds"] += busy
+
+    counted = (
+        Event.objects.filter(occurred_at__gte=start, occurred_at__lt=end, type__in=[
+            Event.Type.ASSIGNMENT_CREATED, Event.Type.ASSIGNMENT_REASSIGNED, Event.Type.ASSIGNMENT_CONFLICT,
+            Event.Type.ASSIGNMENT_EXPIRED, Event.Type.ASSIGNMENT_STATUS_CHANGED,
+        ])
+        .values_list("type", "to_status", "profile_id", "agent_id", "pool")
+        .annotate(n=models.Count("seq"))
+        .order_by()
+    )
+    for type_, to_status, profile_id, agent_id, pool_name, n in counted:
+        if type_ == Event.Type.ASSIGNMENT_CREATED:
+            what, scopes = "assignments", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
+        elif type_ == Event.Type.ASSIGNMENT_REASSIGNED:
+            if to_status != S.ACTIVE:
+                continue
+            what, scopes = "assignments", ((Scope.AGENT, agent_id),)  # handed to it by failover or rebalancing
+        elif type_ == Event.Type.ASSIGNMENT_CONFLICT:
+            what, scopes = "conflicts", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
+        elif type_ == Event.Type.ASSIGNMENT_EXPIRED:
+            what, scopes = "expirations", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
+        elif to_status == S.FAILED:
+            what, scopes = "failures", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
+        else:
+            continue
+        for scope, key in scopes:
+            if key:
+                stats[(scope, key)][what] += n
+
+    return [
+        UsageRollup(hour=start, scope=scope, key=key, computed_at=now,
+                    **(values | {"busy_seconds": round(values["busy_seconds"], 3)}))
+        for (scope, key), values in stats.items()
+    ]
+
+
+def usage_rollup_recent(*, actor: Actor, now=None, limit: int = 200) -> dict:
+    """Roll up usage per hour and per profile, agent and pool (assignments, busy seconds, conflicts,
+    failures, expirations) for the current hour and the TETHER_ROLLUP_HOURS_BACK before it. Each
+    covered hour's rows are replaced, so running twice gives the same rows. Runs alone (advisory lock
+    JOB_ROLLUP; a second worker returns `busy`). Returns the counts."""
+    from assignments.models import UsageRollup
+    from config import locks
+
+    require_operator(actor, "roll up usage")
+    now = now or timezone.now()
+    current = _hour_floor(now)
+    hours = [current - timedelta(hours=i) for i in range(settings.TETHER_ROLLUP_HOURS_BACK, -1, -1)]
+    written = 0
+    with transaction.atomic():
+        if not locks.try_xact_lock(locks.JOB_ROLLUP):
+            return {"busy": True, "hours": 0, "rows": 0}
+        for hour in hours:
+            rows = _rollup_hour(hour, now)
+            UsageRollup.objects.filter(hour=hour).delete()
+            UsageRollup.objects.bulk_create(rows, batch_size=1000)
+            written += len(rows)
+    return {"hours": len(hours), "rows": written}
+
+
+_ARCHIVE_BATCHES_PER_RUN = 10
+
+
+def events_archive_old(*, actor: Actor, now=None, limit: int = 200) -> dict:
+    """Move events older than TETHER_EVENT_RETENTION_DAYS from the event log to EventArchive (same
+    seq and columns): oldest first, `limit` per transaction, at most 10 transactions a run. The log
+    is append-only for everyone else (`Event.delete()` refuses); this bulk move is the one sanctioned
+    removal, and nothing is dropped — each batch is inserted into the archive in the same transaction
+    that deletes it. Runs alone (advisory lock JOB_ARCHIVE). Idempotent. Returns the counts."""
+    from assignments.models import EventArchive
+    from config import locks
+
+    require_operator(actor, "archive events")
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.TETHER_EVENT_RETENTION_DAYS)
+    columns = [f.attname for f in EventArchive._meta.concrete_fields if f.attname != "archived_at"]
+    archived = 0
+    for _ in range(_ARCHIVE_BATCHES_PER_RUN):
+        with transaction.atomic():
+            if not locks.try_xact_lock(locks.JOB_ARCHIVE):
+                return {"busy": True, "archived": archived}
+            batch = list(Event.objects.filter(occurred_at__lt=cutoff).order_by("seq").values(*columns)[:limit])
+            if not batch:
+                break
+            EventArchive.objects.bulk_create(
+                [EventArchive(archived_at=now, **row) for row in batch], ignore_conflicts=True
+            )
+            # A queryset delete: one DELETE of exactly the rows just copied (Event.delete() refuses
+            # single rows by design; this is the archive's sanctioned bulk move).
+            Event.objects.filter(seq__in=[row["seq"] for row in batch]).delete()
+            archived += len(batch)
+        if len(batch) < limit:
+            break
+    return {"archived": archived}
