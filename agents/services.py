@@ -82,6 +82,12 @@ def _set_status(agent: Agent, to_status: str, *, actor: Actor, event_type: str, 
     agent.status = to_status
     agent.save(update_fields=["status"])
     event_record(event_type, actor=actor, agent=agent, from_status=from_status, to_status=to_status, data=data)
+    if from_status == Agent.Status.STALE:
+        # Revived, drained or gone: the stale condition is over either way.
+        from assignments.services import ALERTS_ACTOR, alert_key_agent_stale, alert_resolve
+
+        alert_resolve(actor=ALERTS_ACTOR, dedup_key=alert_key_agent_stale(agent.agent_id),
+                      reason=f"agent is {to_status}")
 
 
 def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) -> tuple[Agent, str]:
@@ -236,31 +242,30 @@ def agent_heartbeat(
     return result
 
 
-ALERT_ASSIGNMENT_LOST = "alert.raised"
-
-
 def _alert_assignments_lost(agent: Agent, lost: list[Assignment], *, actor: Actor) -> None:
-    """An agent's heartbeat no longer reports assignments the database says it holds: raise an alert
-    (an `alert.raised` event, kind `assignment_lost`) for each, once — not again while it stays lost
-    (its `last_activity` only moves when the agent reports it again). The assignment is left as it
-    is: the reply's `assigned` tells the agent to pick it up again, and if it does not, the expiry
-    sweep idles and then expires it."""
-    already = set(
-        Event.objects.filter(
-            type=ALERT_ASSIGNMENT_LOST,
-            assignment_id__in=[a.assignment_id for a in lost],
-            occurred_at__gte=min(a.last_activity for a in lost),
-        ).values_list("assignment_id", "data__since")
-    )
-    fresh = [a for a in lost if (a.assignment_id, a.last_activity.isoformat()) not in already]
-    for assignment in Assignment.objects.filter(pk__in=[a.pk for a in fresh]).select_related("profile", "pool", "agent"):
-        since = assignment.last_activity.isoformat()
-        event_record(
-            ALERT_ASSIGNMENT_LOST,
-            actor=actor,
-            assignment=assignment,
-            data={"kind": "assignment_lost", "severity": "warning", "since": since,
-                  "message": f"agent {agent.agent_id} no longer reports assignment {assignment.assignment_id}"},
+    """An agent's heartbeat no longer reports assignments the database says it holds: raise an
+    `assignment_lost` alert (`alert_raise`, emits `alert.raised`) for each, once per loss — not again
+    while it stays lost (its `last_activity` only moves when the agent reports it again). The
+    assignment is left as it is: the reply's `assigned` tells the agent to pick it up again, and if
+    it does not, the expiry sweep idles and then expires it."""
+    from assignments.models import Alert
+    from assignments.services import alert_raise
+
+    keys = {a.pk: f"assignment_lost:{a.assignment_id}:{a.last_activity.isoformat()}" for a in lost}
+    already = set(Alert.objects.filter(dedup_key__in=list(keys.values())).values_list("dedup_key", flat=True))
+    fresh = [a.pk for a in lost if keys[a.pk] not in already]
+    for assignment in Assignment.objects.filter(pk__in=fresh).select_related("profile", "pool").order_by("pk"):
+        alert_raise(
+            kind=Alert.Kind.ASSIGNMENT_LOST,
+            actor=Actor.system("heartbeat"),
+            message=f"agent {agent.agent_id} no longer reports assignment {assignment.assignment_id} "
+            f"(profile {assignment.profile.profile_id}) that it holds",
+            dedup_key=keys[assignment.pk],
+            pool=assignment.pool.name,
+            agent_id=agent.agent_id,
+            profile_id=assignment.profile.profile_id,
+            assignment_id=assignment.assignment_id,
+            data={"reported_by": str(actor), "since": assignment.last_activity.isoformat()},
         )
 
 
@@ -285,7 +290,8 @@ def agent_mark_stale(*, agent_id: str, actor: Actor, reason: str = "missed heart
     """An agent that stopped heartbeating (or that an operator declares lost) becomes stale, its
     health score drops, and its live assignments fail over inside its pool (invariant 5).
     Accepts active, busy and draining agents; stale and inactive ones are left as they are.
-    Emits `agent.stale`, then the failover's events."""
+    Emits `agent.stale`, the failover's events, then `alert.raised` (the agent's `agent_stale` alert).
+    Leaving stale (heartbeat, drain, deregister) resolves that alert (`alert.resolved`)."""
     require_operator(actor, "mark an agent stale")
     from django.conf import settings
 
@@ -300,6 +306,19 @@ def agent_mark_stale(*, agent_id: str, actor: Actor, reason: str = "missed heart
         _set_status(agent, Agent.Status.STALE, actor=actor, event_type=Event.Type.AGENT_STALE,
                     data={"reason": reason, "last_heartbeat": agent.last_heartbeat.isoformat() if agent.last_heartbeat else None})
         pool_fail_over(agent=agent, actor=actor)
+        from assignments.models import Alert
+        from assignments.services import ALERTS_ACTOR, alert_key_agent_stale, alert_raise
+
+        alert_raise(
+            kind=Alert.Kind.AGENT_STALE,
+            severity=Alert.Severity.WARNING,
+            actor=ALERTS_ACTOR,
+            message=f"agent {agent.agent_id} of pool {agent.pool.name} is stale ({reason})",
+            dedup_key=alert_key_agent_stale(agent.agent_id),
+            pool=agent.pool.name,
+            agent_id=agent.agent_id,
+            data={"reason": reason},
+        )
     return agent
 
 

@@ -60,9 +60,16 @@ def assignments_live_for_agent(agent) -> QuerySet:
 def assignment_live_for_profile(profile_id: str) -> Assignment | None:
     """The profile's live assignment, or None when it is free: from the cache of live assignments
     (assignments/cache.py) when it has the answer, else from the database (and then cached).
-    What comes from the cache is a read-only copy (its `last_activity` may lag behind)."""
+    What comes from the cache is a read-only copy (its `last_activity` may lag behind).
+
+    Inside a transaction it reads the database: the cache learns of a change only after commit, so
+    a transaction must see its own writes (and its test-case wrapper never commits)."""
+    from django.db import connection
+
     from assignments import cache
 
+    if connection.in_atomic_block:
+        return assignment_live_for_profile_from_db(profile_id)
     hit, data = cache.cached_for_profile(profile_id)
     if hit:
         return cache.from_snapshot(data) if data is not None else None
@@ -177,3 +184,19 @@ def assignment_metrics(*, window_seconds: int, now=None) -> dict:
         "profile_utilization": utilization,
         "agent_efficiency": efficiency,
     }
+
+
+def alert_list(*, status: str | list[str] | None = None, pool: str | None = None, limit: int = 100) -> list:
+    """Alerts, newest first; `status` "unresolved" means open or acknowledged."""
+    from assignments.models import Alert
+
+    qs = Alert.objects.all()
+    if status == "unresolved":
+        qs = qs.filter(status__in=Alert.UNRESOLVED_STATUSES)
+    elif isinstance(status, str):
+        qs = qs.filter(status=status)
+    elif status:
+        qs = qs.filter(status__in=status)
+    if pool:
+        qs = qs.filter(pool=pool)
+    return list(qs.order_by("-raised_at", "-pk")[: max(1, min(int(limit), 1000))])

@@ -8,7 +8,7 @@ from django.test import override_settings
 from agents.services import agent_heartbeat
 from assignments import cache as live_cache
 from assignments.actors import Actor
-from assignments.models import Event
+from assignments.models import Alert, Event
 from assignments.selectors import assignment_live_for_profile
 from assignments.services import assignment_release, assignments_reconcile_cache
 from tests.jobs.conftest import ago, set_scene, start_redis, stop_redis
@@ -133,8 +133,11 @@ def test_a_heartbeat_that_stops_reporting_a_held_assignment_raises_one_alert(fle
     # It held the assignment at its previous heartbeat and no longer reports it: lost.
     reply = agent_heartbeat(agent_id="agent-a", actor=actor, reported=[])
     assert reply.assigned == [held.assignment_id]
-    alerts = Event.objects.filter(type="alert.raised", assignment_id=held.assignment_id)
-    assert [(e.agent_id, e.data["kind"]) for e in alerts] == [("agent-a", "assignment_lost")]
+    alerts = Event.objects.filter(type="alert.raised", data__kind="assignment_lost")
+    assert [(e.agent_id, e.profile_id, e.data["assignment_id"]) for e in alerts] == [
+        ("agent-a", "prof-0", str(held.assignment_id))]
+    assert list(Alert.objects.values_list("kind", "agent_id", "assignment_id", "status")) == [
+        ("assignment_lost", "agent-a", held.assignment_id, "open")]
 
     agent_heartbeat(agent_id="agent-a", actor=actor, reported=[])
     assert alerts.count() == 1  # once per loss
@@ -151,4 +154,4 @@ def test_an_assignment_just_handed_over_is_not_an_alert_before_the_agent_was_tol
 
     reply = agent_heartbeat(agent_id="agent-b", actor=Actor.for_agent("agent-b"), reported=[])
     assert reply.assigned == [held.assignment_id]
-    assert not Event.objects.filter(type="alert.raised").exists()
+    assert not Alert.objects.filter(kind="assignment_lost").exists()
