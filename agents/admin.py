@@ -3,8 +3,7 @@ from django.contrib import admin
 from agents.models import Agent
 from agents.services import agent_drain, agent_mark_stale, agent_update
 from assignments.actors import Actor
-from assignments.admin import _report
-from assignments.errors import TetherError
+from assignments.admin import apply_to_each
 
 _EDITABLE = ("agent_type", "capabilities", "services", "endpoints", "tags", "metadata", "version", "region",
              "capacity", "weight", "priority")
@@ -31,21 +30,11 @@ class AgentAdmin(admin.ModelAdmin):
         agent_update(agent_id=obj.agent_id, actor=Actor.for_user(request.user),
                      **{name: form.cleaned_data[name] for name in _EDITABLE if name in form.changed_data})
 
-    def _each(self, request, queryset, service, verb):
-        actor = Actor.for_user(request.user)
-        done, failures = 0, []
-        for agent_id in queryset.values_list("agent_id", flat=True):
-            try:
-                service(agent_id=agent_id, actor=actor)
-                done += 1
-            except TetherError as exc:
-                failures.append(f"{agent_id}: {exc.message}")
-        _report(self, request, done, failures, verb)
-
     @admin.action(description="Drain selected agents (move their assignments away)")
     def drain(self, request, queryset):
-        self._each(request, queryset, agent_drain, "Drained")
+        apply_to_each(self, request, queryset.values_list("agent_id", flat=True), agent_drain, "agent_id", "Drained")
 
     @admin.action(description="Mark selected agents stale (fail their assignments over)")
     def mark_stale(self, request, queryset):
-        self._each(request, queryset, agent_mark_stale, "Marked stale")
+        apply_to_each(self, request, queryset.values_list("agent_id", flat=True), agent_mark_stale, "agent_id",
+                      "Marked stale")

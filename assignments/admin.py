@@ -8,7 +8,17 @@ from assignments.models import Assignment, Event, Profile
 from assignments.services import assignment_release, profile_create, profile_update
 
 
-def _report(modeladmin, request, done: int, failures: list[str], verb: str):
+def apply_to_each(modeladmin, request, ids, service, key: str, verb: str) -> None:
+    """Run an admin action's service once per selected row (each in its own transaction), and tell
+    the operator what was done and what was refused."""
+    actor = Actor.for_user(request.user)
+    done, failures = 0, []
+    for value in ids:
+        try:
+            service(**{key: value}, actor=actor)
+            done += 1
+        except TetherError as exc:
+            failures.append(f"{value}: {exc.message}")
     if done:
         modeladmin.message_user(request, f"{verb} {done}.", messages.SUCCESS)
     for failure in failures:
@@ -63,15 +73,8 @@ class AssignmentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Force-release selected assignments")
     def force_release(self, request, queryset):
-        actor = Actor.for_user(request.user)
-        done, failures = 0, []
-        for assignment_id in queryset.values_list("assignment_id", flat=True):
-            try:
-                assignment_release(assignment_id=assignment_id, actor=actor)
-                done += 1
-            except TetherError as exc:
-                failures.append(f"{assignment_id}: {exc.message}")
-        _report(self, request, done, failures, "Released (or asked the agent to release)")
+        apply_to_each(self, request, queryset.values_list("assignment_id", flat=True), assignment_release,
+                      "assignment_id", "Released (or asked the agent to release)")
 
 
 class NoCountPaginator(Paginator):
