@@ -59,19 +59,22 @@ def _channel_layer():
 
 
 def _beat():
-    """When each background job last ran (config/jobs.py); overdue ones (no run for 3 intervals
-    and 30 s: no beat, no worker, or a job failing) make this check fail."""
+    """When each background job last ran (config/jobs.py). A job that ran before but is now overdue
+    (no run for 3 intervals and 30 s: the beat or the workers stopped) or whose last run failed makes
+    this check fail; jobs that never ran (a fresh install, before the first beat) are listed in
+    `never_run` without failing it."""
     from config.jobs import job_status
 
     jobs = job_status()
-    overdue = sorted(name for name, job in jobs.items() if job["overdue"])
+    never_run = sorted(name for name, job in jobs.items() if job["last_run"] is None)
+    overdue = sorted(name for name, job in jobs.items() if job["overdue"] and job["last_run"] is not None)
     failing = sorted(name for name, job in jobs.items() if job["ok"] is False)
     runner = "embedded" if settings.TETHER_EMBEDDED_JOBS else "celery"
     if overdue or failing:
         raise RuntimeError(
             f"jobs overdue: {', '.join(overdue) or 'none'}; failing: {', '.join(failing) or 'none'} (runner: {runner})"
         )
-    return {"runner": runner, "jobs": jobs}
+    return {"runner": runner, "never_run": never_run, "jobs": jobs}
 
 
 @never_cache
