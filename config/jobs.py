@@ -58,6 +58,10 @@ def _service(job: Job):
     return getattr(import_module(module), name)
 
 
+# Result counts that say how much was looked at, not that something changed.
+_NOT_CHANGES = {"checked", "hours", "rows", "pools", "ms"}
+
+
 def job_run(name: str, *, now=None, limit: int | None = None) -> dict:
     """Run one job once as the system actor `job:<name>`, and record the run. A failure is recorded
     and raised (Celery logs it; the next beat tries again)."""
@@ -73,8 +77,8 @@ def job_run(name: str, *, now=None, limit: int | None = None) -> dict:
         raise
     result = dict(result or {})
     _record(name, started, ok=True, result=result | {"ms": round((time.perf_counter() - clock) * 1000, 1)})
-    if any(v for k, v in result.items() if k != "ms" and isinstance(v, int)):
-        log.info("job %s: %s", name, result)
+    changed = any(v for k, v in result.items() if k not in _NOT_CHANGES and isinstance(v, int))
+    log.log(logging.INFO if changed else logging.DEBUG, "job %s: %s", name, result)
     return result
 
 
