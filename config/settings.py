@@ -292,4 +292,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("TETHER_LOG_LEVEL", "INFO")},
+    # A line per beat tick and per task run would bury what the jobs did (logged by tether.jobs).
+    "loggers": {
+        name: {"level": env_str("TETHER_CELERY_LOG_LEVEL", "WARNING")}
+        for name in ("celery.beat", "celery.app.trace", "celery.worker.strategy")
+    },
 }
