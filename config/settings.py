@@ -169,6 +169,8 @@ else:
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://")
 CELERY_TASK_IGNORE_RESULT = True
+# The queue the beat's jobs go to and the workers listen on (a test suite uses one of its own).
+CELERY_TASK_DEFAULT_QUEUE = env_str("TETHER_CELERY_QUEUE", "tether")
 CELERY_TIMEZONE = "UTC"
 
 # --- Auth, i18n, static --------------------------------------------------------------------------
