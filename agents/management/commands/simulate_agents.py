@@ -187,6 +187,8 @@ class Command(BaseCommand):
 
     def _round(self):
         now = time.monotonic()
+        elapsed, self.last_round = now - getattr(self, "last_round", now), now
+        self._maybe_crash(now, elapsed)
         for agent in self.agents:
             try:
                 self._act(agent, now)
@@ -204,14 +206,6 @@ class Command(BaseCommand):
         if now >= agent.next_heartbeat:
             self._heartbeat(agent)
             agent.next_heartbeat = now + self.opts["heartbeat_timeout"] / 3
-        crash_every = self.opts["crash_every"]
-        if crash_every and self.rng.random() < self.opts["tick"] / crash_every / len(self.agents) * 1.0:
-            if not any(a.crashed for a in self.agents if a.pool == agent.pool):  # one per pool at a time
-                down = self.opts["heartbeat_timeout"] * self.rng.uniform(1.6, 3.0)
-                agent.crashed_until = now + down
-                self.stats["crashes"] += 1
-                self.log(f"{agent.agent_id} CRASHES (silent for {down:.0f} s; it holds {len(agent.held)})")
-                return
         roll = self.rng.random()
         if roll < 0.10:
             self._take(agent)
@@ -219,6 +213,22 @@ class Command(BaseCommand):
             self._release(agent)
         elif roll < 0.17 and agent.held:
             self._idle(agent)
+
+    def _maybe_crash(self, now: float, elapsed: float):
+        """About once every --crash-every seconds (whatever the round's length), an agent whose pool
+        has no other crashed agent goes silent for 1.6 to 3 heartbeat timeouts."""
+        crash_every = self.opts["crash_every"]
+        if not crash_every or self.rng.random() >= elapsed / crash_every:
+            return
+        down_pools = {a.pool for a in self.agents if a.crashed}
+        candidates = [a for a in self.agents if a.pool not in down_pools]
+        if not candidates:
+            return
+        agent = self.rng.choice(candidates)
+        down = self.opts["heartbeat_timeout"] * self.rng.uniform(1.6, 3.0)
+        agent.crashed_until = now + down
+        self.stats["crashes"] += 1
+        self.log(f"{agent.agent_id} CRASHES (silent for {down:.0f} s; it holds {len(agent.held)})")
 
     def _heartbeat(self, agent: SimAgent):
         status, body = self.api.call(
