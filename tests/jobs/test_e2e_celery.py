@@ -96,7 +96,7 @@ def _wait_for(predicate, timeout: float, step: float = 0.05):
     return None
 
 
-def test_a_silent_agents_assignment_moves_within_heartbeat_timeout_plus_one_beat(client, celery_worker, celery_beat):
+def test_a_silent_agents_assignment_moves_within_heartbeat_timeout_plus_one_beat(client, celery_beat, celery_worker):
     operator = Actor.system("test")
     pool = PoolFactory(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
     _, silent_token = agent_register(pool=pool, agent_id="silent", actor=operator, capacity=2)
