@@ -84,43 +84,69 @@ def test_concurrent_reconciliations_repair_each_entry_once(fleet, job_actor, run
     assert sum(r["missing"] for r in results if "missing" in r) == len(fleet.profiles)
 
 
-def test_redis_down_while_profiles_are_taken_and_released_then_reconciliation_repairs_the_cache(fleet, job_actor):
+def _api(client, method, path, agent_id, body=None):
+    # The factories give agent X the token "agt_X" (tests/factories.py).
+    auth = {"HTTP_AUTHORIZATION": f"Token agt_{agent_id}"}
+    if body is None:
+        return getattr(client, method)(path, **auth)
+    return getattr(client, method)(path, body, content_type="application/json", **auth)
+
+
+def test_redis_down_while_profiles_are_taken_and_released_then_reconciliation_repairs_the_cache(
+    fleet, job_actor, client
+):
     redis = start_redis(OUTAGE_REDIS_PORT)
+    location = f"redis://127.0.0.1:{OUTAGE_REDIS_PORT}/0"
     caches = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{OUTAGE_REDIS_PORT}/0",
+            "LOCATION": location,
             "KEY_PREFIX": "tether-outage",
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5, "IGNORE_EXCEPTIONS": True},
         }
     }
+    # One Redis for everything, as in production: the cache and the channel layer go down together.
+    layers = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                          "CONFIG": {"hosts": [location], "prefix": "tether-outage:asgi"}}}
     try:
-        with override_settings(CACHES=caches):
-            first = fleet.take(fleet.profiles[0], fleet.a)
+        with override_settings(CACHES=caches, CHANNEL_LAYERS=layers, REDIS_URL=location):
+            r = _api(client, "post", "/api/assignments", "agent-a", {"profile_id": "prof-0", "agent_id": "agent-a"})
+            assert r.status_code == 201, r.content
+            first = r.json()["assignment_id"]
             second = fleet.take(fleet.profiles[1], fleet.a)
-            assert _cached("prof-0")["a"]["assignment_id"] == str(first.assignment_id)
+            assert _cached("prof-0")["a"]["assignment_id"] == first
 
             stop_redis(redis)
-            # Nothing fails while Redis is down: takes, releases and reads work from the database.
-            assert assignment_live_for_profile("prof-0").assignment_id == first.assignment_id
-            assignment_release(assignment_id=first.assignment_id, actor=Actor.for_agent("agent-a"))
-            third = fleet.take(fleet.profiles[2], fleet.b)
-            assert assignment_live_for_profile("prof-0") is None
-            assert assignment_live_for_profile("prof-2").assignment_id == third.assignment_id
-            assert agent_heartbeat(agent_id="agent-a", actor=Actor.for_agent("agent-a"),
-                                   reported=[second.assignment_id]).revoked == []
+            # Nothing fails while Redis is down: the API takes, releases and answers from the database.
+            r = _api(client, "get", "/api/profiles/prof-0/assignment", "agent-b")
+            assert (r.status_code, r.json()["available"], r.json()["assignment"]["assignment_id"]) == (200, False, first)
+            r = _api(client, "delete", f"/api/assignments/{first}", "agent-a")
+            assert r.status_code == 200, r.content
+            assert r.json()["status"] == "released"
+            r = _api(client, "post", "/api/assignments", "agent-b", {"profile_id": "prof-2", "agent_id": "agent-b"})
+            assert r.status_code == 201, r.content
+            third = r.json()["assignment_id"]
+            r = _api(client, "get", "/api/profiles/prof-0/assignment", "agent-b")
+            assert (r.status_code, r.json()["available"]) == (200, True)
+            r = _api(client, "get", "/api/profiles/prof-2/assignment", "agent-b")
+            assert r.json()["assignment"]["assignment_id"] == third
+            r = _api(client, "post", "/api/agents/agent-a/heartbeat", "agent-a",
+                     {"assignments": [str(second.assignment_id)]})
+            assert (r.status_code, r.json()["revoked"]) == (200, [])
+            assert client.get("/health").json()["checks"]["cache"]["ok"] is False
             assert assignments_reconcile_cache(actor=job_actor)["cache_unavailable"] is True
 
             redis = start_redis(OUTAGE_REDIS_PORT)  # back, and empty
             counts = assignments_reconcile_cache(actor=job_actor)
             # prof-1 and prof-2 held, agent-a and agent-b each hold one: four entries restored.
             assert (counts["missing"], counts["stale"]) == (4, 0)
-            assert _cached("prof-0") is None  # free and never read since: nothing to store
+            assert _cached("prof-0") is None  # free and not read since: nothing to store
             assert _cached("prof-1")["a"]["assignment_id"] == str(second.assignment_id)
-            assert _cached("prof-2")["a"]["assignment_id"] == str(third.assignment_id)
-            assert [a["assignment_id"] for a in cache.get(live_cache.agent_key("agent-b"))["a"]] == [
-                str(third.assignment_id)]
+            assert _cached("prof-2")["a"]["assignment_id"] == third
+            assert [a["assignment_id"] for a in cache.get(live_cache.agent_key("agent-b"))["a"]] == [third]
             assert assignments_reconcile_cache(actor=job_actor)["missing"] == 0
+            r = _api(client, "get", "/api/profiles/prof-2/assignment", "agent-a")
+            assert r.json()["assignment"]["assignment_id"] == third
     finally:
         stop_redis(redis)
 
