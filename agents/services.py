@@ -397,16 +397,15 @@ def agents_mark_overdue_stale(*, actor: Actor, now=None, limit: int = 200) -> di
     now = now or timezone.now()
     marked = []
     # One indexed query ((status, last_heartbeat)) when there is nothing to do.
-    due = list(_overdue_agents(now).order_by("_seen").values_list("pk", "pool_id", "agent_id")[:limit])
+    overdue = _overdue_agents(now)
+    due = list(overdue.order_by("_seen").values_list("pk", "pool_id", "agent_id")[:limit])
     for pk, pool_id, agent_id in due:
         with recorded_transaction():
             # The pool's move lock first, then the agent row (the order every failover path keeps),
             # and the overdue condition again under the row lock: an agent that heartbeated since
             # the query above is left alone; one another worker marked already is no longer due.
             pool_lock_moves(pool_id)
-            still_due = (
-                _overdue_agents(now).select_for_update(of=("self",)).filter(pk=pk, pool_id=pool_id).exists()
-            )
+            still_due = overdue.select_for_update(of=("self",)).filter(pk=pk, pool_id=pool_id).exists()
             if not still_due:
                 continue
             agent_mark_stale(agent_id=agent_id, actor=actor, reason="missed heartbeats")

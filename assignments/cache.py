@@ -15,6 +15,7 @@ without an event); reconciliation compares only what says who holds what.
 
 import logging
 from datetime import datetime
+from uuid import UUID
 
 from django.conf import settings
 from django.core.cache import cache
@@ -71,7 +72,7 @@ def from_snapshot(data: dict):
     agent = Agent(pk=data["agent_pk"], agent_id=data["agent_id"]) if data["agent_pk"] else None
     assignment = Assignment(
         pk=data["pk"],
-        assignment_id=data["assignment_id"],
+        assignment_id=UUID(data["assignment_id"]),
         profile=Profile(pk=data["profile_pk"], profile_id=data["profile_id"]),
         pool=AgentPool(pk=data["pool_pk"], name=data["pool"]),
         agent=agent,
@@ -85,10 +86,7 @@ def from_snapshot(data: dict):
         release_reason=data["release_reason"],
         metadata=data["metadata"],
     )
-    from uuid import UUID
-
-    assignment.assignment_id = UUID(data["assignment_id"])
-    assignment._state.adding = False
+    assignment._state.adding = False  # a copy of a saved row, never to be inserted
     return assignment
 
 

@@ -512,8 +512,7 @@ def assignments_expire_idle(*, actor: Actor, now=None, limit: int = 200) -> dict
                 # is handling is skipped, and one that moved on since the query above (its agent
                 # reported activity, someone released it) is left alone.
                 row = (
-                    _expiry_due(now)[status]
-                    .select_for_update(of=("self",), skip_locked=True)
+                    queryset.select_for_update(of=("self",), skip_locked=True)
                     .filter(pk=pk)
                     .values_list("assignment_id", flat=True)
                     .first()

@@ -14,6 +14,7 @@ processes ran.
 
 import asyncio
 import logging
+import threading
 import time
 
 from asgiref.sync import sync_to_async
@@ -22,6 +23,10 @@ log = logging.getLogger("tether.jobs")
 
 _task: asyncio.Task | None = None
 TICK_SECONDS = 0.5
+# Set while no job is running: cancelling the loop does not stop a job already in its thread, so
+# whoever stops the loop (a test, a shutdown) can wait for that one to finish.
+idle = threading.Event()
+idle.set()
 
 
 def _run(name: str) -> None:
@@ -29,6 +34,7 @@ def _run(name: str) -> None:
 
     from config.jobs import job_run
 
+    idle.clear()
     try:
         job_run(name)
     except Exception:  # noqa: BLE001 — recorded by job_run (health shows it); the next tick retries
@@ -36,6 +42,7 @@ def _run(name: str) -> None:
     finally:
         # Each run may land on another thread of the pool: leave no connection behind.
         connections.close_all()
+        idle.set()
 
 
 async def run_jobs_forever() -> None:

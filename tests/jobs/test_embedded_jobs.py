@@ -64,3 +64,5 @@ async def test_embedded_jobs_fail_over_a_silent_agent_and_the_page_hears_it_live
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # A job already in its thread finishes on its own: wait for it before the database is reset.
+        assert await asyncio.get_running_loop().run_in_executor(None, embedded_jobs.idle.wait, 30)
