@@ -6,11 +6,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_WORKERS ?= 1
 
-.PHONY: help install run serve test migrate demo clean
+.PHONY: help install run serve test bench migrate demo clean
 
 help:
 	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT)"
 	@echo "make test   — run the test suite (PostgreSQL and Redis when reachable, else SQLite)"
+	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,12 @@ run: demo
 
 test: install
 	$(PY) -m pytest
+
+# Starts uvicorn on 127.0.0.1:$(BENCH_PORT) against <DATABASE_URL's name>_bench; stops it when done.
+BENCH_PORT ?= 8101
+BENCH_WORKERS ?= 2
+bench: install
+	BENCH_PORT=$(BENCH_PORT) BENCH_WORKERS=$(BENCH_WORKERS) $(PY) tests/bench/api_bench.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache
