@@ -33,6 +33,14 @@ run: demo
 	@echo "Tether on http://$(HOST):$(PORT)  (admin: http://$(HOST):$(PORT)/admin/, health: /health) — Ctrl-C stops it"
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) config.asgi:application
 
+# Production-style serving: uvicorn (HTTP and WebSockets), psycopg's connection pool, one worker
+# per CPU by default (Django runs sync views on one thread per worker, so workers give parallelism).
+SERVE_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+serve: migrate
+	@$(PY) manage.py collectstatic --no-input -v0
+	TETHER_DB_POOL=$${TETHER_DB_POOL:-1} $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
+		--workers $(SERVE_WORKERS) --loop uvloop --http httptools --no-access-log
+
 test: install
 	$(PY) -m pytest
 
