@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('assignments', '0003_merge_jobs_api_events'),
+        ('assignments', '0004_merge_rollups_archive_jobruns'),
     ]
 
     operations = [
