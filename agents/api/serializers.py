@@ -48,9 +48,18 @@ class AgentWritableFields(serializers.Serializer):
     load_metrics = serializers.DictField(required=False)
 
 
+# `/api/agents/register` and `/api/agents/discover` would hide an agent of that name.
+RESERVED_AGENT_IDS = frozenset({"register", "discover"})
+
+
 class AgentRegisterSerializer(AgentWritableFields):
     agent_id = serializers.CharField(max_length=128)
     pool = serializers.CharField(max_length=64, help_text="the pool's name")
+
+    def validate_agent_id(self, value):
+        if value.lower() in RESERVED_AGENT_IDS:
+            raise serializers.ValidationError(f"{value!r} is reserved (it names an API path)")
+        return value
 
 
 class HeartbeatSerializer(serializers.Serializer):

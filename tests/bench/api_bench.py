@@ -4,7 +4,10 @@ Starts the real ASGI server (uvicorn, TETHER_DB_POOL=1, PostgreSQL, Redis) on lo
 32 agents and 64 profiles through the API, then measures:
 
 - take → release cycles (POST /api/assignments, DELETE /api/assignments/{id}) at concurrency 1, 8, 32;
-- heartbeats at concurrency 32, each agent reporting the two assignments it holds;
+- heartbeats at concurrency 32, each agent reporting the two assignments it holds (closed loop:
+  each of the 32 clients sends its next request as soon as the last is answered — saturation);
+- the same heartbeats paced as a fleet sends them (open loop: 32 agents, 1 a second each by default (BENCH_PACED_RATE)), which is
+  the latency an agent sees at 32 concurrent agents;
 
 and the same transactions as raw SQL through psycopg (the floor), with the ratio. Bounded in count
 and time; stops the server itself. Not a test: speed is measured here, never asserted in the suite.
@@ -190,6 +193,34 @@ async def run_workers(phase: Phase, total: int, work) -> None:
     phase.elapsed = time.perf_counter() - started
 
 
+# Heartbeats per second per agent in the paced phase (real agents beat every few seconds).
+PACED_RATE = float(os.environ.get("BENCH_PACED_RATE", "1"))
+PACED_SECONDS = 15.0
+
+
+async def run_paced(phase: Phase, rate: float, seconds: float, beat) -> None:
+    """Open loop: each of the 32 agents calls `beat(agent, state)` `rate` times a second, spread
+    evenly, whatever the answers' latency — the load of a fleet, not of a saturating client."""
+
+    async def agent(a):
+        state = {}
+        start = time.perf_counter() + a / (AGENTS * rate)
+        k = 0
+        while True:
+            due = start + k / rate
+            if due - started > seconds:
+                break
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            await beat(a, state)
+            k += 1
+        if "http" in state:
+            await state["http"].close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(agent(a) for a in range(AGENTS)))
+    phase.elapsed = time.perf_counter() - started
+
+
 def agent_for(worker: int, i: int, concurrency: int) -> int:
     """Each worker cycles over its own agents (disjoint across workers), so no two workers ever
     race for one profile: this measures the happy path, not conflicts."""
@@ -264,11 +295,25 @@ async def http_heartbeats(concurrency: int, tokens: list[str]) -> Phase:
         phase.record(t, status == 200 and not body["revoked"], f"heartbeat {status}")
 
     await run_workers(phase, HEARTBEATS, work)
+    print(phase.summary(), flush=True)
+    paced = Phase(f"HTTP heartbeat paced {PACED_RATE:g}/s/agent", AGENTS)
+
+    async def beat(a, state):
+        h = state.setdefault("http", Http())
+        t = time.perf_counter()
+        status, body = await h.request(
+            "POST", f"/api/agents/bench-{a}/heartbeat",
+            {"load_metrics": {"cpu": 35.5, "memory": 40, "active_connections": 2}, "assignments": held[a]}, token=tokens[a],
+        )
+        paced.record(t, status == 200 and not body["revoked"], f"heartbeat {status}")
+
+    await run_paced(paced, PACED_RATE, PACED_SECONDS, beat)
+    http = Http()
     for a, ids in held.items():
         for assignment_id in ids:
             await http.request("DELETE", f"/api/assignments/{assignment_id}", token=tokens[a])
     await http.close()
-    return phase
+    return [phase, paced]
 
 
 # --- the same work as raw SQL (the floor) --------------------------------------------------------
@@ -385,6 +430,17 @@ async def sql_phases() -> list[Phase]:
         await run_workers(phase, HEARTBEATS, beat)
         results.append(phase)
         print(phase.summary(), flush=True)
+        paced = Phase(f"SQL heartbeat paced {PACED_RATE:g}/s/agent", AGENTS)
+
+        async def paced_beat(a, state):
+            async with pool.connection() as conn:
+                t = time.perf_counter()
+                await sql_heartbeat(conn, f"bench-{a}", held[a])
+                paced.record(t, True)
+
+        await run_paced(paced, PACED_RATE, PACED_SECONDS, paced_beat)
+        results.append(paced)
+        print(paced.summary(), flush=True)
         async with pool.connection() as conn:
             for ids in held.values():
                 for assignment_id in ids:
@@ -449,7 +505,7 @@ async def http_phases(operator: str) -> list[Phase]:
     for c in (1, 8, 32):
         phases.append(await http_cycles(c, tokens))
         print(phases[-1].summary(), flush=True)
-    phases.append(await http_heartbeats(32, tokens))
+    phases.extend(await http_heartbeats(32, tokens))
     print(phases[-1].summary(), flush=True)
     return phases
 
