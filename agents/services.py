@@ -183,7 +183,9 @@ def agent_heartbeat(
     - the activity of the reported assignments it does hold (active, idle) is renewed;
     - `revoked` lists what it reported but must drop (moved to another agent, ended, being released);
     - `assigned` lists live assignments it holds but did not report (given to it by failover);
-    - a `releasing` assignment it no longer reports has been dropped: it becomes `released`.
+    - a `releasing` assignment it no longer reports has been dropped: it becomes `released`;
+    - an active or idle one it held at its previous heartbeat and no longer reports is lost: an
+      `assignment_lost` alert is raised (`alert.raised`), once per loss.
     """
     metrics = clean_load_metrics(load_metrics) if load_metrics is not None else None
     require_self_or_operator(actor, agent_id, "heartbeat")
