@@ -83,3 +83,14 @@ def test_concurrent_sweeps_place_each_waiting_assignment_once(fleet, job_actor, 
         placed = Event.objects.filter(type="assignment.reassigned", assignment_id=a.assignment_id, from_status="pending")
         assert placed.count() == 1
         assert refresh(a).status == S.ACTIVE
+
+
+def test_a_pool_whose_agents_are_all_full_costs_the_sweep_a_few_queries_and_no_locks(
+    fleet, job_actor, django_assert_num_queries
+):
+    _strand(fleet, job_actor, n=1)
+    full = AgentFactory(pool=fleet.pool, capacity=1)
+    fleet.take(ProfileFactory(pool=fleet.pool), full)
+    # Which pools wait, those pools, whether any has room, agents left draining.
+    with django_assert_num_queries(4):
+        assert pools_rebalance_all(actor=job_actor) == {"placed": 0, "pools": 1, "drained": 0}
