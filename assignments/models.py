@@ -222,8 +222,9 @@ class UsageRollup(models.Model):
     """Usage of one profile, agent or pool during one hour, for history and trends.
 
     Recomputed from the assignments and the event log by the rollup job (idempotent: a run replaces
-    the rows of the hours it covers). `busy_seconds` is the time assignments were held (active, idle
-    or releasing) within the hour; for agents it counts each assignment toward its current agent.
+    the rows of the hours it covers). `busy_seconds` is the time assignments were held by an agent
+    within the hour, split between agents by failover and rebalancing (time spent waiting for an
+    agent counts for nobody).
     """
 
     class Scope(models.TextChoices):

@@ -603,7 +603,7 @@ def _hour_floor(moment):
 
 def _rollup_hour(start, now) -> list:
     """Usage rows (UsageRollup, unsaved) of the hour starting at `start`, from the assignments held
-    during it and the events that happened in it."""
+    during it (split between agents by their reassignments) and the events that happened in it."""
     from collections import defaultdict
 
     from assignments.models import UsageRollup
@@ -612,18 +612,35 @@ def _rollup_hour(start, now) -> list:
     Scope = UsageRollup.Scope
     stats = defaultdict(lambda: {"assignments": 0, "busy_seconds": 0.0, "conflicts": 0, "failures": 0, "expirations": 0})
 
-    held = (
+    rows = list(
         Assignment.objects.filter(assigned_at__lt=end)
         .exclude(released_at__lte=start)
-        .exclude(status=S.PENDING)
-        .values_list("profile__profile_id", "pool__name", "agent__agent_id", "assigned_at", "released_at")
+        .values_list("assignment_id", "profile__profile_id", "pool__name", "agent__agent_id", "assigned_at", "released_at")
     )
-    for profile_id, pool_name, agent_id, assigned_at, released_at in held.iterator(chunk_size=2000):
-        busy = (min(released_at or now, end, now) - max(assigned_at, start)).total_seconds()
-        if busy <= 0:
-            continue
-        for scope, key in ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id)):
-            if key:
+    # Failover and rebalancing move an assignment between agents (or leave it waiting, held by
+    # nobody): its `assignment.reassigned` events split its time between the agents that held it.
+    moves = defaultdict(list)
+    ids = [row[0] for row in rows]
+    for offset in range(0, len(ids), 500):
+        for assignment_id, at, from_agent, to_agent in (
+            Event.objects.filter(type=Event.Type.ASSIGNMENT_REASSIGNED, assignment_id__in=ids[offset:offset + 500])
+            .order_by("seq")
+            .values_list("assignment_id", "occurred_at", "data__from_agent_id", "data__to_agent_id")
+        ):
+            moves[assignment_id].append((at, from_agent, to_agent))
+    for assignment_id, profile_id, pool_name, agent_id, assigned_at, released_at in rows:
+        history = moves.get(assignment_id, [])
+        holder, since = (history[0][1] if history else agent_id), assigned_at
+        spans = []
+        for at, _from_agent, to_agent in history:
+            spans.append((holder, since, at))
+            holder, since = to_agent, at
+        spans.append((holder, since, min(released_at or now, now)))
+        for holder, held_from, held_to in spans:
+            busy = (min(held_to, end) - max(held_from, start)).total_seconds()
+            if holder is None or busy <= 0:
+                continue  # waiting for an agent is not busy time
+            for scope, key in ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, holder)):
                 stats[(scope, key)]["busy_seconds"] += busy
 
     counted = (

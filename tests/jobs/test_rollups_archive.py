@@ -103,3 +103,36 @@ def test_concurrent_rollups_leave_one_row_per_key_and_hour(fleet, job_actor, run
     hour = timezone.now().replace(minute=0, second=0, microsecond=0)
     assert sorted(UsageRollup.objects.filter(hour=hour).values_list("scope", "key")) == [
         ("agent", "agent-a"), ("pool", fleet.pool.name), ("profile", "prof-0")]
+
+
+@override_settings(TETHER_ROLLUP_HOURS_BACK=0)
+def test_rollup_splits_busy_time_between_the_agents_a_failover_moved_it_to_and_not_while_it_waited(fleet, job_actor):
+    from agents.models import Agent
+    from agents.services import agents_mark_overdue_stale
+    from pools.services import pools_rebalance_all
+    from tests.factories import AgentFactory
+    from tests.jobs.conftest import ago
+
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    held = fleet.take(fleet.profiles[0], fleet.a)
+    Agent.objects.filter(pk=fleet.a.pk).update(last_heartbeat=ago(60))
+    Agent.objects.filter(pk=fleet.b.pk).update(last_heartbeat=ago(50))
+    agents_mark_overdue_stale(actor=job_actor)  # a (the older) → b, then b → waiting
+    c = AgentFactory(pool=fleet.pool, agent_id="agent-c")
+    pools_rebalance_all(actor=job_actor)  # waiting → c
+    assignment_release(assignment_id=held.assignment_id, actor=Actor.for_agent("agent-c"))
+    moves = list(Event.objects.filter(type="assignment.reassigned", assignment_id=held.assignment_id).order_by("seq"))
+    assert [(m.data["from_agent_id"], m.data["to_agent_id"]) for m in moves] == [
+        ("agent-a", "agent-b"), ("agent-b", None), (None, "agent-c")]
+    for event, minute in zip(moves, (10, 15, 20)):
+        Event.objects.filter(seq=event.seq).update(occurred_at=hour + timedelta(minutes=minute))
+    set_scene(Assignment, held.pk, assigned_at=hour, released_at=hour + timedelta(minutes=30))
+
+    usage_rollup_recent(actor=job_actor, now=hour + timedelta(minutes=40))
+
+    busy = {(r.scope, r.key): round(r.busy_seconds) for r in UsageRollup.objects.filter(hour=hour)}
+    assert busy[("agent", "agent-a")] == 600
+    assert busy[("agent", "agent-b")] == 300
+    assert busy[("agent", c.agent_id)] == 600
+    assert busy[("profile", "prof-0")] == 1500  # the five minutes it waited count for nobody
+    assert busy[("pool", fleet.pool.name)] == 1500
