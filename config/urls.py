@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from dashboard import views as dashboard_views
 
@@ -9,5 +9,5 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("health", dashboard_views.health, name="health"),
-    path("", dashboard_views.overview, name="overview"),
+    path("", include("dashboard.urls")),
 ]
