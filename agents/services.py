@@ -82,6 +82,12 @@ def _set_status(agent: Agent, to_status: str, *, actor: Actor, event_type: str, 
     agent.status = to_status
     agent.save(update_fields=["status"])
     event_record(event_type, actor=actor, agent=agent, from_status=from_status, to_status=to_status, data=data)
+    if from_status == Agent.Status.STALE:
+        # Revived, drained or gone: the stale condition is over either way.
+        from assignments.services import ALERTS_ACTOR, alert_key_agent_stale, alert_resolve
+
+        alert_resolve(actor=ALERTS_ACTOR, dedup_key=alert_key_agent_stale(agent.agent_id),
+                      reason=f"agent is {to_status}")
 
 
 def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) -> tuple[Agent, str]:
@@ -250,7 +256,8 @@ def agent_mark_stale(*, agent_id: str, actor: Actor, reason: str = "missed heart
     """An agent that stopped heartbeating (or that an operator declares lost) becomes stale, its
     health score drops, and its live assignments fail over inside its pool (invariant 5).
     Accepts active, busy and draining agents; stale and inactive ones are left as they are.
-    Emits `agent.stale`, then the failover's events."""
+    Emits `agent.stale`, the failover's events, then `alert.raised` (the agent's `agent_stale` alert).
+    Leaving stale (heartbeat, drain, deregister) resolves that alert (`alert.resolved`)."""
     require_operator(actor, "mark an agent stale")
     from django.conf import settings
 
@@ -265,6 +272,19 @@ def agent_mark_stale(*, agent_id: str, actor: Actor, reason: str = "missed heart
         _set_status(agent, Agent.Status.STALE, actor=actor, event_type=Event.Type.AGENT_STALE,
                     data={"reason": reason, "last_heartbeat": agent.last_heartbeat.isoformat() if agent.last_heartbeat else None})
         pool_fail_over(agent=agent, actor=actor)
+        from assignments.models import Alert
+        from assignments.services import ALERTS_ACTOR, alert_key_agent_stale, alert_raise
+
+        alert_raise(
+            kind=Alert.Kind.AGENT_STALE,
+            severity=Alert.Severity.WARNING,
+            actor=ALERTS_ACTOR,
+            message=f"agent {agent.agent_id} of pool {agent.pool.name} is stale ({reason})",
+            dedup_key=alert_key_agent_stale(agent.agent_id),
+            pool=agent.pool.name,
+            agent_id=agent.agent_id,
+            data={"reason": reason},
+        )
     return agent
 
 

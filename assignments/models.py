@@ -156,6 +156,9 @@ class Event(models.Model):
         POOL_UPDATED = "pool.updated"
         PROFILE_CREATED = "profile.created"
         PROFILE_UPDATED = "profile.updated"
+        ALERT_RAISED = "alert.raised"
+        ALERT_ACKNOWLEDGED = "alert.acknowledged"
+        ALERT_RESOLVED = "alert.resolved"
 
     seq = models.BigAutoField(primary_key=True)
     type = models.CharField(max_length=64, db_index=True)
@@ -188,3 +191,79 @@ class Event(models.Model):
 
     def delete(self, *args, **kwargs):
         raise RuntimeError("events are append-only: an event row is never deleted")
+
+
+class Alert(models.Model):
+    """A condition an operator must act on (a pool with work waiting and no agent to take it, a
+    stale agent, a burst of refused takes). One condition raises one alert: while an alert is
+    unresolved (open or acknowledged), raising the same condition again (`dedup_key`) only counts it.
+
+    Ids are the domain's own strings, as on events, so an alert outlives the rows it names.
+    """
+
+    class Kind(models.TextChoices):
+        POOL_NO_HEALTHY_AGENT = "pool_no_healthy_agent", "Assignments waiting with no healthy agent"
+        AGENT_STALE = "agent_stale", "Agent stale"
+        CONFLICT_BURST = "conflict_burst", "Burst of refused takes"
+
+    class Severity(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        CRITICAL = "critical", "Critical"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        RESOLVED = "resolved", "Resolved"
+
+    UNRESOLVED_STATUSES = (Status.OPEN, Status.ACKNOWLEDGED)
+
+    alert_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.WARNING)
+    message = models.CharField(max_length=500)
+    # The condition this alert stands for, e.g. "agent_stale:agent-7": at most one unresolved per key.
+    dedup_key = models.CharField(max_length=300)
+    pool = models.CharField(max_length=64, blank=True)
+    agent_id = models.CharField(max_length=128, blank=True)
+    profile_id = models.CharField(max_length=128, blank=True)
+    assignment_id = models.UUIDField(null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    # How many times the condition was raised while this alert was unresolved, and the last time.
+    occurrences = models.PositiveIntegerField(default=1)
+    raised_at = models.DateTimeField(default=timezone.now)
+    last_raised_at = models.DateTimeField(default=timezone.now)
+    acknowledged_by = models.CharField(max_length=200, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=200, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at"]
+        indexes = [
+            models.Index(fields=["status", "-raised_at"], name="alert_status_raised_idx"),
+        ]
+        constraints = [
+            # One condition, one unresolved alert — held by the database across web instances and workers.
+            models.UniqueConstraint(
+                fields=["dedup_key"],
+                condition=models.Q(status__in=["open", "acknowledged"]),
+                name="%(app_label)s_%(class)s_one_unresolved_per_condition",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status="acknowledged") | models.Q(acknowledged_at__isnull=False),
+                name="%(app_label)s_%(class)s_acknowledged_has_acknowledged_at",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status="resolved") | models.Q(resolved_at__isnull=False),
+                name="%(app_label)s_%(class)s_resolved_has_resolved_at",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} ({self.status}): {self.message}"
+
+    @property
+    def is_unresolved(self) -> bool:
+        return self.status in self.UNRESOLVED_STATUSES

@@ -63,3 +63,19 @@ def assignment_live_for_profile(profile_id: str) -> Assignment | None:
         .select_related("profile", "pool", "agent")
         .first()
     )
+
+
+def alert_list(*, status: str | list[str] | None = None, pool: str | None = None, limit: int = 100) -> list:
+    """Alerts, newest first; `status` "unresolved" means open or acknowledged."""
+    from assignments.models import Alert
+
+    qs = Alert.objects.all()
+    if status == "unresolved":
+        qs = qs.filter(status__in=Alert.UNRESOLVED_STATUSES)
+    elif isinstance(status, str):
+        qs = qs.filter(status=status)
+    elif status:
+        qs = qs.filter(status__in=status)
+    if pool:
+        qs = qs.filter(pool=pool)
+    return list(qs.order_by("-raised_at", "-pk")[: max(1, min(int(limit), 1000))])

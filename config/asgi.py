@@ -1,4 +1,8 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels (routes in dashboard/routing.py)."""
+"""ASGI entry point: HTTP through Django, WebSockets through Channels (routes in dashboard/routing.py).
+
+WebSockets pass an Origin check (cross-site browser pages are refused, programs without Origin pass)
+and are authenticated by the session cookie or an API token (dashboard/auth.py).
+"""
 
 import os
 
@@ -9,13 +13,12 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from dashboard.auth import AllowedHostsOriginValidator, TokenAuthMiddleware  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+websocket_application = AllowedHostsOriginValidator(
+    AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
 )
+
+application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})

@@ -206,6 +206,12 @@ TETHER_ASSIGNMENT_IDLE_TIMEOUT_SECONDS = env_int("TETHER_ASSIGNMENT_IDLE_TIMEOUT
 TETHER_MIN_HEALTH_SCORE = env_float("TETHER_MIN_HEALTH_SCORE", 0.5, minimum=0.0, maximum=1.0)
 # How far a stale agent's health score falls when it misses its heartbeats.
 TETHER_STALE_HEALTH_SCORE = env_float("TETHER_STALE_HEALTH_SCORE", 0.0, minimum=0.0, maximum=1.0)
+# Event stream (ws://HOST/assignments/events): events one subscriber may have waiting to be sent
+# before it is told to resync and closed; how often an idle subscriber checks the log for events
+# whose live message was lost; replay page size.
+TETHER_EVENTS_CLIENT_BUFFER = env_int("TETHER_EVENTS_CLIENT_BUFFER", 1000, minimum=10)
+TETHER_EVENTS_POLL_SECONDS = env_float("TETHER_EVENTS_POLL_SECONDS", 2.0, minimum=0.05)
+TETHER_EVENTS_REPLAY_PAGE = env_int("TETHER_EVENTS_REPLAY_PAGE", 500, minimum=1, maximum=1000)
 
 LOGGING = {
     "version": 1,

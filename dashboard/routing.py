@@ -1,2 +1,9 @@
-# WebSocket routes. The event stream consumer (ws://HOST/assignments/events) is added here.
-websocket_urlpatterns: list = []
+"""WebSocket routes (served by config/asgi.py)."""
+
+from django.urls import path
+
+from dashboard.consumers import EventStreamConsumer
+
+websocket_urlpatterns = [
+    path("assignments/events", EventStreamConsumer.as_asgi()),
+]

@@ -231,13 +231,39 @@ def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
             now=now,
         )
         _apply_plan(plan, {a.pk: a for a in to_move}, agents, actor=actor, now=now, moves=moves)
+        if moves.waiting:
+            _alert_waiting(pool, len(moves.waiting), lost_agent_id=agent.agent_id)
     return moves
+
+
+def _alert_waiting(pool: AgentPool, waiting: int, *, lost_agent_id: str) -> None:
+    """Work is waiting with no agent to hold it: operators must add or revive agents of the pool."""
+    from assignments.models import Alert
+    from assignments.services import ALERTS_ACTOR, alert_key_pool_no_healthy_agent, alert_raise
+
+    alert_raise(
+        kind=Alert.Kind.POOL_NO_HEALTHY_AGENT,
+        severity=Alert.Severity.CRITICAL,
+        actor=ALERTS_ACTOR,
+        message=f"pool {pool.name}: {waiting} assignment(s) of agent {lost_agent_id} wait with no healthy agent with room",
+        dedup_key=alert_key_pool_no_healthy_agent(pool.name),
+        pool=pool.name,
+        data={"waiting": waiting, "lost_agent_id": lost_agent_id},
+    )
+
+
+def _resolve_waiting_alert(pool: AgentPool) -> None:
+    from assignments.services import ALERTS_ACTOR, alert_key_pool_no_healthy_agent, alert_resolve
+
+    alert_resolve(actor=ALERTS_ACTOR, dedup_key=alert_key_pool_no_healthy_agent(pool.name),
+                  reason="no assignment of the pool is waiting for an agent any more")
 
 
 def pool_rebalance(*, pool: AgentPool, actor: Actor, limit: int = 100) -> Moves:
     """Give assignments waiting for an agent (pending, no agent) to free, healthy agents of the pool,
     oldest first, at most `limit` per call. Waiting ones claimed by a concurrent pass are skipped.
-    Emits `assignment.reassigned` for each one placed."""
+    Emits `assignment.reassigned` for each one placed; when none waits any more, resolves the pool's
+    `pool_no_healthy_agent` alert (`alert.resolved`)."""
     moves = Moves()
     now = timezone.now()
     with recorded_transaction():
@@ -247,6 +273,7 @@ def pool_rebalance(*, pool: AgentPool, actor: Actor, limit: int = 100) -> Moves:
             .values_list("pk", flat=True)[:limit]
         )
         if not waiting_ids:
+            _resolve_waiting_alert(pool)
             return moves
         pool_lock_moves(pool.pk)
         agents, counts = _lock_candidates(pool.pk)
@@ -273,4 +300,6 @@ def pool_rebalance(*, pool: AgentPool, actor: Actor, limit: int = 100) -> Moves:
         ]
         if plan:
             _apply_plan(plan, {a.pk: a for a in waiting}, agents, actor=actor, now=now, moves=moves)
+            if not Assignment.objects.filter(pool=pool, status=Assignment.Status.PENDING, agent__isnull=True).exists():
+                _resolve_waiting_alert(pool)
     return moves

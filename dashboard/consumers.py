@@ -1,0 +1,282 @@
+"""The live event stream: ws://HOST/assignments/events (DESIGN.md, "Events and the WebSocket").
+
+Query: `since=N` (replay every stored event with seq > N first), `types` (comma list; `assignment.`
+or `assignment.*` is a prefix), `pool`, `agent_id`, `profile_id`. Credentials: the session cookie
+or an API token (`?token=`, `Authorization: Token …`; see dashboard/auth.py). An agent's token sees
+its own pool's events only. Each message is exactly `assignments.events.event_payload(event)`.
+
+How a subscriber gets every event exactly once, in seq order (invariant 4):
+- It joins the group `tether.events` BEFORE reading the log, so nothing committed after the read can
+  be missed; live messages that arrive meanwhile wait in its buffer.
+- `horizon` is the seq up to which every matching event has been sent. A live event with
+  seq <= horizon is a duplicate (already replayed) and is dropped.
+- Events become visible in seq order (assignments/events.py), so once event N is committed — which
+  it is when its live message arrives — every event below N is readable. A live event with
+  seq > horizon + 1 therefore means live messages were lost or overtaken (channels-redis drops
+  group messages to a full channel; two web instances' publishes can arrive out of order): the gap
+  (horizon, N) is read from the database before N is sent. An idle subscriber also checks the end
+  of the log every TETHER_EVENTS_POLL_SECONDS, in case the lost message was the last one.
+- The buffer is bounded (TETHER_EVENTS_CLIENT_BUFFER events). When a subscriber that is streaming
+  live cannot keep up and its buffer overflows, it is sent `{"type": "resync", "since": horizon}`
+  and closed with code 4429; it reconnects with that `since` and loses nothing. (While it is still
+  replaying, an overflowing buffer is simply emptied: the replay reads the log up to its end anyway
+  and the gap check refills the rest.) Each subscriber has its own buffer and task, so a slow one
+  delays nobody else.
+
+Close codes: 4400 bad query, 4401 no or invalid credential, 4403 not allowed, 4429 too slow
+(resync), 1011 server error. A refused socket is accepted first: a close code only reaches a client
+over an accepted socket. An accepted subscriber without `since` gets every event committed after
+its handshake completed.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db.models import Max
+
+from assignments.events import event_payload
+from assignments.models import Event
+from assignments.selectors import event_list, event_matches
+from dashboard.publish import EVENTS_GROUP
+
+log = logging.getLogger(__name__)
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_RESYNC = 4429
+CLOSE_SERVER_ERROR = 1011
+
+# Channels-redis forgets group members after `group_expiry` (a day by default): re-join well before.
+GROUP_REFRESH_SECONDS = 600
+_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.([a-z0-9_]+|\*)?)?$")
+_MAX_TYPES = 50
+
+
+class BadQuery(ValueError):
+    pass
+
+
+@dataclass
+class StreamQuery:
+    since: int | None = None
+    types: list[str] = field(default_factory=list)
+    pool: str | None = None
+    agent_id: str | None = None
+    profile_id: str | None = None
+
+    def filters(self) -> dict:
+        return {"types": self.types or None, "pool": self.pool, "agent_id": self.agent_id, "profile_id": self.profile_id}
+
+
+def parse_stream_query(query_string: bytes) -> StreamQuery:
+    try:
+        raw = parse_qs(query_string.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise BadQuery("the query string is not UTF-8") from None
+    query = StreamQuery()
+    since = raw.get("since", [""])[-1].strip()
+    if since:
+        if not since.isdigit() or len(since) > 19:
+            raise BadQuery("since must be a non-negative integer (an event seq)")
+        query.since = int(since)
+    types = [t.strip() for item in raw.get("types", []) for t in item.split(",") if t.strip()]
+    if len(types) > _MAX_TYPES:
+        raise BadQuery(f"at most {_MAX_TYPES} types")
+    for t in types:
+        if len(t) > 64 or not _TYPE_RE.match(t):
+            raise BadQuery(f"types: {t[:64]!r} is not an event type or a prefix such as 'assignment.'")
+    query.types = types
+    for name in ("pool", "agent_id", "profile_id"):
+        value = raw.get(name, [""])[-1].strip()
+        if len(value) > 128:
+            raise BadQuery(f"{name} is longer than 128 characters")
+        setattr(query, name, value or None)
+    return query
+
+
+def _log_end() -> int:
+    return Event.objects.aggregate(end=Max("seq"))["end"] or 0
+
+
+def _read_page(after: int, upto: int | None, filters: dict, page: int) -> tuple[list[dict], int, bool]:
+    """Matching events in (after, upto] — upto None: the end of the log as it is now — at most `page`.
+    Returns (payloads, the seq up to which they are complete, whether that reached `upto`)."""
+    if upto is None:
+        # Read the end first: everything at or below it is already visible (events are visible in
+        # seq order), so the page below is complete up to it.
+        upto = _log_end()
+    if upto <= after:
+        return [], after, True
+    events = event_list(since=after, limit=page, **filters)
+    payloads = [event_payload(e) for e in events if e.seq <= upto]
+    if len(events) < page or len(payloads) < len(events):
+        return payloads, upto, True
+    return payloads, payloads[-1]["seq"], False
+
+
+class EventStreamConsumer(AsyncWebsocketConsumer):
+    pump: asyncio.Task | None = None
+    subscribed = False
+    closing = False
+
+    async def connect(self):
+        who = self.scope.get("principal")
+        user = self.scope.get("user")
+        if self.scope.get("token_given"):
+            if who is None:
+                return await self._refuse(CLOSE_NOT_AUTHENTICATED, "not_authenticated", "the API token is not valid")
+        elif user is None or not user.is_authenticated or not user.is_active:
+            return await self._refuse(CLOSE_NOT_AUTHENTICATED, "not_authenticated", "log in or give an API token")
+        try:
+            query = parse_stream_query(self.scope.get("query_string", b""))
+        except BadQuery as exc:
+            return await self._refuse(CLOSE_BAD_REQUEST, "validation_error", str(exc))
+        if who is not None and who.kind == "agent":
+            own_pool = who.agent.pool.name
+            if query.pool and query.pool != own_pool:
+                return await self._refuse(
+                    CLOSE_FORBIDDEN, "forbidden", f"agent {who.agent.agent_id} may only watch pool {own_pool}"
+                )
+            query.pool = own_pool
+        self.query = query
+        self.filters = query.filters()
+        self.buffer: deque[dict] = deque()
+        self.buffer_limit = settings.TETHER_EVENTS_CLIENT_BUFFER
+        self.wakeup = asyncio.Event()
+        self.replaying = True
+        self.horizon = 0
+        # Join the group before reading the log: see the module docstring.
+        await self.channel_layer.group_add(EVENTS_GROUP, self.channel_name)
+        self.subscribed = True
+        self.joined_at = time.monotonic()
+        if query.since is None:
+            # "From now": fixed before the handshake completes, so a change the client makes once
+            # connected is always streamed to it.
+            self.horizon = await database_sync_to_async(_log_end)()
+        await self.accept()
+        self.pump = asyncio.create_task(self._run(query.since))
+
+    async def _refuse(self, code: int, error: str, message: str) -> None:
+        self.closing = True
+        await self.accept()
+        await self.send(text_data=json.dumps({"type": "error", "error": {"code": error, "message": message}}))
+        await self.close(code=code)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        pass  # the stream is one-way; what a client sends is ignored
+
+    async def disconnect(self, code):
+        self.closing = True
+        await self._stop_pump()
+        await self._leave_group()
+
+    # --- live messages ---------------------------------------------------------------------------
+
+    async def events_publish(self, message):
+        """One committed transaction's events, from `dashboard.publish` (every event, unfiltered)."""
+        if self.closing or not self.subscribed:
+            return
+        self.buffer.extend(message["events"])
+        if len(self.buffer) > self.buffer_limit:
+            if self.replaying:
+                self.buffer.clear()  # the replay and the gap check read these from the log
+            else:
+                return await self._resync()
+        self.wakeup.set()
+
+    async def _resync(self) -> None:
+        """Too slow: tell the client where to resume and close it (without waiting for it long)."""
+        self.closing = True
+        await self._stop_pump()
+        self.buffer.clear()
+        await self._leave_group()
+        with contextlib.suppress(asyncio.TimeoutError, Exception):
+            await asyncio.wait_for(
+                self.send(text_data=json.dumps({"type": "resync", "since": self.horizon,
+                                                "reason": "the client did not keep up with the stream"})),
+                timeout=1.0,
+            )
+        with contextlib.suppress(Exception):
+            await self.close(code=CLOSE_RESYNC)
+
+    # --- the one task that sends, in seq order ---------------------------------------------------
+
+    async def _run(self, since: int | None) -> None:
+        try:
+            if since is not None:
+                self.horizon = since
+                await self._fill(None)
+            self.replaying = False
+            poll = settings.TETHER_EVENTS_POLL_SECONDS
+            while not self.closing:
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=poll)
+                except asyncio.TimeoutError:
+                    # Quiet for a while: was the last live message lost? Cheap (max of the primary key).
+                    await self._fill(None)
+                    await self._refresh_group()
+                    continue
+                self.wakeup.clear()
+                batch = sorted(self.buffer, key=lambda p: p["seq"])
+                self.buffer.clear()
+                for payload in batch:
+                    seq = payload["seq"]
+                    if seq <= self.horizon:
+                        continue  # already sent (replay, gap fill, or a repeated message)
+                    if seq > self.horizon + 1:
+                        await self._fill(seq - 1)
+                    if event_matches(payload, **self.filters):
+                        await self._send_event(payload)
+                    self.horizon = seq
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event stream failed for %s", self.channel_name)
+            self.closing = True
+            with contextlib.suppress(Exception):
+                await self._leave_group()
+                await self.close(code=CLOSE_SERVER_ERROR)
+
+    async def _fill(self, upto: int | None) -> None:
+        """Send every matching event in (horizon, upto] from the log (upto None: to its end)."""
+        page = settings.TETHER_EVENTS_REPLAY_PAGE
+        while True:
+            payloads, complete_to, done = await database_sync_to_async(_read_page)(self.horizon, upto, self.filters, page)
+            for payload in payloads:
+                await self._send_event(payload)
+                self.horizon = payload["seq"]
+            self.horizon = max(self.horizon, complete_to)
+            if done:
+                return
+
+    async def _send_event(self, payload: dict) -> None:
+        await self.send(text_data=json.dumps(payload))
+
+    async def _refresh_group(self) -> None:
+        if time.monotonic() - self.joined_at > GROUP_REFRESH_SECONDS:
+            await self.channel_layer.group_add(EVENTS_GROUP, self.channel_name)
+            self.joined_at = time.monotonic()
+
+    async def _stop_pump(self) -> None:
+        task, self.pump = self.pump, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _leave_group(self) -> None:
+        if self.subscribed:
+            self.subscribed = False
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(EVENTS_GROUP, self.channel_name)
