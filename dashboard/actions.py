@@ -19,8 +19,8 @@ from agents.models import Agent
 from agents.services import agent_drain, agent_mark_stale
 from assignments.actors import Actor, user_is_operator
 from assignments.errors import TetherError
-from assignments.models import Assignment
-from assignments.services import assignment_release
+from assignments.models import Alert, Assignment
+from assignments.services import alert_acknowledge, assignment_release
 
 
 @dataclass
@@ -133,4 +133,25 @@ def agent_mark_stale_view(request, agent_id):
                                                reason=f"marked stale by {request.user.get_username()}"),
         done=f"Agent {agent.agent_id} marked stale.",
         back=f"/agents/{agent.agent_id}/",
+    ))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def alert_acknowledge_view(request, alert_id):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may acknowledge alerts")
+    alert = Alert.objects.filter(alert_id=alert_id).first()
+    if alert is None:
+        raise Http404("no such alert")
+    return _run(request, Action(
+        title="Acknowledge alert",
+        button="Acknowledge",
+        explanation=f"“{alert.message}” ({alert.get_kind_display()}, {alert.status}) — say you are on it. "
+                    "It stays listed until its condition clears.",
+        subject=alert,
+        perform=lambda actor: alert_acknowledge(alert_id=alert.alert_id, actor=actor),
+        done="Alert acknowledged.",
+        back="/",
+        danger=False,
     ))

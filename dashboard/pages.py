@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET
 
 from agents.models import Agent
 from assignments.actors import user_is_operator
-from assignments.models import Assignment
+from assignments.selectors import alert_list
 from dashboard import forms, selectors
 
 
@@ -39,18 +39,12 @@ def _bad_filters(request, template, form, context=None, live_types=""):
 def overview(request):
     seq = selectors.latest_seq()
     context = selectors.overview()
-    context["live_seq"] = seq
-    context.update(_alerts())
+    alerts = alert_list(status="unresolved", limit=20)
+    # A condition that already has an alert is shown once, as the alert (which can be acknowledged).
+    alerted = {a.dedup_key for a in alerts}
+    context["conditions"] = [c for c in context["conditions"] if c.dedup_key not in alerted]
+    context.update({"alerts": alerts, "live_seq": seq})
     return _render(request, "dashboard/overview.html", context)
-
-
-def _alerts() -> dict:
-    """Open alerts (the Alert model, once the event stream's alerting is merged)."""
-    try:
-        from assignments.selectors import alert_list_open  # noqa: PLC0415 — optional until merged
-    except ImportError:
-        return {"alerts": None}
-    return {"alerts": alert_list_open(limit=20)}
 
 
 @login_required

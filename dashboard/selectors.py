@@ -51,6 +51,7 @@ class Condition:
     severity: str
     message: str
     url: str = ""
+    dedup_key: str = ""  # the Alert dedup key of the same condition, when there is one
 
 
 def overview(now: datetime | None = None) -> dict:
@@ -118,7 +119,8 @@ def conditions(*, expired_last_hour: int, conflicts_last_hour: int, limit: int =
         .order_by("-last_heartbeat")
         .values_list("agent_id", "pool__name", "last_heartbeat")[: limit + 1]
     ):
-        found.append(Condition("agent_stale", "critical", f"Agent {agent_id} ({pool_name}) is stale", f"/agents/{agent_id}/"))
+        found.append(Condition("agent_stale", "critical", f"Agent {agent_id} ({pool_name}) is stale",
+                               f"/agents/{agent_id}/", dedup_key=f"agent_stale:{agent_id}"))
     for agent_id, live, capacity in (
         Agent.objects.exclude(status=Agent.Status.INACTIVE)
         .annotate(live=Count("assignments", filter=_live_count_q()))
@@ -138,7 +140,8 @@ def conditions(*, expired_last_hour: int, conflicts_last_hour: int, limit: int =
         .order_by("name")
         .values_list("name", flat=True)[:limit]
     ):
-        found.append(Condition("pool_no_healthy_agent", "critical", f"Pool {name} has no healthy agent", f"/pools/#pool-{name}"))
+        found.append(Condition("pool_no_healthy_agent", "critical", f"Pool {name} has no healthy agent",
+                               f"/pools/#pool-{name}", dedup_key=f"pool_no_healthy_agent:{name}"))
     if expired_last_hour:
         found.append(Condition("expirations", "warning", f"{expired_last_hour} assignments expired in the last hour",
                                "/history/?type=assignment.expired"))

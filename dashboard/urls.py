@@ -13,6 +13,7 @@ urlpatterns = [
     path("pools/", pages.pools, name="pools"),
     path("profiles/", pages.profiles, name="profiles"),
     path("profiles/<str:profile_id>/", pages.profile_detail, name="profile"),
+    path("alerts/<uuid:alert_id>/acknowledge/", actions.alert_acknowledge_view, name="alert-acknowledge"),
     path("history/", pages.history, name="history"),
     path("history/export.csv", pages.history_export, name="history-export"),
 ]

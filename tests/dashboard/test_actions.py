@@ -12,14 +12,26 @@ pytestmark = pytest.mark.django_db
 
 def _actions(scene):
     a = scene["assignments"][0]
+    alert = _alert()
     return {
         "release": f"/assignments/{a.assignment_id}/release/",
         "drain": "/agents/agent-0-0/drain/",
         "stale": "/agents/agent-0-0/mark-stale/",
+        "acknowledge": f"/alerts/{alert.alert_id}/acknowledge/",
     }
 
 
-ACTIONS = ["release", "drain", "stale"]
+def _alert():
+    from assignments.models import Alert
+    from assignments.services import alert_raise
+    from tests.dashboard.conftest import OPERATOR
+
+    alert, _ = alert_raise(kind=Alert.Kind.CONFLICT_BURST, actor=OPERATOR, message="prof-0-0 refused 5 times",
+                           dedup_key="conflict_burst:prof-0-0", profile_id="prof-0-0")
+    return alert
+
+
+ACTIONS = ["release", "drain", "stale", "acknowledge"]
 
 
 @pytest.mark.parametrize("name", ACTIONS)
@@ -38,6 +50,7 @@ def test_viewer_cannot_act(viewer_client, scene, name):
     assert not Event.objects.filter(actor="user:viewer").exists()
     assert Assignment.objects.get(pk=scene["assignments"][0].pk).status == "active"
     assert Agent.objects.get(agent_id="agent-0-0").status == "active"
+    assert _alert().status == "open"
 
 
 @pytest.mark.parametrize("name", ACTIONS)
@@ -146,3 +159,23 @@ def test_a_refusal_from_the_service_is_shown_with_its_status_and_changes_nothing
     html = response.content.decode()
     assert "cannot go from active to draining" in html and "invalid_transition" in html
     assert Agent.objects.get(agent_id="agent-0-0").status == "active"
+
+
+def test_operator_acknowledges_an_alert(operator_client, scene):
+    alert = _alert()
+    html = operator_client.get("/").content.decode()
+    assert f"/alerts/{alert.alert_id}/acknowledge/" in html
+    response = operator_client.post(f"/alerts/{alert.alert_id}/acknowledge/", {"next": "/"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    alert.refresh_from_db()
+    assert alert.status == "acknowledged" and alert.acknowledged_by == "user:oper"
+    assert Event.objects.filter(type="alert.acknowledged", actor="user:oper").exists()
+    html = operator_client.get("/").content.decode()
+    assert f"/alerts/{alert.alert_id}/acknowledge/" not in html and "acknowledged" in html
+
+
+def test_viewer_sees_alerts_without_acknowledge_button(viewer_client, scene):
+    alert = _alert()
+    html = viewer_client.get("/").content.decode()
+    assert "prof-0-0 refused 5 times" in html
+    assert f"/alerts/{alert.alert_id}/acknowledge/" not in html
