@@ -58,19 +58,38 @@ def overview(now: datetime | None = None) -> dict:
     now = now or timezone.now()
     hour_ago = now - timedelta(hours=1)
 
-    by_status = dict(
-        Assignment.objects.filter(status__in=LIVE).values_list("status").annotate(n=Count("id")).order_by()
-    )
+    by_status: dict[str, int] = {}
+    held_by_pool: dict[str, int] = {}
+    for pool_name, status, n in (
+        Assignment.objects.filter(status__in=LIVE).values_list("pool__name", "status").annotate(n=Count("id")).order_by()
+    ):
+        by_status[status] = by_status.get(status, 0) + n
+        if status in HELD:
+            held_by_pool[pool_name] = held_by_pool.get(pool_name, 0) + n
     assignment_counts = [(value, label, by_status.get(value, 0)) for value, label in Assignment.Status.choices if value in LIVE]
 
-    agent_rows = list(Agent.objects.values_list("pool__name", "status").annotate(n=Count("id")).order_by())
     statuses = [value for value, _ in Agent.Status.choices]
     pools: dict[str, dict[str, int]] = {}
+    capacity: dict[str, int] = {}
     agent_totals = dict.fromkeys(statuses, 0)
-    for pool_name, status, n in agent_rows:
+    for pool_name, status, n, cap in (
+        Agent.objects.values_list("pool__name", "status").annotate(n=Count("id"), cap=Sum("capacity")).order_by()
+    ):
         pools.setdefault(pool_name, dict.fromkeys(statuses, 0))[status] = n
         agent_totals[status] += n
-    agents_by_pool = [(name, [counts[s] for s in statuses], sum(counts.values())) for name, counts in sorted(pools.items())]
+        if status in (Agent.Status.ACTIVE, Agent.Status.BUSY):
+            capacity[pool_name] = capacity.get(pool_name, 0) + (cap or 0)
+    agents_by_pool = [
+        {
+            "name": name,
+            "statuses": [(s, counts[s]) for s in statuses if counts[s]],
+            "total": sum(counts.values()),
+            "held": held_by_pool.get(name, 0),
+            "capacity": capacity.get(name, 0),
+            "used": (held_by_pool.get(name, 0) / capacity[name]) if capacity.get(name) else (1.0 if held_by_pool.get(name) else 0.0),
+        }
+        for name, counts in sorted(pools.items())
+    ]
 
     profiles = Profile.objects.aggregate(total=Count("id"), enabled=Count("id", filter=Q(enabled=True)))
     held = sum(by_status.get(s, 0) for s in HELD)
@@ -174,6 +193,10 @@ class Page:
     @property
     def has_previous(self) -> bool:
         return self.number > 1
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.rows)
 
 
 def assignment_page(*, status: str = "live", pool: str = "", agent_id: str = "", profile_id: str = "",

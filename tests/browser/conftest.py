@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def _wait_for_port(port: int, proc, log_path: str, timeout: float = 20.0) -> None:
+def _wait_for_port(port: int, proc, log_path: str, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
