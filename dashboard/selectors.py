@@ -6,7 +6,8 @@ lists page by `seq` (keyset), never by OFFSET/COUNT(*).
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, F, Max, Q, Sum
+from django.db.models import BigIntegerField, Count, F, Max, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent
@@ -140,12 +141,13 @@ def conditions(*, expired_last_hour: int, conflicts_last_hour: int, limit: int =
     ):
         found.append(Condition("agent_stale", "critical", f"Agent {agent_id} ({pool_name}) is stale",
                                f"/agents/{agent_id}/", dedup_key=f"agent_stale:{agent_id}"))
-    for agent_id, live, capacity in (
-        Agent.objects.exclude(status=Agent.Status.INACTIVE)
-        .annotate(live=Count("assignments", filter=_live_count_q()))
-        .filter(live__gt=F("capacity"))
-        .order_by("agent_id")
-        .values_list("agent_id", "live", "capacity")[:limit]
+    # Grouped from the live assignments (index on status), not from every agent's whole history.
+    for agent_id, capacity, live in (
+        Assignment.objects.filter(status__in=LIVE, agent__isnull=False)
+        .values_list("agent__agent_id", "agent__capacity")
+        .annotate(live=Count("id"))
+        .filter(live__gt=F("agent__capacity"))
+        .order_by("agent__agent_id")[:limit]
     ):
         found.append(Condition("agent_over_capacity", "warning", f"Agent {agent_id} holds {live} of {capacity}", f"/agents/{agent_id}/"))
     for name in (
@@ -229,15 +231,24 @@ def pool_names() -> list[str]:
 
 
 def agent_page(*, pool: str = "", status: str = "", page: int = 1, per_page: int = 100) -> Page:
-    """Agents with the number of live assignments each holds (1 query)."""
-    qs = Agent.objects.select_related("pool").annotate(live=Count("assignments", filter=_live_count_q()))
+    """Agents with the number of live assignments each holds (2 queries: the page of agents, then
+    the live counts of just those agents — counting for every agent before paging costs far more)."""
+    qs = Agent.objects.select_related("pool")
     if pool:
         qs = qs.filter(pool__name=pool)
     if status:
         qs = qs.filter(status=status)
     offset = (page - 1) * per_page
     rows = list(qs.order_by("pool__name", "agent_id")[offset : offset + per_page + 1])
-    return Page(rows=rows[:per_page], number=page, has_next=len(rows) > per_page, start=offset)
+    has_next = len(rows) > per_page
+    rows = rows[:per_page]
+    live = dict(
+        Assignment.objects.filter(agent_id__in=[a.pk for a in rows], status__in=LIVE)
+        .values_list("agent_id").annotate(n=Count("id")).order_by()
+    )
+    for agent in rows:
+        agent.live = live.get(agent.pk, 0)
+    return Page(rows=rows, number=page, has_next=has_next, start=offset)
 
 
 def agent_detail(agent_id: str) -> dict | None:
@@ -367,14 +378,26 @@ class EventPage:
     older: int | None  # pass as `before=` for the older page
 
 
+# A time range is also turned into a `seq` range (inside the same query), so that reading newest
+# first by `seq` starts and stops near the range instead of walking the whole log. `seq` follows
+# `occurred_at` except for events of transactions that overlapped: an event is stamped when
+# recorded and gets its seq at commit, so the two orders differ by at most a transaction's length.
+# The margin covers that many times over; the exact time filter still applies.
+SEQ_TIME_MARGIN = timedelta(minutes=5)
+
+
 def event_history_q(*, type: str = "", pool: str = "", agent_id: str = "", profile_id: str = "",
                     since: datetime | None = None, until: datetime | None = None) -> Q:
     q = event_filter_q(types=[type] if type else None, pool=pool or None, agent_id=agent_id or None,
                        profile_id=profile_id or None)
     if since:
-        q &= Q(occurred_at__gte=since)
+        q &= Q(occurred_at__gte=since) & Q(seq__gt=Coalesce(Subquery(
+            Event.objects.filter(occurred_at__lt=since - SEQ_TIME_MARGIN).order_by("-occurred_at").values("seq")[:1]
+        ), Value(0), output_field=BigIntegerField()))
     if until:
-        q &= Q(occurred_at__lt=until)
+        q &= Q(occurred_at__lt=until) & Q(seq__lt=Coalesce(Subquery(
+            Event.objects.filter(occurred_at__gte=until + SEQ_TIME_MARGIN).order_by("occurred_at").values("seq")[:1]
+        ), Value(2**62), output_field=BigIntegerField()))
     return q
 
 

@@ -34,7 +34,7 @@ PAGES = [
 MAX_QUERIES = {
     "/": 13,
     "/assignments/": 6,
-    "/agents/": 6,
+    "/agents/": 7,
     "/agents/agent-0-0/": 8,
     "/pools/": 7,
     "/profiles/": 7,
@@ -239,3 +239,30 @@ def test_profile_detail_shows_assignment_history(viewer_client, scene):
     assert [a.assignment_id for a in ctx["history"].rows] == [second.assignment_id, first.assignment_id]
     assert ctx["live"].assignment_id == second.assignment_id
     assert Assignment.objects.get(pk=first.pk).status == "released"
+
+
+@pytest.mark.parametrize("url,types", [
+    ("/", ""), ("/assignments/", "assignment."), ("/agents/", "agent.,assignment."),
+    ("/pools/", "agent.,assignment.,pool."), ("/profiles/", "assignment.,profile."), ("/history/", ""),
+])
+def test_live_pages_carry_the_seq_they_reflect_and_the_live_script(viewer_client, scene, url, types):
+    from assignments.models import Event
+
+    html = viewer_client.get(url).content.decode()
+    newest = Event.objects.order_by("-seq").values_list("seq", flat=True).first()
+    assert f'data-live-seq="{newest}"' in html
+    assert f'data-live-types="{types}"' in html
+    assert "tether-live.js" in html and "data-live" in html
+
+
+def test_an_older_history_page_does_not_follow_live(viewer_client, scene):
+    html = viewer_client.get("/history/?before=3").content.decode()
+    assert "data-live-paused" in html
+
+
+def test_pages_load_no_asset_from_another_host(viewer_client, scene):
+    import re
+
+    for url in ["/", "/assignments/", "/history/", "/accounts/login/"]:
+        html = viewer_client.get(url).content.decode()
+        assert not re.findall(r'(?:src|href)="(?:https?:)?//', html), url
