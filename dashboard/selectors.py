@@ -203,8 +203,10 @@ class Page:
 
 def assignment_page(*, status: str = "live", pool: str = "", agent_id: str = "", profile_id: str = "",
                     workflow_id: str = "", sort: str = "newest", page: int = 1, per_page: int = PAGE_SIZE) -> Page:
-    """One page of assignments (1 query): no COUNT, the next page is known by fetching one row more."""
-    qs = Assignment.objects.select_related("profile", "pool", "agent")
+    """One page of assignments (2 queries): the page's ids are sorted on the narrow table first, then
+    only those rows are read with their profile, pool and agent — sorting thousands of joined, wide
+    rows to keep fifty costs far more. No COUNT: the next page is known by fetching one row more."""
+    qs = Assignment.objects.all()
     if status == "live":
         qs = qs.filter(status__in=LIVE)
     elif status and status != "all":
@@ -219,8 +221,11 @@ def assignment_page(*, status: str = "live", pool: str = "", agent_id: str = "",
         qs = qs.filter(workflow_id=workflow_id)
     qs = qs.order_by(*ASSIGNMENT_SORTS.get(sort, ASSIGNMENT_SORTS["newest"]))
     offset = (page - 1) * per_page
-    rows = list(qs[offset : offset + per_page + 1])
-    return Page(rows=rows[:per_page], number=page, has_next=len(rows) > per_page, start=offset)
+    ids = list(qs.values_list("pk", flat=True)[offset : offset + per_page + 1])
+    has_next = len(ids) > per_page
+    ids = ids[:per_page]
+    by_pk = Assignment.objects.select_related("profile", "pool", "agent").in_bulk(ids)
+    return Page(rows=[by_pk[pk] for pk in ids if pk in by_pk], number=page, has_next=has_next, start=offset)
 
 
 def pool_names() -> list[str]:

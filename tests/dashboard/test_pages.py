@@ -33,7 +33,7 @@ PAGES = [
 # not grow a query per row (N+1) as the fleet grows.
 MAX_QUERIES = {
     "/": 13,
-    "/assignments/": 6,
+    "/assignments/": 7,
     "/agents/": 7,
     "/agents/agent-0-0/": 8,
     "/pools/": 7,
