@@ -243,6 +243,12 @@ def agent_set_status(*, agent_id: str, status: str, actor: Actor, load_metrics: 
     require_self_or_operator(actor, agent_id, "set the status")
     with recorded_transaction():
         agent = _lock_agent(agent_id)
+        if agent.status == Agent.Status.INACTIVE:
+            # inactive → active is for registration only: a drained agent stays out until it re-registers.
+            raise InvalidTransition(
+                f"agent {agent_id!r} is inactive; it must register again to take work",
+                details={"agent_id": agent_id, "from_status": agent.status, "to_status": status},
+            )
         if metrics is not None:
             agent.load_metrics = metrics
             agent.health_score = health_score(metrics)

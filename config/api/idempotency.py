@@ -101,3 +101,10 @@ def idempotent(scope_for):
         return wrapper
 
     return decorate
+
+
+def idempotency_keys_prune(*, now=None) -> int:
+    """Forget expired keys (for the periodic clean-up job; a retry of an expired key runs anew).
+    Returns how many were deleted."""
+    deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted

@@ -11,6 +11,7 @@ ERROR_DESCRIPTIONS = {
     401: "not_authenticated: no valid credential",
     403: "forbidden: this credential may not do this",
     404: "not_found: no such resource",
+    406: "not_acceptable: the API answers application/json only",
     409: "conflict and its kin (stale_fencing_token, agent_at_capacity, agent_unavailable, profile_disabled, "
     "pool_mismatch, invalid_transition, idempotency_in_progress)",
     413: "request_too_large: the body is too large",
@@ -41,7 +42,7 @@ class AutoSchema(SpectacularAutoSchema):
     a dict of method name → list of status codes (e.g. {"post": [409, 422]})."""
 
     def _error_codes(self) -> list[int]:
-        codes = {400, 401, 403, 404, 429}
+        codes = {400, 401, 403, 404, 406, 429}
         if self.method in ("POST", "PUT", "PATCH", "DELETE"):
             codes |= {413, 415}
         extra = getattr(self.view, "error_codes", {}) or {}

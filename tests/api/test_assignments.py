@@ -228,3 +228,18 @@ def test_unknown_assignment_is_404(api, make_agent):
     _, token = make_agent("a1")
     assert_error(api.get(f"/api/assignments/{uuid.uuid4()}", token=token), 404, "not_found")
     assert_error(api.delete(f"/api/assignments/{uuid.uuid4()}", token=token), 404, "not_found")
+
+
+def test_expired_idempotency_keys_are_pruned(api, make_agent, make_profile):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from config.api.idempotency import idempotency_keys_prune
+
+    _, token = make_agent("a1")
+    make_profile("p1")
+    api.post("/api/assignments", {"profile_id": "p1"}, token=token, headers={"Idempotency-Key": "k"})
+    assert idempotency_keys_prune() == 0
+    assert idempotency_keys_prune(now=timezone.now() + timedelta(days=2)) == 1
+    assert not IdempotencyKey.objects.exists()

@@ -1,0 +1,107 @@
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.utils.functional import cached_property
+
+from assignments.actors import Actor
+from assignments.errors import TetherError
+from assignments.models import Assignment, Event, Profile
+from assignments.services import assignment_release, profile_create, profile_update
+
+
+def apply_to_each(modeladmin, request, ids, service, key: str, verb: str) -> None:
+    """Run an admin action's service once per selected row (each in its own transaction), and tell
+    the operator what was done and what was refused."""
+    actor = Actor.for_user(request.user)
+    done, failures = 0, []
+    for value in ids:
+        try:
+            service(**{key: value}, actor=actor)
+            done += 1
+        except TetherError as exc:
+            failures.append(f"{value}: {exc.message}")
+    if done:
+        modeladmin.message_user(request, f"{verb} {done}.", messages.SUCCESS)
+    for failure in failures:
+        modeladmin.message_user(request, failure, messages.ERROR)
+
+
+@admin.register(Profile)
+class ProfileAdmin(admin.ModelAdmin):
+    list_display = ("profile_id", "name", "pool", "region", "enabled", "fencing_token", "updated_at")
+    list_filter = ("enabled", "pool", "region")
+    search_fields = ("profile_id", "name")
+    list_select_related = ("pool",)
+    readonly_fields = ("fencing_token", "created_at", "updated_at")
+    fields = ("profile_id", "name", "pool", "tags", "region", "metadata", "enabled", *readonly_fields)
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*self.readonly_fields, "profile_id") if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        """Saves go through the services, so an admin edit leaves its event like any other change."""
+        actor = Actor.for_user(request.user)
+        fields = {name: form.cleaned_data[name] for name in ("name", "pool", "tags", "region", "metadata", "enabled")}
+        if change:
+            saved = profile_update(profile_id=obj.profile_id, actor=actor, **fields)
+        else:
+            saved = profile_create(profile_id=form.cleaned_data["profile_id"], actor=actor, **fields)
+        obj.pk = saved.pk
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # profiles are disabled, not deleted: their history must stay readable
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ("assignment_id", "profile", "agent", "pool", "status", "workflow_id", "fencing_token",
+                    "assigned_at", "last_activity", "release_reason")
+    list_filter = ("status", "pool", "release_reason")
+    search_fields = ("assignment_id", "profile__profile_id", "agent__agent_id", "workflow_id", "platform_resource_id")
+    list_select_related = ("profile", "agent", "pool")
+    raw_id_fields = ("profile", "agent", "pool")
+    date_hierarchy = "assigned_at"
+    actions = ("force_release",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # agents take profiles through the API (or an operator through it)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Force-release selected assignments")
+    def force_release(self, request, queryset):
+        apply_to_each(self, request, queryset.values_list("assignment_id", flat=True), assignment_release,
+                      "assignment_id", "Released (or asked the agent to release)")
+
+
+class NoCountPaginator(Paginator):
+    """The event log is large: never COUNT(*) it for the admin's page links."""
+
+    @cached_property
+    def count(self):
+        return 10**9
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ("seq", "occurred_at", "type", "actor", "profile_id", "agent_id", "pool", "from_status", "to_status")
+    list_filter = ("type",)
+    search_fields = ("=profile_id", "=agent_id", "=pool", "=assignment_id", "=actor")
+    paginator = NoCountPaginator
+    show_full_result_count = False
+    ordering = ("-seq",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,52 @@
+"""The database itself holds invariant 1, even when the services are bypassed."""
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from assignments.models import Assignment
+from tests.factories import AgentFactory, PoolFactory, ProfileFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _row(profile, agent, status, token):
+    return Assignment(profile=profile, pool=agent.pool, agent=agent, status=status, fencing_token=token,
+                      released_at=None if status in Assignment.LIVE_STATUSES else timezone.now())
+
+
+@pytest.mark.parametrize("first", ["pending", "active", "idle", "releasing"])
+@pytest.mark.parametrize("second", ["pending", "active", "idle", "releasing"])
+def test_database_refuses_second_live_assignment_for_a_profile(first, second):
+    pool = PoolFactory()
+    agent_a, agent_b = AgentFactory(pool=pool), AgentFactory(pool=pool)
+    profile = ProfileFactory()
+    _row(profile, agent_a, first, 1).save()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _row(profile, agent_b, second, 2).save()
+    assert Assignment.objects.filter(profile=profile).count() == 1
+
+
+def test_ended_assignments_do_not_block_a_new_live_one():
+    pool = PoolFactory()
+    agent = AgentFactory(pool=pool)
+    profile = ProfileFactory()
+    for token, status in enumerate(["released", "failed", "expired"], start=1):
+        _row(profile, agent, status, token).save()
+    _row(profile, agent, "active", 4).save()
+    assert Assignment.objects.filter(profile=profile).count() == 4
+
+
+def test_database_refuses_a_held_assignment_without_agent():
+    pool = PoolFactory()
+    profile = ProfileFactory()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Assignment.objects.create(profile=profile, pool=pool, agent=None, status="active", fencing_token=1)
+
+
+def test_database_refuses_an_ended_assignment_without_release_time():
+    pool = PoolFactory()
+    agent = AgentFactory(pool=pool)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Assignment.objects.create(profile=ProfileFactory(), pool=pool, agent=agent, status="released",
+                                  fencing_token=1, released_at=None)
