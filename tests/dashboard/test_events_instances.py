@@ -1,0 +1,145 @@
+"""Two web instances (two real daphne processes) sharing Redis and PostgreSQL: a change committed by
+one process reaches subscribers connected to either instance, over real WebSockets."""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import websockets
+from channels.db import database_sync_to_async
+from django.db import connection
+
+from tests.dashboard.events_support import amake_profiles, last_seq
+from tests.factories import AgentFactory, PoolFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis]
+
+PORTS = (8150, 8151)  # this suite's ports (see the task's port range)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _wait_for_port(port, process, log, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log.seek(0)
+            raise AssertionError(f"daphne on {port} exited: {log.read().decode()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"daphne on {port} did not start")
+
+
+@pytest.fixture(scope="module")
+def two_instances(django_db_setup):
+    """Started once for this module (daphne takes seconds to start on a busy machine); they use the
+    test database, which each transactional test empties after itself."""
+    db = connection.settings_dict
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        TETHER_EVENTS_POLL_SECONDS="30",  # so that only live messages can explain a quick delivery
+    )
+    logs = [tempfile.TemporaryFile() for _ in PORTS]  # a file, not a pipe nobody reads: it never fills
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        for port, log in zip(PORTS, logs)
+    ]
+    try:
+        for port, process, log in zip(PORTS, processes, logs):
+            _wait_for_port(port, process, log)
+        yield PORTS
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def _receive(ws, n, timeout=5.0):
+    return [json.loads(await asyncio.wait_for(ws.recv(), timeout)) for _ in range(n)]
+
+
+async def test_a_change_reaches_subscribers_on_both_instances(two_instances):
+    pool = await database_sync_to_async(PoolFactory)()
+    agent = await database_sync_to_async(AgentFactory)(pool=pool)
+    auth = {"Authorization": f"Token agt_{agent.agent_id}"}
+    port_a, port_b = two_instances
+    async with websockets.connect(f"ws://127.0.0.1:{port_a}/assignments/events", additional_headers=auth) as on_a, \
+            websockets.connect(f"ws://127.0.0.1:{port_b}/assignments/events", additional_headers=auth) as on_b:
+        await asyncio.sleep(0.3)  # both handshakes done and subscribed (the accept follows the group join)
+        seqs = await amake_profiles("two-instances", 3, pool=pool.name)
+        got_a, got_b = await _receive(on_a, 3, 2.0), await _receive(on_b, 3, 2.0)
+        assert [e["seq"] for e in got_a] == seqs == [e["seq"] for e in got_b]
+        assert got_a == got_b
+
+    # A reconnect to the other instance resumes with nothing lost.
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port_b}/assignments/events?since={seqs[0]}", additional_headers=auth
+    ) as again:
+        assert [e["seq"] for e in await _receive(again, 2)] == seqs[1:]
+
+
+def _operator_marks_stale_through_the_admin(base: str, username: str, password: str, agent_pk: int) -> None:
+    """An operator's change made over HTTP on one instance: log in to the admin, run its action."""
+    import http.cookiejar
+    import re
+    import urllib.parse
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def post(path, fields):
+        page = opener.open(base + path, timeout=10).read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        body = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token}, doseq=True).encode()
+        return opener.open(urllib.request.Request(base + path, data=body), timeout=10).read().decode()
+
+    post("/admin/login/?next=/admin/", {"username": username, "password": password, "next": "/admin/"})
+    post("/admin/agents/agent/", {"action": "mark_stale", "_selected_action": [agent_pk], "index": 0})
+
+
+async def test_an_operators_change_through_one_instance_reaches_a_subscriber_on_the_other(two_instances):
+    import secrets
+
+    from django.contrib.auth import get_user_model
+
+    password = secrets.token_urlsafe(16)
+    await database_sync_to_async(get_user_model().objects.create_superuser)("op", "op@example.test", password)
+    pool = await database_sync_to_async(PoolFactory)()
+    agent = await database_sync_to_async(AgentFactory)(pool=pool)
+    port_a, port_b = two_instances
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port_b}/assignments/events?types=agent.stale",
+        additional_headers={"Authorization": f"Token agt_{agent.agent_id}"},
+    ) as on_b:
+        await asyncio.get_running_loop().run_in_executor(
+            None, _operator_marks_stale_through_the_admin, f"http://127.0.0.1:{port_a}", "op", password, agent.pk
+        )
+        (event,) = await _receive(on_b, 1, 3.0)
+    assert (event["type"], event["agent_id"], event["actor"]) == ("agent.stale", agent.agent_id, "user:op")
+
+
+async def test_real_server_refuses_a_bad_token_with_4401(two_instances):
+    async with websockets.connect(f"ws://127.0.0.1:{two_instances[0]}/assignments/events?token=agt_bad") as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd.code == 4401
+    assert await database_sync_to_async(last_seq)() >= 0

@@ -1,0 +1,280 @@
+"""ws://HOST/assignments/events: filters, replay then live, reconnects, lost live messages, rollbacks,
+slow subscribers — against the real ASGI application, Redis channel layer and PostgreSQL."""
+
+import asyncio
+import json
+import threading
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+import dashboard.publish
+from agents.services import agent_mark_stale
+from assignments.actors import Actor
+from assignments.errors import NotFound
+from assignments.events import event_payload, event_record, recorded_transaction
+from assignments.models import Event
+from assignments.services import assignment_create, assignment_release
+from dashboard.consumers import CLOSE_RESYNC
+from dashboard.publish import EVENTS_GROUP
+from tests.dashboard.events_support import (
+    OPERATOR,
+    amake_profiles,
+    application,
+    closed_with,
+    last_seq,
+    make_profiles,
+    nothing_more,
+    receive_events,
+    session_cookie_for,
+    ws_connect,
+)
+from tests.factories import AgentFactory, PoolFactory, ProfileFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.postgres]
+
+
+@pytest.fixture
+async def headers():
+    from django.contrib.auth import get_user_model
+
+    user = await database_sync_to_async(get_user_model().objects.create_user)(username="watcher", password=None)
+    return await database_sync_to_async(session_cookie_for)(user)
+
+
+def _seqs(events):
+    return [e["seq"] for e in events]
+
+
+# --- filters --------------------------------------------------------------------------------------
+
+
+def _filter_scene():
+    pool_a, pool_b = PoolFactory(name="pool-a"), PoolFactory(name="pool-b")
+    AgentFactory(pool=pool_a, agent_id="a1")
+    AgentFactory(pool=pool_b, agent_id="b1")
+    ProfileFactory(profile_id="p1", pool=pool_a)
+    ProfileFactory(profile_id="p2", pool=pool_b)
+    start = last_seq()
+    first = assignment_create(profile_id="p1", agent_id="a1", actor=OPERATOR)  # assignment.created a1/p1/pool-a
+    assignment_release(assignment_id=first.assignment_id, actor=Actor.for_agent("a1"))  # assignment.released
+    assignment_create(profile_id="p2", agent_id="b1", actor=OPERATOR)  # assignment.created b1/p2/pool-b
+    make_profiles("p-extra", 1, pool="pool-b")  # profile.created pool-b
+    agent_mark_stale(agent_id="b1", actor=OPERATOR)  # agent.stale, assignment.reassigned, alert.raised ×2
+    return [event_payload(e) for e in Event.objects.filter(seq__gt=start).order_by("seq")]
+
+
+FILTERS = {
+    "types=assignment.created": lambda e: e["type"] == "assignment.created",
+    "types=assignment.": lambda e: e["type"].startswith("assignment."),
+    "types=assignment.*": lambda e: e["type"].startswith("assignment."),
+    "types=profile.created,agent.stale": lambda e: e["type"] in ("profile.created", "agent.stale"),
+    "pool=pool-a": lambda e: e["pool"] == "pool-a",
+    "agent_id=b1": lambda e: e["agent_id"] == "b1",
+    "profile_id=p1": lambda e: e["profile_id"] == "p1",
+    "types=assignment.&pool=pool-b": lambda e: e["type"].startswith("assignment.") and e["pool"] == "pool-b",
+}
+
+
+@pytest.mark.parametrize("mode", ["live", "replay"])
+async def test_each_filter_gets_exactly_the_matching_events_in_order(headers, mode):
+    start = await database_sync_to_async(last_seq)()
+    subscribers = {}
+    if mode == "live":
+        for query in FILTERS:
+            subscribers[query] = await ws_connect(f"/assignments/events?{query}", headers=headers)
+    events = await database_sync_to_async(_filter_scene)()
+    assert {e["type"] for e in events} >= {"assignment.created", "assignment.released", "profile.created",
+                                           "agent.stale", "assignment.reassigned", "alert.raised"}
+    if mode == "replay":
+        for query in FILTERS:
+            subscribers[query] = await ws_connect(f"/assignments/events?since={start}&{query}", headers=headers)
+    for query, matches in FILTERS.items():
+        expected = [e for e in events if matches(e)]
+        assert expected, f"the scene has no event for {query}"
+        received = await receive_events(subscribers[query], len(expected))
+        assert received == expected, query  # the exact payloads, in seq order
+        assert await nothing_more(subscribers[query], 0.1), query
+        await subscribers[query].disconnect()
+
+
+# --- replay, the seam, reconnects -----------------------------------------------------------------
+
+
+async def test_replay_then_live_without_duplicate_at_the_seam(headers):
+    start = await database_sync_to_async(last_seq)()
+    replayed = await amake_profiles("before", 5)
+    communicator = await ws_connect(f"/assignments/events?since={start}", headers=headers)
+    assert _seqs(await receive_events(communicator, 5)) == replayed
+    # Live messages for events the replay already sent (a publish that arrives late): dropped.
+    stored = await database_sync_to_async(lambda: [event_payload(e) for e in Event.objects.filter(seq__in=replayed[2:])])()
+    await get_channel_layer().group_send(EVENTS_GROUP, {"type": "events.publish", "events": stored})
+    live = await amake_profiles("after", 2)
+    assert _seqs(await receive_events(communicator, 2)) == live
+    assert await nothing_more(communicator)
+    await communicator.disconnect()
+
+
+async def test_changes_made_during_a_long_replay_arrive_once_and_in_order(headers, settings):
+    settings.TETHER_EVENTS_REPLAY_PAGE = 3  # many small pages, so the writer interleaves with them
+    start = await database_sync_to_async(last_seq)()
+    await amake_profiles("old", 30)
+    writing = threading.Thread(target=lambda: (make_profiles("new", 30), __import__("django.db").db.connections.close_all()))
+    writing.start()
+    try:
+        communicator = await ws_connect(f"/assignments/events?since={start}", headers=headers)
+        received = await receive_events(communicator, 60, timeout=10)
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, writing.join)
+    expected = await database_sync_to_async(lambda: list(Event.objects.filter(seq__gt=start).order_by("seq").values_list("seq", flat=True)))()
+    assert len(expected) == 60
+    assert _seqs(received) == expected
+    assert await nothing_more(communicator)
+    await communicator.disconnect()
+
+
+async def test_client_reconnecting_after_100_changes_gets_exactly_those_100_in_order(headers):
+    communicator = await ws_connect(headers=headers)
+    seen = _seqs(await receive_events(communicator, 3)) if await amake_profiles("seen", 3) else []
+    await communicator.disconnect()
+    missed = await amake_profiles("missed", 100)
+    again = await ws_connect(f"/assignments/events?since={seen[-1]}", headers=headers)
+    received = await receive_events(again, 100)
+    assert _seqs(received) == missed
+    assert [e["profile_id"] for e in received] == [f"missed-{i}" for i in range(100)]
+    assert await nothing_more(again)
+    await again.disconnect()
+
+
+# --- lost live messages ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def publishing_dropped(monkeypatch):
+    """Live messages are lost (a full channel-layer channel, a Redis blip) while `drop` is set."""
+    state = {"drop": False}
+    real = dashboard.publish.publish_events
+
+    def lossy(payloads):
+        if not state["drop"]:
+            real(payloads)
+
+    monkeypatch.setattr(dashboard.publish, "publish_events", lossy)
+    return state
+
+
+async def test_lost_live_messages_are_read_from_the_log_before_the_next_event(headers, publishing_dropped):
+    communicator = await ws_connect(headers=headers)
+    publishing_dropped["drop"] = True
+    lost = await amake_profiles("lost", 3)
+    publishing_dropped["drop"] = False
+    live = await amake_profiles("live", 1)
+    assert _seqs(await receive_events(communicator, 4)) == lost + live
+    assert await nothing_more(communicator)
+    await communicator.disconnect()
+
+
+async def test_a_lost_last_message_is_found_by_the_idle_check(headers, publishing_dropped, settings):
+    settings.TETHER_EVENTS_POLL_SECONDS = 0.2
+    communicator = await ws_connect(headers=headers)
+    publishing_dropped["drop"] = True
+    lost = await amake_profiles("quiet", 1)
+    assert _seqs(await receive_events(communicator, 1, timeout=3)) == lost
+    await communicator.disconnect()
+
+
+# --- rollbacks ------------------------------------------------------------------------------------
+
+
+def _rolled_back_changes():
+    class Boom(Exception):
+        pass
+
+    try:
+        with recorded_transaction():
+            event_record(Event.Type.PROFILE_UPDATED, actor=OPERATOR, profile_id="never")
+            raise Boom
+    except Boom:
+        pass
+    with pytest.raises(NotFound):  # a service that fails half-way: its events go with its changes
+        assignment_create(profile_id="nope", agent_id="nobody", actor=OPERATOR)
+
+
+async def test_rolled_back_change_publishes_nothing(headers):
+    layer = get_channel_layer()
+    listener = await layer.new_channel()
+    await layer.group_add(EVENTS_GROUP, listener)
+    communicator = await ws_connect(headers=headers)
+    before = await database_sync_to_async(last_seq)()
+
+    await database_sync_to_async(_rolled_back_changes)()
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(listener), timeout=0.5)
+    assert await nothing_more(communicator)
+    assert await database_sync_to_async(last_seq)() == before
+    # ...and the stream goes on with the next committed change.
+    committed = await amake_profiles("committed", 1)
+    assert _seqs(await receive_events(communicator, 1)) == committed
+    message = await asyncio.wait_for(layer.receive(listener), timeout=2)
+    assert _seqs(message["events"]) == committed
+    await layer.group_discard(EVENTS_GROUP, listener)
+    await communicator.disconnect()
+
+
+# --- slow subscribers -----------------------------------------------------------------------------
+
+
+def _slow_client(app, seconds_per_message):
+    """A client that reads slowly, as a server with backpressure (send waits for the socket) sees it."""
+
+    async def wrapped(scope, receive, send):
+        async def slow_send(message):
+            if message["type"] == "websocket.send":
+                await asyncio.sleep(seconds_per_message)
+            await send(message)
+
+        return await app(scope, receive, slow_send)
+
+    return wrapped
+
+
+async def test_slow_subscriber_is_told_to_resync_and_closed_without_delaying_others(headers, settings):
+    settings.TETHER_EVENTS_CLIENT_BUFFER = 20
+    start = await database_sync_to_async(last_seq)()
+    slow = WebsocketCommunicator(_slow_client(application(), 0.2), "/assignments/events", headers=headers)
+    assert (await slow.connect(timeout=5))[0]
+    fast = await ws_connect(headers=headers)
+
+    loop = asyncio.get_running_loop()
+    made = await amake_profiles("burst", 100)
+    fast_events = await receive_events(fast, 100, timeout=5)  # 100 × 0.2 s = 20 s if it waited on the slow one
+    took = loop.time()
+    assert _seqs(fast_events) == made
+
+    code, slow_messages = await closed_with(slow, timeout=10)
+    assert code == CLOSE_RESYNC
+    *slow_events, resync = slow_messages
+    assert resync["type"] == "resync"
+    assert len(slow_events) < 100 and _seqs(slow_events) == [s for s in made if s <= resync["since"]]
+    assert loop.time() - took < 10
+    # Resuming from the seq it was given, it gets the rest exactly once.
+    again = await ws_connect(f"/assignments/events?since={resync['since']}", headers=headers)
+    rest = await receive_events(again, 100 - len(slow_events))
+    assert _seqs(slow_events + rest) == made and made[0] > start
+    assert await nothing_more(again)
+    await again.disconnect()
+    await fast.disconnect()
+
+
+async def test_messages_are_exactly_the_event_payload_shape(headers):
+    communicator = await ws_connect(headers=headers)
+    seq = (await amake_profiles("shape", 1))[0]
+    message = json.loads((await communicator.receive_output(5))["text"])
+    stored = await database_sync_to_async(lambda: event_payload(Event.objects.get(seq=seq)))()
+    assert message == stored
+    assert list(message) == ["seq", "type", "occurred_at", "actor", "assignment_id", "profile_id", "agent_id",
+                             "pool", "from_status", "to_status", "data"]
+    await communicator.disconnect()
