@@ -2,9 +2,10 @@
 
     make screenshot-dashboard        # writes docs/overview.png and docs/overview-phone.png
 
-Builds a scratch database (`<DATABASE_URL's name>_shot`) through the services — pools, agents with
-load, profiles, live and ended assignments, conflicts, a stale agent — serves it with daphne on
-TETHER_SHOT_PORT (8251) and photographs the overview on a laptop and a phone viewport.
+Builds a scratch database (`<DATABASE_URL's name>_shot`) with `manage.py load_demo`, then more of the
+same through the services — a third pool, agents with load, profiles, live and ended assignments,
+refused takes, a stale agent — serves it with daphne on TETHER_SHOT_PORT (8251) and photographs the
+overview on a laptop and a phone viewport.
 """
 
 import os
@@ -37,6 +38,11 @@ def demo_data(password: str) -> None:
     )
     from pools.services import pool_create
 
+    from django.core.management import call_command
+
+    from pools.models import AgentPool
+
+    call_command("load_demo")
     rng = random.Random(7)
     ops = Actor.system("demo")
     pools = [
@@ -46,7 +52,7 @@ def demo_data(password: str) -> None:
     ]
     agents = []
     for name, fields, n in pools:
-        pool, _ = pool_create(name=name, actor=ops, **fields)
+        pool = AgentPool.objects.filter(name=name).first() or pool_create(name=name, actor=ops, **fields)[0]
         for i in range(n):
             agent_id = f"{name.split('-')[0]}-worker-{i + 1:02d}"
             agent_register(pool=pool, agent_id=agent_id, actor=ops, capacity=rng.choice([4, 6, 8]),
