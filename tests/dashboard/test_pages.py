@@ -266,3 +266,15 @@ def test_pages_load_no_asset_from_another_host(viewer_client, scene):
     for url in ["/", "/assignments/", "/history/", "/accounts/login/"]:
         html = viewer_client.get(url).content.decode()
         assert not re.findall(r'(?:src|href)="(?:https?:)?//', html), url
+
+
+def test_no_markup_leaks_into_attributes(viewer_client, scene):
+    for url in ["/", "/agents/agent-0-0/", "/profiles/prof-0-0/", "/history/", "/assignments/"]:
+        html = viewer_client.get(url).content.decode()
+        assert 'ago">' not in html and "&lt;time" not in html and '"<time' not in html, url
+
+
+def test_age_text_is_compact():
+    from dashboard.templatetags.tether import age_text
+
+    assert [age_text(s) for s in (0, 59, 60, 3599, 3600, 86400 + 3600)] == ["0s", "59s", "1m 00s", "59m 59s", "1h 00m", "1d 1h"]
