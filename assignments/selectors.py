@@ -65,22 +65,6 @@ def assignment_live_for_profile(profile_id: str) -> Assignment | None:
     )
 
 
-def alert_list(*, status: str | list[str] | None = None, pool: str | None = None, limit: int = 100) -> list:
-    """Alerts, newest first; `status` "unresolved" means open or acknowledged."""
-    from assignments.models import Alert
-
-    qs = Alert.objects.all()
-    if status == "unresolved":
-        qs = qs.filter(status__in=Alert.UNRESOLVED_STATUSES)
-    elif isinstance(status, str):
-        qs = qs.filter(status=status)
-    elif status:
-        qs = qs.filter(status__in=status)
-    if pool:
-        qs = qs.filter(pool=pool)
-    return list(qs.order_by("-raised_at", "-pk")[: max(1, min(int(limit), 1000))])
-
-
 def assignment_list() -> QuerySet:
     return Assignment.objects.select_related("profile", "pool", "agent")
 
@@ -179,3 +163,19 @@ def assignment_metrics(*, window_seconds: int, now=None) -> dict:
         "profile_utilization": utilization,
         "agent_efficiency": efficiency,
     }
+
+
+def alert_list(*, status: str | list[str] | None = None, pool: str | None = None, limit: int = 100) -> list:
+    """Alerts, newest first; `status` "unresolved" means open or acknowledged."""
+    from assignments.models import Alert
+
+    qs = Alert.objects.all()
+    if status == "unresolved":
+        qs = qs.filter(status__in=Alert.UNRESOLVED_STATUSES)
+    elif isinstance(status, str):
+        qs = qs.filter(status=status)
+    elif status:
+        qs = qs.filter(status__in=status)
+    if pool:
+        qs = qs.filter(pool=pool)
+    return list(qs.order_by("-raised_at", "-pk")[: max(1, min(int(limit), 1000))])

@@ -171,11 +171,14 @@ def test_metrics_over_a_window(api, make_agent, make_profile, operator_token):
     assert_error(api.get("/api/assignments/metrics?window=0", token=operator_token), 400, "validation_error")
 
 
-def test_throttled_requests_get_429_with_retry_after(api, make_agent, settings):
+def test_throttled_requests_get_429_with_retry_after(api, make_agent, monkeypatch):
     from django.core.cache import cache
 
+    from config.api import throttling
     from config.api.throttling import CredentialRateThrottle
 
+    # Inside one window whatever the wall clock says (a fixed-window counter).
+    monkeypatch.setattr(throttling, "_now", lambda: 1_800_000_030.0)
     _, token = make_agent("a1")
     cache.clear()
     old = CredentialRateThrottle.THROTTLE_RATES
@@ -188,5 +191,5 @@ def test_throttled_requests_get_429_with_retry_after(api, make_agent, settings):
         cache.clear()
     assert codes == [200, 200, 200, 429]
     error = assert_error(response, 429, "throttled")
-    assert int(response["Retry-After"]) > 0
-    assert error["details"]["retry_after"] > 0
+    assert response["Retry-After"] == "30"
+    assert error["details"]["retry_after"] == 30
