@@ -1,6 +1,6 @@
 """How long each dashboard page takes to render with a large fleet (not a test: `make bench-dashboard`).
 
-Builds a scratch database (`<DATABASE_URL's name>_bench`) with bulk inserts — bulk_create for pools,
+Builds a scratch database (`<DATABASE_URL's name>_dashbench`) with bulk inserts — bulk_create for pools,
 agents, profiles and assignments, COPY for the event log — not through the services: 10,000 live
 assignments (plus ended ones), 1,000,000 events. Then renders every page through Django's test client
 (middleware, session, the operator check, the template) and prints the median, p95 and the number of
@@ -166,7 +166,7 @@ def main() -> None:
     name = (os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tether").rsplit("/", 1)[-1]) or "tether"
     reuse = bool(os.environ.get("TETHER_BENCH_REUSE"))  # measure again on the data of the last run
     base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tether")
-    url = base.rsplit("/", 1)[0] + f"/{name}_bench" if reuse else scratch_database(f"{name}_bench")
+    url = base.rsplit("/", 1)[0] + f"/{name}_dashbench" if reuse else scratch_database(f"{name}_dashbench")
     os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
     django_on(url, key_prefix=f"tether-bench-{os.getpid()}")
     os.environ["ALLOWED_HOSTS"] = "testserver,127.0.0.1,localhost"
