@@ -121,3 +121,27 @@ def test_heartbeat_age_ticks_in_the_browser(fleet, browser, asgi_server):
     assert status == 200
     page.reload()
     assert seconds() <= 2
+
+
+def test_draining_an_agent_from_its_page_shows_live_on_the_agents_list(fleet, browser, asgi_server):
+    base, token = asgi_server, fleet["agent_token"]
+    status, body = api(base, "POST", "/api/assignments", token, {"profile_id": "browser-profile", "agent_id": "browser-agent"})
+    assert status == 201, body
+    viewer_page = login(browser, base, "viewer-browser", "viewer-browser-pass-42", "/agents/")
+    operator_page = login(browser, base, "op-browser", "op-browser-pass-42", "/agents/browser-agent/")
+    row = 'tr[data-key="browser-agent"]'
+    assert "active" in viewer_page.inner_text(f"{row} .badge")
+
+    operator_page.click("a.btn.danger:has-text('Drain')")
+    operator_page.click("[data-testid=confirm]")
+    operator_page.wait_for_url(f"{base}/agents/browser-agent/")
+    assert "inactive" in operator_page.inner_text("#agent-summary .badge")
+    drained_at = time.monotonic()
+    # The viewer's list shows it inactive, and its assignment moved to the spare agent, without reload.
+    viewer_page.wait_for_selector(f"{row} .badge.s-inactive", timeout=LIVE_MS)
+    assert time.monotonic() - drained_at < 1.0
+    viewer_page.wait_for_function(
+        "document.querySelector('tr[data-key=\"spare-agent\"]').innerText.includes('1/5')", timeout=LIVE_MS)
+    assert viewer_page.evaluate("window.__not_reloaded")
+    status, moved = api(base, "GET", f"/api/assignments/{body['assignment_id']}", token)
+    assert moved["agent_id"] == "spare-agent" and moved["status"] == "active"
