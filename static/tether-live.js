@@ -43,7 +43,9 @@
   setInterval(tick, 1000);
 
   // --- Re-rendering the live regions ------------------------------------------------------------
-  var inflight = false, again = false, lastRefresh = 0, MIN_GAP = 150;
+  // One re-render in flight at a time, at most one every MIN_GAP ms: a burst of events costs a page a
+  // few renders a second, not one per event, and a change still shows well within a second.
+  var inflight = false, again = false, lastRefresh = 0, MIN_GAP = 400;
 
   function rowRevisions(root) {
     var revs = {};
