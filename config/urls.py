@@ -10,7 +10,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", include("config.api.urls")),
     path("health", dashboard_views.health, name="health"),
-    path("", dashboard_views.overview, name="overview"),
+    path("", include("dashboard.urls")),
 ]
 
 # Under /api/ these answer in the API's error shape; elsewhere Django's own pages.
