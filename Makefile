@@ -9,7 +9,7 @@ WEB_WORKERS ?= 1
 .PHONY: help install run serve test bench migrate demo clean
 
 help:
-	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT)"
+	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT) with its jobs and a simulated fleet"
 	@echo "make test   — run the test suite (PostgreSQL and Redis when reachable, else SQLite)"
 	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
 	@echo "make bench-dashboard — render time of each dashboard page with 10k live assignments, 1M events"
@@ -28,11 +28,16 @@ migrate: install
 demo: migrate
 	$(PY) manage.py load_demo
 
+# The whole living system: web server, background jobs (a Celery worker and beat with a broker; inside
+# the web process in embedded mode) and a simulated fleet of agents. Ctrl-C stops all of it.
+# SIMULATOR_ARGS="--crash-every 20" tunes the fleet; SIMULATOR=0 starts no simulator.
+SIMULATOR ?= 1
+SIMULATOR_ARGS ?=
+
 run: demo
 	@$(PY) manage.py collectstatic --no-input -v0
 	@$(PY) manage.py ensure_operator
-	@echo "Tether on http://$(HOST):$(PORT)  (admin: http://$(HOST):$(PORT)/admin/, health: /health) — Ctrl-C stops it"
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) config.asgi:application
+	$(PY) -m config.launcher --host $(HOST) --port $(PORT) $(if $(filter 0,$(SIMULATOR)),--no-simulator) --simulator-args "$(SIMULATOR_ARGS)"
 
 # Production-style serving: uvicorn (HTTP and WebSockets), psycopg's connection pool, one worker
 # per CPU by default (Django runs sync views on one thread per worker, so workers give parallelism).

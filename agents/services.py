@@ -183,7 +183,9 @@ def agent_heartbeat(
     - the activity of the reported assignments it does hold (active, idle) is renewed;
     - `revoked` lists what it reported but must drop (moved to another agent, ended, being released);
     - `assigned` lists live assignments it holds but did not report (given to it by failover);
-    - a `releasing` assignment it no longer reports has been dropped: it becomes `released`.
+    - a `releasing` assignment it no longer reports has been dropped: it becomes `released`;
+    - an active or idle one it held at its previous heartbeat and no longer reports is lost: an
+      `assignment_lost` alert is raised (`alert.raised`), once per loss.
     """
     metrics = clean_load_metrics(load_metrics) if load_metrics is not None else None
     require_self_or_operator(actor, agent_id, "heartbeat")
@@ -191,6 +193,7 @@ def agent_heartbeat(
     revived = False
     with recorded_transaction():
         agent = _lock_agent(agent_id)
+        previous_heartbeat = agent.last_heartbeat
         update = ["last_heartbeat", "health_score"]
         agent.last_heartbeat = now
         if metrics is not None:
@@ -206,12 +209,12 @@ def agent_heartbeat(
         result = HeartbeatResult(agent=agent)
         if reported is not None:
             reported_set = set(reported)
-            held = {
-                a.assignment_id: a.status
-                for a in Assignment.objects.filter(agent=agent, status__in=Assignment.LIVE_STATUSES).only(
-                    "assignment_id", "status"
+            rows = list(
+                Assignment.objects.filter(agent=agent, status__in=Assignment.LIVE_STATUSES).only(
+                    "assignment_id", "status", "last_activity"
                 )
-            }
+            )
+            held = {a.assignment_id: a.status for a in rows}
             renew = [a for a in reported_set if held.get(a) in (Assignment.Status.ACTIVE, Assignment.Status.IDLE)]
             if renew:
                 Assignment.objects.filter(agent=agent, assignment_id__in=renew).update(last_activity=now)
@@ -222,6 +225,12 @@ def agent_heartbeat(
                 a for a, status in held.items()
                 if a not in reported_set and status in (Assignment.Status.ACTIVE, Assignment.Status.IDLE)
             ]
+            # Lost: held since before the previous heartbeat (so the agent reported it then, or was
+            # told to pick it up in that reply) and still not reported. Raised once per loss.
+            if previous_heartbeat is not None:
+                lost = [a for a in rows if a.assignment_id in result.assigned and a.last_activity <= previous_heartbeat]
+                if lost:
+                    _alert_assignments_lost(agent, lost, actor=actor)
             dropped = [a for a, status in held.items() if a not in reported_set and status == Assignment.Status.RELEASING]
             if dropped:
                 from assignments.services import assignment_release
@@ -233,6 +242,33 @@ def agent_heartbeat(
 
         pool_rebalance(pool=agent.pool, actor=Actor.system("rebalance"))
     return result
+
+
+def _alert_assignments_lost(agent: Agent, lost: list[Assignment], *, actor: Actor) -> None:
+    """An agent's heartbeat no longer reports assignments the database says it holds: raise an
+    `assignment_lost` alert (`alert_raise`, emits `alert.raised`) for each, once per loss — not again
+    while it stays lost (its `last_activity` only moves when the agent reports it again). The
+    assignment is left as it is: the reply's `assigned` tells the agent to pick it up again, and if
+    it does not, the expiry sweep idles and then expires it."""
+    from assignments.models import Alert
+    from assignments.services import alert_raise
+
+    keys = {a.pk: f"assignment_lost:{a.assignment_id}:{a.last_activity.isoformat()}" for a in lost}
+    already = set(Alert.objects.filter(dedup_key__in=list(keys.values())).values_list("dedup_key", flat=True))
+    fresh = [a.pk for a in lost if keys[a.pk] not in already]
+    for assignment in Assignment.objects.filter(pk__in=fresh).select_related("profile", "pool").order_by("pk"):
+        alert_raise(
+            kind=Alert.Kind.ASSIGNMENT_LOST,
+            actor=Actor.system("heartbeat"),
+            message=f"agent {agent.agent_id} no longer reports assignment {assignment.assignment_id} "
+            f"(profile {assignment.profile.profile_id}) that it holds",
+            dedup_key=keys[assignment.pk],
+            pool=assignment.pool.name,
+            agent_id=agent.agent_id,
+            profile_id=assignment.profile.profile_id,
+            assignment_id=assignment.assignment_id,
+            data={"reported_by": str(actor), "since": assignment.last_activity.isoformat()},
+        )
 
 
 def agent_set_status(*, agent_id: str, status: str, actor: Actor, load_metrics: dict | None = None) -> Agent:
@@ -331,3 +367,49 @@ def agent_deregister(*, agent_id: str, actor: Actor) -> Agent:
         _set_status(agent, Agent.Status.INACTIVE, actor=actor, event_type=Event.Type.AGENT_DEREGISTERED)
         pool_fail_over(agent=agent, actor=actor)
     return agent
+
+
+# --- Background jobs (run by config/jobs.py on the beat) -------------------------------------------
+
+_MAY_GO_STALE = (Agent.Status.ACTIVE, Agent.Status.BUSY, Agent.Status.DRAINING)
+
+
+def _overdue_agents(now):
+    """Agents that may go stale and whose last heartbeat (or registration, if none) is older than
+    their pool's `heartbeat_timeout_seconds`."""
+    from django.db.models.functions import Coalesce
+
+    from config.jobs import older_than_pool_timeout
+
+    return older_than_pool_timeout(
+        Agent.objects.filter(status__in=_MAY_GO_STALE).annotate(_seen=Coalesce("last_heartbeat", "registered_at")),
+        since_field="_seen",
+        timeout_field="heartbeat_timeout_seconds",
+        now=now,
+    )
+
+
+def agents_mark_overdue_stale(*, actor: Actor, now=None, limit: int = 200) -> dict:
+    """The staleness sweep: every agent (at most `limit`) whose last heartbeat is older than its
+    pool's heartbeat timeout goes through `agent_mark_stale` (health drops, its assignments fail over
+    inside the pool). Idempotent; safe on several workers. Returns the counts."""
+    require_operator(actor, "sweep agents")
+    from pools.services import pool_lock_moves
+
+    now = now or timezone.now()
+    marked = []
+    # One indexed query ((status, last_heartbeat)) when there is nothing to do.
+    overdue = _overdue_agents(now)
+    due = list(overdue.order_by("_seen").values_list("pk", "pool_id", "agent_id")[:limit])
+    for pk, pool_id, agent_id in due:
+        with recorded_transaction():
+            # The pool's move lock first, then the agent row (the order every failover path keeps),
+            # and the overdue condition again under the row lock: an agent that heartbeated since
+            # the query above is left alone; one another worker marked already is no longer due.
+            pool_lock_moves(pool_id)
+            still_due = overdue.select_for_update(of=("self",)).filter(pk=pk, pool_id=pool_id).exists()
+            if not still_due:
+                continue
+            agent_mark_stale(agent_id=agent_id, actor=actor, reason="missed heartbeats")
+            marked.append(agent_id)
+    return {"marked_stale": len(marked)}

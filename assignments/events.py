@@ -73,8 +73,11 @@ def _flush(buffer: list[Event]) -> None:
     events = Event.objects.bulk_create(buffer)
     payloads = [event_payload(event) for event in events]
 
+    from assignments.cache import cache_refresh_for_events
     from dashboard.publish import publish_events
 
+    # The cache first, so a subscriber that reads after hearing the event reads the new state.
+    transaction.on_commit(lambda: cache_refresh_for_events(payloads))
     transaction.on_commit(lambda: publish_events(payloads))
 
 

@@ -193,6 +193,85 @@ class Event(models.Model):
         raise RuntimeError("events are append-only: an event row is never deleted")
 
 
+class EventArchive(models.Model):
+    """Events older than the retention (TETHER_EVENT_RETENTION_DAYS), moved here by the archive job
+    with their original `seq`: history is kept, the live log stays small. Same columns as Event."""
+
+    seq = models.BigIntegerField(primary_key=True)
+    type = models.CharField(max_length=64)
+    occurred_at = models.DateTimeField(db_index=True)
+    actor = models.CharField(max_length=200)
+    assignment_id = models.UUIDField(null=True, blank=True, db_index=True)
+    profile_id = models.CharField(max_length=128, blank=True)
+    agent_id = models.CharField(max_length=128, blank=True)
+    pool = models.CharField(max_length=64, blank=True)
+    task_id = models.CharField(max_length=128, blank=True)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    archived_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self):
+        return f"#{self.seq} {self.type} (archived)"
+
+
+class UsageRollup(models.Model):
+    """Usage of one profile, agent or pool during one hour, for history and trends.
+
+    Recomputed from the assignments and the event log by the rollup job (idempotent: a run replaces
+    the rows of the hours it covers). `busy_seconds` is the time assignments were held by an agent
+    within the hour, split between agents by failover and rebalancing (time spent waiting for an
+    agent counts for nobody).
+    """
+
+    class Scope(models.TextChoices):
+        PROFILE = "profile", "Profile"
+        AGENT = "agent", "Agent"
+        POOL = "pool", "Pool"
+
+    hour = models.DateTimeField()
+    scope = models.CharField(max_length=8, choices=Scope.choices)
+    key = models.CharField(max_length=128)  # the profile_id, agent_id or pool name
+    assignments = models.PositiveIntegerField(default=0)  # assignments created or handed to it
+    busy_seconds = models.FloatField(default=0.0)
+    conflicts = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)
+    expirations = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-hour", "scope", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "key", "hour"], name="%(app_label)s_%(class)s_one_per_hour"),
+        ]
+        indexes = [models.Index(fields=["hour"], name="rollup_hour_idx")]
+
+    def __str__(self):
+        return f"{self.scope}:{self.key} @ {self.hour:%Y-%m-%d %H:00}"
+
+
+class JobRun(models.Model):
+    """When each background job last ran and what it did (`GET /health` reports it). Bookkeeping of
+    the job runner (config/jobs.py), not domain state: one row per job, overwritten on each run."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_ok = models.BooleanField(default=True)
+    last_result = models.JSONField(default=dict, blank=True)
+    last_error = models.TextField(blank=True)
+    runs = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
 class IdempotencyKey(models.Model):
     """The first answer to a request sent with an `Idempotency-Key` header (REST API), kept so that
     a retry gets the same answer and changes nothing. Scoped per credential; expires.
@@ -232,6 +311,7 @@ class Alert(models.Model):
         POOL_NO_HEALTHY_AGENT = "pool_no_healthy_agent", "Assignments waiting with no healthy agent"
         AGENT_STALE = "agent_stale", "Agent stale"
         CONFLICT_BURST = "conflict_burst", "Burst of refused takes"
+        ASSIGNMENT_LOST = "assignment_lost", "Agent no longer reports an assignment it holds"
 
     class Severity(models.TextChoices):
         INFO = "info", "Info"

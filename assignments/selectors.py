@@ -58,6 +58,27 @@ def assignments_live_for_agent(agent) -> QuerySet:
 
 
 def assignment_live_for_profile(profile_id: str) -> Assignment | None:
+    """The profile's live assignment, or None when it is free: from the cache of live assignments
+    (assignments/cache.py) when it has the answer, else from the database (and then cached).
+    What comes from the cache is a read-only copy (its `last_activity` may lag behind).
+
+    Inside a transaction it reads the database: the cache learns of a change only after commit, so
+    a transaction must see its own writes (and its test-case wrapper never commits)."""
+    from django.db import connection
+
+    from assignments import cache
+
+    if connection.in_atomic_block:
+        return assignment_live_for_profile_from_db(profile_id)
+    hit, data = cache.cached_for_profile(profile_id)
+    if hit:
+        return cache.from_snapshot(data) if data is not None else None
+    assignment = assignment_live_for_profile_from_db(profile_id)
+    cache.fill_profile(profile_id, assignment)
+    return assignment
+
+
+def assignment_live_for_profile_from_db(profile_id: str) -> Assignment | None:
     return (
         Assignment.objects.filter(profile__profile_id=profile_id, status__in=Assignment.LIVE_STATUSES)
         .select_related("profile", "pool", "agent")

@@ -22,3 +22,11 @@ websocket_application = AllowedHostsOriginValidator(
 )
 
 application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
+
+from django.conf import settings  # noqa: E402
+
+if settings.TETHER_EMBEDDED_JOBS:
+    # No broker (embedded mode): the beat's jobs run on this server's event loop (config/embedded_jobs.py).
+    from config.embedded_jobs import with_embedded_jobs  # noqa: E402
+
+    application = with_embedded_jobs(application)

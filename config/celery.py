@@ -1,4 +1,5 @@
-"""The Celery app. The beat schedule lives here, in one place, once jobs exist."""
+"""The Celery app, and the one beat schedule (built from `config.jobs.JOBS`, intervals from the
+TETHER_JOB_*_INTERVAL_SECONDS settings). The tasks are thin wrappers in each app's `tasks.py`."""
 
 import os
 
@@ -9,3 +10,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("tether")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _beat_schedule(sender, **kwargs):
+    # Read when the configuration is first used (Django settings are loaded by then, not at import).
+    from config.jobs import beat_schedule
+
+    sender.conf.beat_schedule = beat_schedule()

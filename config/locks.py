@@ -9,3 +9,22 @@ EVENT_ORDER = 0x7E7E_0001
 # stale marking, draining, deregistering), taken before any agent row lock: two agents of one pool
 # lost at once would otherwise each hold their own row and wait for the other's.
 POOL_MOVES = 0x7E7E
+
+# Background jobs that must run alone (one-key, taken with `pg_try_advisory_xact_lock`: a second
+# worker finding it held returns at once instead of queueing behind the first; see config/jobs.py).
+JOB_RECONCILE_CACHE = 0x7E7E_0101
+JOB_ROLLUP = 0x7E7E_0102
+JOB_ARCHIVE = 0x7E7E_0103
+
+
+def try_xact_lock(key: int) -> bool:
+    """Take a one-key advisory lock until the current transaction ends, without waiting: False when
+    another worker holds it (it is doing this job right now). SQLite has no advisory locks, but it
+    serialises write transactions anyway, so there it is always True."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
+        return bool(cursor.fetchone()[0])

@@ -169,6 +169,8 @@ else:
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://")
 CELERY_TASK_IGNORE_RESULT = True
+# The queue the beat's jobs go to and the workers listen on (a test suite uses one of its own).
+CELERY_TASK_DEFAULT_QUEUE = env_str("TETHER_CELERY_QUEUE", "tether")
 CELERY_TIMEZONE = "UTC"
 
 # --- Auth, i18n, static --------------------------------------------------------------------------
@@ -212,6 +214,32 @@ TETHER_STALE_HEALTH_SCORE = env_float("TETHER_STALE_HEALTH_SCORE", 0.0, minimum=
 TETHER_EVENTS_CLIENT_BUFFER = env_int("TETHER_EVENTS_CLIENT_BUFFER", 1000, minimum=10)
 TETHER_EVENTS_POLL_SECONDS = env_float("TETHER_EVENTS_POLL_SECONDS", 2.0, minimum=0.05)
 TETHER_EVENTS_REPLAY_PAGE = env_int("TETHER_EVENTS_REPLAY_PAGE", 500, minimum=1, maximum=1000)
+
+# --- Background jobs (Celery beat; see config/celery.py for the one schedule) ----------------------
+# How often each job runs. Expiry, staleness and rebalancing are one indexed query when there is
+# nothing to do, so they run every few seconds: failover takes seconds, not minutes.
+TETHER_JOB_EXPIRY_INTERVAL_SECONDS = env_float("TETHER_JOB_EXPIRY_INTERVAL_SECONDS", 5.0, minimum=0.1)
+TETHER_JOB_STALE_INTERVAL_SECONDS = env_float("TETHER_JOB_STALE_INTERVAL_SECONDS", 5.0, minimum=0.1)
+TETHER_JOB_REBALANCE_INTERVAL_SECONDS = env_float("TETHER_JOB_REBALANCE_INTERVAL_SECONDS", 5.0, minimum=0.1)
+TETHER_JOB_RECONCILE_INTERVAL_SECONDS = env_float("TETHER_JOB_RECONCILE_INTERVAL_SECONDS", 30.0, minimum=0.1)
+TETHER_JOB_ROLLUP_INTERVAL_SECONDS = env_float("TETHER_JOB_ROLLUP_INTERVAL_SECONDS", 60.0, minimum=0.1)
+TETHER_JOB_ARCHIVE_INTERVAL_SECONDS = env_float("TETHER_JOB_ARCHIVE_INTERVAL_SECONDS", 3600.0, minimum=0.1)
+# At most this many rows per job run; the rest waits for the next run.
+TETHER_JOB_BATCH_SIZE = env_int("TETHER_JOB_BATCH_SIZE", 200, minimum=1, maximum=100_000)
+# An active assignment with no activity (heartbeat report, update) for this long becomes idle.
+TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS = env_int("TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS", 300, minimum=1)
+# A force-released (`releasing`) assignment whose agent has not confirmed within this is released.
+TETHER_RELEASE_GRACE_SECONDS = env_int("TETHER_RELEASE_GRACE_SECONDS", 60, minimum=1)
+# Events older than this move to the archive table (assignments.EventArchive).
+TETHER_EVENT_RETENTION_DAYS = env_int("TETHER_EVENT_RETENTION_DAYS", 30, minimum=1)
+# How many past hours the rollup job recomputes on each run (besides the current one).
+TETHER_ROLLUP_HOURS_BACK = env_int("TETHER_ROLLUP_HOURS_BACK", 2, minimum=0, maximum=24 * 31)
+# How long a cached live assignment (assignments/cache.py) may live before it is read again.
+TETHER_ASSIGNMENT_CACHE_SECONDS = env_int("TETHER_ASSIGNMENT_CACHE_SECONDS", 600, minimum=1)
+# Run the beat's jobs inside the web process (an asyncio task on its event loop) instead of Celery.
+# Default on the in-memory broker (embedded mode): there, a separate worker could neither receive the
+# beat's messages nor reach the web process's in-memory channel layer with its events.
+TETHER_EMBEDDED_JOBS = env_bool("TETHER_EMBEDDED_JOBS", default=CELERY_BROKER_URL.startswith("memory://"))
 
 # --- REST API (config/api/) ---------------------------------------------------------------------
 # Form posts (admin, dashboard) are small; the API reads JSON itself with its own limit.
@@ -266,4 +294,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("TETHER_LOG_LEVEL", "INFO")},
+    # A line per beat tick and per task run would bury what the jobs did (logged by tether.jobs).
+    "loggers": {
+        name: {"level": env_str("TETHER_CELERY_LOG_LEVEL", "WARNING")}
+        for name in ("celery.beat", "celery.app.trace", "celery.worker.strategy")
+    },
 }

@@ -54,12 +54,40 @@ def _channel_layer():
     return {"backend": "in-memory"}
 
 
+def _beat():
+    """When each background job last ran (config/jobs.py). A job that ran before but is now overdue
+    (no run for 3 intervals and 30 s: the beat or the workers stopped) or whose last run failed makes
+    this check fail; jobs that never ran (a fresh install, before the first beat) are listed in
+    `never_run` without failing it."""
+    from config.jobs import job_status
+
+    jobs = job_status()
+    never_run = sorted(name for name, job in jobs.items() if job["last_run"] is None)
+    overdue = sorted(name for name, job in jobs.items() if job["overdue"] and job["last_run"] is not None)
+    failing = sorted(name for name, job in jobs.items() if job["ok"] is False)
+    runner = "embedded" if settings.TETHER_EMBEDDED_JOBS else "celery"
+    if overdue or failing:
+        raise RuntimeError(
+            f"jobs overdue: {', '.join(overdue) or 'none'}; failing: {', '.join(failing) or 'none'} (runner: {runner})"
+        )
+    return {"runner": runner, "never_run": never_run, "jobs": jobs}
+
+
 @never_cache
 @require_GET
 def health(request):
     """Liveness and dependencies for load balancers and operators: 503 when the database is down
-    (nothing works without it); cache and channel layer outages degrade, they do not fail."""
+    (nothing works without it); cache, channel layer and background-job outages degrade, they do
+    not fail. `checks.beat.jobs` says when each job last ran."""
     checks = {"database": _check(_database), "cache": _check(_cache), "channel_layer": _check(_channel_layer)}
+    checks["beat"] = _check(_beat) if checks["database"]["ok"] else {"ok": False, "error": "database down"}
+    if not checks["beat"]["ok"] and checks["database"]["ok"]:
+        from config.jobs import job_status
+
+        try:
+            checks["beat"]["jobs"] = job_status()
+        except Exception:  # noqa: BLE001 — already reported as failing
+            pass
     ok = checks["database"]["ok"]
     degraded = not all(c["ok"] for c in checks.values())
     status = "ok" if not degraded else ("degraded" if ok else "down")

@@ -67,3 +67,5 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 WHITENOISE_AUTOREFRESH = True
+# Jobs run only where a test runs them (never from an ASGI app a test drives).
+TETHER_EMBEDDED_JOBS = False

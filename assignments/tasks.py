@@ -1,0 +1,25 @@
+"""Celery tasks of the assignments app: thin wrappers that run a job (see config/jobs.py)."""
+
+from celery import shared_task
+
+from config.jobs import job_run
+
+
+@shared_task(name="assignments.expire_idle", ignore_result=True)
+def expire_idle():
+    return job_run("assignments_expire_idle")
+
+
+@shared_task(name="assignments.reconcile_cache", ignore_result=True)
+def reconcile_cache():
+    return job_run("assignments_reconcile_cache")
+
+
+@shared_task(name="assignments.rollup_usage", ignore_result=True)
+def rollup_usage():
+    return job_run("usage_rollup_recent")
+
+
+@shared_task(name="assignments.archive_events", ignore_result=True)
+def archive_events():
+    return job_run("events_archive_old")

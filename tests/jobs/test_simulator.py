@@ -1,0 +1,49 @@
+"""The simulator drives a live server through the public API for a while without an error, while
+the jobs run beside it (as the beat would run them)."""
+
+import threading
+
+import pytest
+from django.core.management import call_command
+from django.db import connections
+
+from agents.models import Agent
+from assignments.models import Assignment, Event
+from config.jobs import job_run
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def test_the_simulator_runs_a_fleet_through_the_api_for_a_while_with_no_error(live_server, capsys):
+    stop = threading.Event()
+    failures = []
+
+    def beat():
+        try:
+            while not stop.is_set():
+                for name in ("agents_mark_overdue_stale", "pools_rebalance_all", "assignments_expire_idle"):
+                    job_run(name)
+                stop.wait(0.5)
+        except Exception as exc:  # noqa: BLE001 — handed to the test
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    jobs = threading.Thread(target=beat, daemon=True)
+    jobs.start()
+    try:
+        # Raises CommandError if any request failed unexpectedly (5xx, unexpected 4xx, connection).
+        call_command("simulate_agents", url=live_server.url, duration=8, tick=0.2, heartbeat_timeout=3,
+                     crash_every=2, seed=7, agents=12, pools=3)
+    finally:
+        stop.set()
+        jobs.join(timeout=30)
+
+    out = capsys.readouterr().out
+    assert not failures, failures
+    assert "errors: 0" in out, out[-2000:]
+    assert Agent.objects.filter(agent_id__startswith="sim-").count() == 12
+    assert Agent.objects.values("pool").distinct().count() == 3
+    assert Assignment.objects.exists()
+    assert Event.objects.filter(type="agent.registered").count() >= 12
+    assert Event.objects.filter(type="assignment.created").exists()
