@@ -180,7 +180,9 @@ class EventHub:
                     continue
                 gap_since = gap_since or loop.time()
                 if loop.time() - gap_since >= settings.TETHER_EVENTS_REORDER_WAIT_SECONDS:
-                    await self._fill(min(self.pending) - 1)
+                    # Every event up to the highest one in hand is committed, hence readable: one
+                    # read closes every gap below it.
+                    await self._fill(max(self.pending))
                     gap_since = None
             except asyncio.CancelledError:
                 raise

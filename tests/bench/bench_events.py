@@ -1,7 +1,7 @@
 """make bench-events: N WebSocket subscribers while changes are made at R per second.
 
     DATABASE_URL=postgres://… REDIS_URL=redis://… python tests/bench/bench_events.py
-        [--subscribers 50] [--rate 200] [--seconds 10] [--writers 2] [--instances 1] [--port 8160]
+        [--subscribers 50] [--rate 200] [--seconds 10] [--writers 8] [--instances 1] [--port 8160]
 
 What it does, on loopback only, and bounded (it stops by itself):
 1. migrates the database named by DATABASE_URL and adds a pool `bench-<random>` with agents and
@@ -140,11 +140,7 @@ async def _subscribe(url: str, received: list, ready: asyncio.Event, stop: async
         try:
             async with websockets.connect(url + (f"&since={since}" if since is not None else ""), max_queue=None) as ws:
                 ready.set()
-                while not stop.is_set():
-                    try:
-                        message = await asyncio.wait_for(ws.recv(), 0.2)
-                    except asyncio.TimeoutError:
-                        continue
+                async for message in ws:  # cancelled by the bench when it is done
                     at = time.time()
                     if message.startswith('{"type": "resync"'):
                         since = json.loads(message)["since"]
@@ -219,6 +215,8 @@ async def bench(args, pool_name: str, token: str) -> int:
         while time.time() < deadline and any(len(r) < len(expected) for r in received):
             await asyncio.sleep(0.05)
         stop.set()
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         for server in servers:
@@ -258,7 +256,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=50)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "8160")))
     # writer mode (internal)
