@@ -58,9 +58,13 @@ def writer_main(args) -> None:
     commits = []
     real_publish = dashboard.publish.publish_events
 
+    publish_seconds = []
+
     def timed_publish(payloads):
-        commits.append((time.time(), [p["seq"] for p in payloads]))
+        at = time.time()
+        commits.append((at, [p["seq"] for p in payloads]))
         real_publish(payloads)
+        publish_seconds.append(time.time() - at)
 
     dashboard.publish.publish_events = timed_publish
     actor = Actor.system("bench")
@@ -90,7 +94,8 @@ def writer_main(args) -> None:
             assignment_release(assignment_id=assignment_id, actor=actor)
             free.append(profile_id)
     took = time.time() - start
-    Path(args.out).write_text(json.dumps({"commits": commits, "seconds": took, "behind": behind}))
+    Path(args.out).write_text(json.dumps({"commits": commits, "seconds": took, "behind": behind,
+                                          "publish_ms": [round(x * 1000, 2) for x in publish_seconds]}))
 
 
 # --- the bench ------------------------------------------------------------------------------------
@@ -240,6 +245,10 @@ async def bench(args, pool_name: str, token: str) -> int:
     print(f"web instances: {len(ports)} (daphne), subscribers: {args.subscribers}, writers: {args.writers}")
     print(f"changes: {changes} in {wall:.1f} s = {changes / wall:.0f}/s (asked {args.rate}/s; "
           f"{sum(r['behind'] for r in results)} changes started >50 ms late)")
+    publish_ms = [x for r in results for x in r["publish_ms"]]
+    if publish_ms:
+        print(f"publish (group_send) time in the writers: p50 {_percentile(publish_ms, 0.5):.1f} ms, "
+              f"p99 {_percentile(publish_ms, 0.99):.1f} ms")
     print(f"deliveries: {len(delays)} of {changes * args.subscribers} expected; "
           f"resyncs/reconnects: {len(resyncs)}")
     if delays:
