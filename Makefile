@@ -6,11 +6,13 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_WORKERS ?= 1
 
-.PHONY: help install run serve test migrate demo clean bench-events
+.PHONY: help install run serve test bench bench-events migrate demo clean
 
 help:
 	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT)"
 	@echo "make test   — run the test suite (PostgreSQL and Redis when reachable, else SQLite)"
+	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
+	@echo "make bench-dashboard — render time of each dashboard page with 10k live assignments, 1M events"
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +34,14 @@ run: demo
 	@echo "Tether on http://$(HOST):$(PORT)  (admin: http://$(HOST):$(PORT)/admin/, health: /health) — Ctrl-C stops it"
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) config.asgi:application
 
+# Production-style serving: uvicorn (HTTP and WebSockets), psycopg's connection pool, one worker
+# per CPU by default (Django runs sync views on one thread per worker, so workers give parallelism).
+SERVE_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+serve: migrate
+	@$(PY) manage.py collectstatic --no-input -v0
+	TETHER_DB_POOL=$${TETHER_DB_POOL:-1} $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
+		--workers $(SERVE_WORKERS) --loop uvloop --http httptools --no-access-log
+
 test: install
 	$(PY) -m pytest
 
@@ -40,5 +50,20 @@ test: install
 bench-events: install
 	$(PY) tests/bench/bench_events.py $(BENCH_ARGS)
 
+# Starts uvicorn on 127.0.0.1:$(BENCH_PORT) against <DATABASE_URL's name>_bench; stops it when done.
+BENCH_PORT ?= 8101
+BENCH_WORKERS ?= 2
+bench: install
+	BENCH_PORT=$(BENCH_PORT) BENCH_WORKERS=$(BENCH_WORKERS) $(PY) tests/bench/api_bench.py
+
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache
+
+# Dashboard: render time of every page with 10,000 live assignments and 1,000,000 events (scratch
+# database <name>_dashbench beside DATABASE_URL's), and screenshots with the demo data (docs/*.png).
+.PHONY: bench-dashboard screenshot-dashboard
+bench-dashboard: install
+	$(PY) tests/bench/bench_dashboard.py
+
+screenshot-dashboard: install
+	$(PY) tests/bench/screenshot_dashboard.py

@@ -193,6 +193,33 @@ class Event(models.Model):
         raise RuntimeError("events are append-only: an event row is never deleted")
 
 
+class IdempotencyKey(models.Model):
+    """The first answer to a request sent with an `Idempotency-Key` header (REST API), kept so that
+    a retry gets the same answer and changes nothing. Scoped per credential; expires.
+
+    API bookkeeping, not domain state: written by `config.api.idempotency` only. The stored body is
+    encrypted with a key derived from SECRET_KEY and the idempotency key itself (it may hold a new
+    agent's token).
+    """
+
+    scope = models.CharField(max_length=200)  # the credential: "agent:<pk>", "user:<pk>", "enrollment:<hash>"
+    key = models.CharField(max_length=200)
+    endpoint = models.CharField(max_length=100)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)  # null while the first request runs
+    response_body = models.BinaryField(blank=True, default=b"")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "key"], name="%(app_label)s_%(class)s_one_per_credential"),
+        ]
+
+    def __str__(self):
+        return f"{self.scope} {self.key}"
+
+
 class Alert(models.Model):
     """A condition an operator must act on (a pool with work waiting and no agent to take it, a
     stale agent, a burst of refused takes). One condition raises one alert: while an alert is

@@ -221,6 +221,53 @@ TETHER_EVENTS_REPLAY_PAGE = env_int("TETHER_EVENTS_REPLAY_PAGE", 500, minimum=1,
 # How long a live event that overtook others waits for them before the gap is read from the log.
 TETHER_EVENTS_REORDER_WAIT_SECONDS = env_float("TETHER_EVENTS_REORDER_WAIT_SECONDS", 0.05, minimum=0.0, maximum=5.0)
 
+# --- REST API (config/api/) ---------------------------------------------------------------------
+# Form posts (admin, dashboard) are small; the API reads JSON itself with its own limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TETHER_DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024, minimum=1024)
+# Largest JSON body the API accepts (metadata alone is capped at 16 KiB by the services).
+TETHER_API_MAX_BODY_BYTES = env_int("TETHER_API_MAX_BODY_BYTES", 128 * 1024, minimum=1024)
+# How long an Idempotency-Key's first answer is kept for replay.
+TETHER_IDEMPOTENCY_TTL_SECONDS = env_int("TETHER_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=60)
+# Requests per credential (an agent's or a user's token, a session; else per address).
+TETHER_API_THROTTLE_RATE = env_str("TETHER_API_THROTTLE_RATE", "6000/min")
+CSRF_FAILURE_VIEW = "config.api.errors.csrf_failure"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "config.api.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["config.api.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["config.api.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "config.api.pagination.Pagination",
+    "DEFAULT_THROTTLE_CLASSES": ["config.api.throttling.CredentialRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"credential": TETHER_API_THROTTLE_RATE or None},
+    "DEFAULT_SCHEMA_CLASS": "config.api.schema.AutoSchema",
+    "EXCEPTION_HANDLER": "config.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "STRICT_JSON": True,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Tether API",
+    "DESCRIPTION": "Which browser profile is held by which automation agent. Errors are always "
+    '`{"error": {"code", "message", "details"}}`.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from our static files: no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["config.api.schema.without_trailing_slash"],
+    "ENUM_NAME_OVERRIDES": {
+        "AgentStatusEnum": "agents.models.Agent.Status",
+        "AssignmentStatusEnum": "assignments.models.Assignment.Status",
+    },
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from dashboard import views as dashboard_views
 
@@ -8,6 +8,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/", include("config.api.urls")),
     path("health", dashboard_views.health, name="health"),
-    path("", dashboard_views.overview, name="overview"),
+    path("", include("dashboard.urls")),
 ]
+
+# Under /api/ these answer in the API's error shape; elsewhere Django's own pages.
+handler400 = "config.api.errors.handler400"
+handler403 = "config.api.errors.handler403"
+handler404 = "config.api.errors.handler404"
+handler500 = "config.api.errors.handler500"

@@ -2,15 +2,11 @@ import logging
 import time
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
-from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-
-from dashboard import selectors
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +66,4 @@ def health(request):
     return JsonResponse({"status": status, "checks": checks}, status=200 if ok else 503)
 
 
-@login_required
-def overview(request):
-    return render(request, "dashboard/overview.html", selectors.overview_counts())
+# The dashboard's pages are in dashboard/pages.py, its operator actions in dashboard/actions.py.

@@ -1,0 +1,101 @@
+from rest_framework import serializers
+
+from agents.models import Agent
+
+def _strings(**kwargs):
+    return serializers.ListField(child=serializers.CharField(max_length=200), max_length=100, required=False, **kwargs)
+
+
+class AgentSerializer(serializers.Serializer):
+    agent_id = serializers.CharField()
+    pool = serializers.CharField(source="pool.name")
+    agent_type = serializers.ChoiceField(choices=Agent.AgentType.choices)
+    status = serializers.ChoiceField(choices=Agent.Status.choices)
+    capabilities = serializers.ListField(child=serializers.CharField())
+    services = serializers.ListField(child=serializers.CharField())
+    endpoints = serializers.DictField()
+    tags = serializers.ListField(child=serializers.CharField())
+    metadata = serializers.DictField()
+    version = serializers.CharField()
+    region = serializers.CharField()
+    capacity = serializers.IntegerField()
+    weight = serializers.FloatField()
+    priority = serializers.IntegerField()
+    load_metrics = serializers.DictField()
+    health_score = serializers.FloatField()
+    last_heartbeat = serializers.DateTimeField(allow_null=True)
+    registered_at = serializers.DateTimeField()
+
+
+class AgentRegisteredSerializer(AgentSerializer):
+    token = serializers.CharField(help_text="the agent's API token, shown this once: 'Authorization: Token <token>'")
+
+
+class AgentWritableFields(serializers.Serializer):
+    """Every field an agent may set on itself (services check the values again)."""
+
+    agent_type = serializers.ChoiceField(choices=Agent.AgentType.choices, required=False)
+    capabilities = _strings()
+    services = _strings()
+    endpoints = serializers.DictField(required=False)
+    tags = _strings()
+    metadata = serializers.DictField(required=False)
+    version = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    region = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    capacity = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
+    weight = serializers.FloatField(min_value=0.0, max_value=1_000.0, required=False)
+    priority = serializers.IntegerField(min_value=-1_000, max_value=1_000, required=False)
+    load_metrics = serializers.DictField(required=False)
+
+
+# `/api/agents/register` and `/api/agents/discover` would hide an agent of that name.
+RESERVED_AGENT_IDS = frozenset({"register", "discover"})
+
+
+class AgentRegisterSerializer(AgentWritableFields):
+    agent_id = serializers.CharField(max_length=128)
+    pool = serializers.CharField(max_length=64, help_text="the pool's name")
+
+    def validate_agent_id(self, value):
+        if value.lower() in RESERVED_AGENT_IDS:
+            raise serializers.ValidationError(f"{value!r} is reserved (it names an API path)")
+        return value
+
+
+class HeartbeatSerializer(serializers.Serializer):
+    load_metrics = serializers.DictField(required=False)
+    assignments = serializers.ListField(
+        child=serializers.UUIDField(),
+        max_length=1000,
+        required=False,
+        help_text="the assignment ids the agent holds; omit to renew nothing and learn nothing",
+    )
+
+
+class HeartbeatReplySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Agent.Status.choices)
+    health_score = serializers.FloatField()
+    revoked = serializers.ListField(child=serializers.UUIDField(), help_text="drop these now")
+    assigned = serializers.ListField(child=serializers.UUIDField(), help_text="given to you: pick these up")
+
+
+class AgentStatusSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=[Agent.Status.ACTIVE, Agent.Status.BUSY])
+    load_metrics = serializers.DictField(required=False)
+
+
+class DiscoverSerializer(serializers.Serializer):
+    agent_type = serializers.ChoiceField(choices=Agent.AgentType.choices, required=False)
+    status = serializers.ChoiceField(choices=Agent.Status.choices, required=False)
+    capabilities = _strings()
+    pool = serializers.CharField(max_length=64, required=False)
+    region = serializers.CharField(max_length=64, required=False)
+    min_health_score = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=500, required=False, default=100)
+
+
+class AgentListSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+    results = AgentSerializer(many=True)

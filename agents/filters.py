@@ -1,0 +1,18 @@
+import django_filters
+
+from agents.models import Agent
+
+
+class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
+    """`?status=active,busy`"""
+
+
+class AgentFilter(django_filters.FilterSet):
+    pool = django_filters.CharFilter(field_name="pool__name")
+    status = ChoiceInFilter(choices=Agent.Status.choices)
+    agent_type = django_filters.ChoiceFilter(choices=Agent.AgentType.choices)
+    region = django_filters.CharFilter()
+
+    class Meta:
+        model = Agent
+        fields = ["pool", "status", "agent_type", "region"]

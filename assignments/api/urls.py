@@ -1,0 +1,12 @@
+from assignments.api import views
+from config.api.converters import route
+
+urlpatterns = [
+    route("profiles", views.ProfileListCreateView.as_view(), "profile-list"),
+    route("profiles/(?P<profile_id>{id})", views.ProfileDetailView.as_view(), "profile-detail"),
+    route("profiles/(?P<profile_id>{id})/assignment", views.ProfileAssignmentView.as_view(), "profile-assignment"),
+    route("assignments", views.AssignmentListCreateView.as_view(), "assignment-list"),
+    route("assignments/metrics", views.AssignmentMetricsView.as_view(), "assignment-metrics"),
+    route("assignments/(?P<assignment_id>{uuid})", views.AssignmentDetailView.as_view(), "assignment-detail"),
+    route("events", views.EventListView.as_view(), "event-list"),
+]

@@ -1,0 +1,110 @@
+"""`Idempotency-Key` for the creating POSTs (take a profile, register an agent).
+
+The first request with a key claims it (a row committed before any work, so a concurrent retry sees
+it); its answer — success or a 4xx — is stored and replayed to any retry with the same key and the
+same body, which changes nothing. The same key with another body is a 422; a retry while the first
+is still running is a 409 `idempotency_in_progress`. A 5xx releases the claim so the retry can run.
+Keys are scoped per credential and expire after TETHER_IDEMPOTENCY_TTL_SECONDS.
+
+The stored answer may carry a new agent token, so it is encrypted with a key derived from
+SECRET_KEY and the idempotency key: a leaked table alone reveals no token.
+"""
+
+import base64
+import functools
+import hashlib
+import json
+import re
+from datetime import timedelta
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
+
+from assignments.models import IdempotencyKey
+from config.api.errors import IdempotencyInProgress, IdempotencyKeyReused
+
+HEADER = "Idempotency-Key"
+_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
+
+
+def _fernet(key: str, scope: str) -> Fernet:
+    secret = hashlib.sha256(f"tether-idempotency|{settings.SECRET_KEY}|{scope}|{key}".encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(secret))
+
+
+def _request_hash(endpoint: str, data) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), cls=JSONEncoder)
+    return hashlib.sha256(f"{endpoint}\n{canonical}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _claim(scope: str, key: str, endpoint: str, request_hash: str) -> tuple[IdempotencyKey, bool]:
+    now = timezone.now()
+    IdempotencyKey.objects.filter(scope=scope, key=key, expires_at__lte=now).delete()
+    try:
+        with transaction.atomic():
+            row = IdempotencyKey.objects.create(
+                scope=scope,
+                key=key,
+                endpoint=endpoint,
+                request_hash=request_hash,
+                expires_at=now + timedelta(seconds=settings.TETHER_IDEMPOTENCY_TTL_SECONDS),
+            )
+        return row, True
+    except IntegrityError:
+        # Another request claimed this key first: answer from its row.
+        return IdempotencyKey.objects.get(scope=scope, key=key), False
+
+
+def idempotent(scope_for):
+    """Decorate a view method; `scope_for(request)` names the credential (None: no idempotency)."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(view, request, *args, **kwargs):
+            key = request.headers.get(HEADER)
+            scope = scope_for(request) if key is not None else None
+            if key is None or scope is None:
+                return method(view, request, *args, **kwargs)
+            if not _KEY_RE.match(key):
+                raise ValidationError({HEADER: ["must be 1–200 printable ASCII characters"]})
+            endpoint = f"{request.method} {request.path.rstrip('/')}"
+            request_hash = _request_hash(endpoint, request.data)
+            row, claimed = _claim(scope, key, endpoint, request_hash)
+            if not claimed:
+                if row.request_hash != request_hash:
+                    raise IdempotencyKeyReused()
+                if row.status_code is None:
+                    raise IdempotencyInProgress()
+                try:
+                    body = json.loads(_fernet(key, scope).decrypt(bytes(row.response_body)))
+                except InvalidToken:
+                    raise IdempotencyKeyReused() from None
+                return Response(body, status=row.status_code, headers={"Idempotent-Replayed": "true"})
+            try:
+                response = method(view, request, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 — the error answer is stored like any other
+                response = view.handle_exception(exc)
+            if response.status_code >= 500:
+                IdempotencyKey.objects.filter(pk=row.pk).delete()
+                return response
+            encoded = json.dumps(response.data, cls=JSONEncoder).encode()
+            IdempotencyKey.objects.filter(pk=row.pk).update(
+                status_code=response.status_code, response_body=_fernet(key, scope).encrypt(encoded)
+            )
+            return response
+
+        return wrapper
+
+    return decorate
+
+
+def idempotency_keys_prune(*, now=None) -> int:
+    """Forget expired keys (for the periodic clean-up job; a retry of an expired key runs anew).
+    Returns how many were deleted."""
+    deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted

@@ -1,0 +1,157 @@
+"""Operator actions on the dashboard. Each is a GET that shows what will happen (the confirmation
+step, usable without JavaScript) and a POST with CSRF that does it through the same service as the
+API, acting as `Actor.for_user(request.user)` — so the event names the operator, and every open page
+sees the result through the event stream. Viewers (logged in, not operators) get 403.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods
+
+from agents.models import Agent
+from agents.services import agent_drain, agent_mark_stale
+from assignments.actors import Actor, user_is_operator
+from assignments.errors import TetherError
+from assignments.models import Alert, Assignment
+from assignments.services import alert_acknowledge, assignment_release
+
+
+@dataclass
+class Action:
+    title: str  # "Force-release assignment"
+    button: str  # "Force-release"
+    explanation: str
+    subject: object
+    perform: Callable[[Actor], object]
+    done: str  # flash message after success
+    back: str  # where to go afterwards by default
+    danger: bool = True
+
+
+def _next_url(request, default: str) -> str:
+    candidate = request.POST.get("next") or request.GET.get("next") or ""
+    if candidate and url_has_allowed_host_and_scheme(candidate, allowed_hosts={request.get_host()},
+                                                     require_https=request.is_secure()):
+        return candidate
+    return default
+
+
+def _run(request, action: Action):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may do this")
+    next_url = _next_url(request, action.back)
+    context = {"action": action, "next": next_url, "is_operator": True}
+    if request.method == "GET":
+        return render(request, "dashboard/confirm.html", context)
+    try:
+        action.perform(Actor.for_user(request.user))
+    except TetherError as exc:
+        context["error"] = exc
+        return render(request, "dashboard/confirm.html", context, status=exc.http_status)
+    messages.success(request, action.done)
+    return HttpResponseRedirect(next_url)
+
+
+def _assignment(assignment_id) -> Assignment:
+    assignment = Assignment.objects.select_related("profile", "pool", "agent").filter(assignment_id=assignment_id).first()
+    if assignment is None:
+        raise Http404("no such assignment")
+    return assignment
+
+
+def _agent(agent_id) -> Agent:
+    agent = Agent.objects.select_related("pool").filter(agent_id=agent_id).first()
+    if agent is None:
+        raise Http404("no such agent")
+    return agent
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def assignment_force_release(request, assignment_id):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may force-release")
+    a = _assignment(assignment_id)
+    holder = a.agent.agent_id if a.agent_id else "no agent (waiting)"
+    return _run(request, Action(
+        title="Force-release assignment",
+        button="Force-release",
+        explanation=(
+            f"Profile {a.profile.profile_id}, held by {holder} in pool {a.pool.name}, is {a.status}. "
+            "If its agent is alive it is told to let go (releasing, then released when it confirms); "
+            "otherwise it is released at once."
+        ),
+        subject=a,
+        perform=lambda actor: assignment_release(assignment_id=a.assignment_id, actor=actor),
+        done=f"Release of {a.profile.profile_id} requested.",
+        back="/assignments/",
+    ))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def agent_drain_view(request, agent_id):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may drain agents")
+    agent = _agent(agent_id)
+    return _run(request, Action(
+        title="Drain agent",
+        button="Drain",
+        explanation=(
+            f"Agent {agent.agent_id} ({agent.pool.name}, {agent.status}) stops getting new work; its live "
+            "assignments move to healthy agents of its pool (or wait for one), then it becomes inactive."
+        ),
+        subject=agent,
+        perform=lambda actor: agent_drain(agent_id=agent.agent_id, actor=actor),
+        done=f"Agent {agent.agent_id} drained.",
+        back=f"/agents/{agent.agent_id}/",
+    ))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def agent_mark_stale_view(request, agent_id):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may mark agents stale")
+    agent = _agent(agent_id)
+    return _run(request, Action(
+        title="Mark agent stale",
+        button="Mark stale",
+        explanation=(
+            f"Agent {agent.agent_id} ({agent.pool.name}, {agent.status}) is declared lost: its health drops "
+            "and its live assignments fail over inside its pool. A heartbeat from it makes it active again."
+        ),
+        subject=agent,
+        perform=lambda actor: agent_mark_stale(agent_id=agent.agent_id, actor=actor,
+                                               reason=f"marked stale by {request.user.get_username()}"),
+        done=f"Agent {agent.agent_id} marked stale.",
+        back=f"/agents/{agent.agent_id}/",
+    ))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def alert_acknowledge_view(request, alert_id):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may acknowledge alerts")
+    alert = Alert.objects.filter(alert_id=alert_id).first()
+    if alert is None:
+        raise Http404("no such alert")
+    return _run(request, Action(
+        title="Acknowledge alert",
+        button="Acknowledge",
+        explanation=f"“{alert.message}” ({alert.get_kind_display()}, {alert.status}) — say you are on it. "
+                    "It stays listed until its condition clears.",
+        subject=alert,
+        perform=lambda actor: alert_acknowledge(alert_id=alert.alert_id, actor=actor),
+        done="Alert acknowledged.",
+        back="/",
+        danger=False,
+    ))

@@ -1,0 +1,19 @@
+from django.urls import path
+
+from dashboard import actions, pages
+
+urlpatterns = [
+    path("", pages.overview, name="dash-overview"),
+    path("assignments/", pages.assignments, name="dash-assignments"),
+    path("assignments/<uuid:assignment_id>/release/", actions.assignment_force_release, name="dash-assignment-release"),
+    path("agents/", pages.agents, name="dash-agents"),
+    path("agents/<str:agent_id>/", pages.agent_detail, name="dash-agent"),
+    path("agents/<str:agent_id>/drain/", actions.agent_drain_view, name="dash-agent-drain"),
+    path("agents/<str:agent_id>/mark-stale/", actions.agent_mark_stale_view, name="dash-agent-mark-stale"),
+    path("pools/", pages.pools, name="dash-pools"),
+    path("profiles/", pages.profiles, name="dash-profiles"),
+    path("profiles/<str:profile_id>/", pages.profile_detail, name="dash-profile"),
+    path("alerts/<uuid:alert_id>/acknowledge/", actions.alert_acknowledge_view, name="dash-alert-acknowledge"),
+    path("history/", pages.history, name="dash-history"),
+    path("history/export.csv", pages.history_export, name="dash-history-export"),
+]

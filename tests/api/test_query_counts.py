@@ -1,0 +1,98 @@
+"""Lists do a fixed number of queries whatever the page size; the hot paths a pinned number."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from assignments.services import assignment_create
+from tests.api.conftest import SYSTEM
+
+
+def _count(fn) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        response = fn()
+    assert response.status_code == 200, response.content[:300]
+    return len(ctx.captured_queries)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/pools", "/api/agents", "/api/profiles", "/api/assignments", "/api/agents/a0/assignments?status=all", "/api/events"],
+)
+def test_list_query_count_does_not_grow_with_the_page(api, make_agent, make_profile, operator_token, path):
+    make_agent("a0", capacity=100)
+
+    def grow(n):
+        from pools.services import pool_create
+
+        start = len(__import__("agents.models", fromlist=["Agent"]).Agent.objects.all())
+        for i in range(start, start + n):
+            make_agent(f"a{i}")
+            make_profile(f"p{i}")
+            pool_create(name=f"pool-{i}", actor=SYSTEM)
+            a = assignment_create(profile_id=f"p{i}", agent_id="a0", actor=SYSTEM)
+            if i % 2:
+                from assignments.services import assignment_release
+
+                assignment_release(assignment_id=a.assignment_id, actor=SYSTEM)
+
+    grow(2)
+    small = _count(lambda: api.get(path, token=operator_token))
+    grow(20)
+    large = _count(lambda: api.get(path, token=operator_token))
+    assert large == small
+
+
+def test_assignment_list_query_count_is_pinned(api, make_agent, make_profile, operator_token, django_assert_num_queries):
+    make_agent("a1")
+    make_profile("p1")
+    assignment_create(profile_id="p1", agent_id="a1", actor=SYSTEM)
+    # token + count + page
+    with django_assert_num_queries(3):
+        api.get("/api/assignments?status=active", token=operator_token)
+
+
+def test_profile_lookup_query_count(api, make_agent, make_profile, django_assert_num_queries):
+    _, token = make_agent("a1")
+    make_profile("p1")
+    make_profile("p2")
+    assignment_create(profile_id="p1", agent_id="a1", actor=SYSTEM)
+    # token + the live assignment with its profile, pool and agent
+    with django_assert_num_queries(2):
+        assert api.get("/api/profiles/p1/assignment", token=token).json()["available"] is False
+    # token + no live assignment + does the profile exist
+    with django_assert_num_queries(3):
+        assert api.get("/api/profiles/p2/assignment", token=token).json()["available"] is True
+
+
+@pytest.mark.postgres  # counts PostgreSQL's event-order lock, which SQLite does not need
+def test_take_query_count(api, make_agent, make_profile, django_assert_num_queries):
+    _, token = make_agent("a1")
+    make_profile("p1")
+    # token; then the service's transaction (a savepoint pair inside the test's transaction, BEGIN and
+    # COMMIT in production): lock agent, lock profile, live holder, capacity count, bump fencing token,
+    # insert (in a savepoint of its own: 3), event lock, event insert.
+    with django_assert_num_queries(13):
+        assert api.post("/api/assignments", {"profile_id": "p1"}, token=token).status_code == 201
+
+
+@pytest.mark.postgres
+def test_release_query_count(api, make_agent, make_profile, django_assert_num_queries):
+    _, token = make_agent("a1")
+    make_profile("p1")
+    a = api.post("/api/assignments", {"profile_id": "p1"}, token=token).json()
+    # token; (savepoint pair) lock assignment with its profile, pool and agent, update, event lock, event insert
+    with django_assert_num_queries(7):
+        assert api.delete(f"/api/assignments/{a['assignment_id']}", token=token).status_code == 200
+
+
+def test_heartbeat_query_count(api, make_agent, make_profile, django_assert_num_queries):
+    _, token = make_agent("a1")
+    make_profile("p1")
+    a = api.post("/api/assignments", {"profile_id": "p1"}, token=token).json()
+    # token; (savepoint pair) lock agent, update agent, held assignments, renew their activity
+    with django_assert_num_queries(7):
+        response = api.post(
+            "/api/agents/a1/heartbeat", {"load_metrics": {"cpu": 20}, "assignments": [a["assignment_id"]]}, token=token
+        )
+    assert response.json()["revoked"] == [] and response.json()["assigned"] == []

@@ -1,0 +1,9 @@
+"""The ASGI application the browser tests serve with daphne: Tether's own, plus static files served
+from the finders (the tests do not run collectstatic)."""
+
+from channels.routing import ProtocolTypeRouter
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+from config.asgi import django_asgi_app, websocket_application
+
+application = ProtocolTypeRouter({"http": ASGIStaticFilesHandler(django_asgi_app), "websocket": websocket_application})
