@@ -1,7 +1,7 @@
 """make bench-events: N WebSocket subscribers while changes are made at R per second.
 
     DATABASE_URL=postgres://… REDIS_URL=redis://… python tests/bench/bench_events.py
-        [--subscribers 50] [--rate 200] [--seconds 10] [--writers 8] [--instances 1] [--port 8160]
+        [--subscribers 50] [--rate 200] [--seconds 10] [--writers 8] [--instances 1] [--server daphne|uvicorn] [--port 8160]
 
 What it does, on loopback only, and bounded (it stops by itself):
 1. migrates the database named by DATABASE_URL and adds a pool `bench-<random>` with agents and
@@ -173,9 +173,13 @@ async def bench(args, pool_name: str, token: str) -> int:
     try:
         for port in ports:
             log = open(tmp / f"daphne-{port}.log", "wb")
+            if args.server == "uvicorn":
+                command = ["-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+                           "--ws", "websockets", "--lifespan", "off", "--log-level", "warning", "--no-access-log"]
+            else:
+                command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
             servers.append(subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             ))
         for port, server in zip(ports, servers):
             _wait_for_port(port, server)
@@ -242,7 +246,7 @@ async def bench(args, pool_name: str, token: str) -> int:
     changes = len(expected)
     wall = max(r["seconds"] for r in results)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}")
-    print(f"web instances: {len(ports)} (daphne), subscribers: {args.subscribers}, writers: {args.writers}")
+    print(f"web instances: {len(ports)} ({args.server}), subscribers: {args.subscribers}, writers: {args.writers}")
     print(f"changes: {changes} in {wall:.1f} s = {changes / wall:.0f}/s (asked {args.rate}/s; "
           f"{sum(r['behind'] for r in results)} changes started >50 ms late)")
     publish_ms = [x for r in results for x in r["publish_ms"]]
@@ -267,6 +271,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "8160")))
     # writer mode (internal)
     parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
