@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_WORKERS ?= 1
 
-.PHONY: help install run serve test bench migrate demo clean
+.PHONY: help install run serve test bench bench-events migrate demo clean
 
 help:
 	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT) with its jobs and a simulated fleet"
@@ -49,6 +49,11 @@ serve: migrate
 
 test: install
 	$(PY) -m pytest
+
+# 50 WebSocket subscribers while changes are made at 200/s (needs DATABASE_URL and REDIS_URL: use a
+# scratch database). Loopback only, stops by itself. BENCH_ARGS="--seconds 30 --instances 2" etc.
+bench-events: install
+	$(PY) tests/bench/bench_events.py $(BENCH_ARGS)
 
 # Starts uvicorn on 127.0.0.1:$(BENCH_PORT) against <DATABASE_URL's name>_bench; stops it when done.
 BENCH_PORT ?= 8101

@@ -4,8 +4,14 @@ from django.utils.functional import cached_property
 
 from assignments.actors import Actor
 from assignments.errors import TetherError
-from assignments.models import Assignment, Event, Profile
-from assignments.services import assignment_release, profile_create, profile_update
+from assignments.models import Alert, Assignment, Event, Profile
+from assignments.services import (
+    alert_acknowledge,
+    alert_resolve,
+    assignment_release,
+    profile_create,
+    profile_update,
+)
 
 
 def apply_to_each(modeladmin, request, ids, service, key: str, verb: str) -> None:
@@ -105,3 +111,34 @@ class EventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    """Alerts are raised by the services; operators acknowledge and resolve them (through the services)."""
+
+    list_display = ("raised_at", "severity", "kind", "status", "message", "pool", "agent_id", "profile_id",
+                    "occurrences", "acknowledged_by")
+    list_filter = ("status", "severity", "kind")
+    search_fields = ("=pool", "=agent_id", "=profile_id", "message")
+    ordering = ("-raised_at",)
+    actions = ("acknowledge", "resolve")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Acknowledge selected alerts")
+    def acknowledge(self, request, queryset):
+        apply_to_each(self, request, queryset.values_list("alert_id", flat=True), alert_acknowledge,
+                      "alert_id", "Acknowledged")
+
+    @admin.action(description="Resolve selected alerts")
+    def resolve(self, request, queryset):
+        apply_to_each(self, request, queryset.values_list("alert_id", flat=True), alert_resolve,
+                      "alert_id", "Resolved")

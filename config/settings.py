@@ -159,7 +159,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{TETHER_KEY_PREFIX}:asgi"},
+            # channels-redis waits for messages with BZPOPMIN(timeout=5); redis-py 8 defaults every
+            # read to a 5 s socket timeout, so on a busy machine an idle consumer's read raced it and
+            # died with "Timeout reading from …". The socket timeout must stay well above 5 s.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                "prefix": f"{TETHER_KEY_PREFIX}:asgi",
+            },
         }
     }
     DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
@@ -209,11 +215,13 @@ TETHER_MIN_HEALTH_SCORE = env_float("TETHER_MIN_HEALTH_SCORE", 0.5, minimum=0.0,
 # How far a stale agent's health score falls when it misses its heartbeats.
 TETHER_STALE_HEALTH_SCORE = env_float("TETHER_STALE_HEALTH_SCORE", 0.0, minimum=0.0, maximum=1.0)
 # Event stream (ws://HOST/assignments/events): events one subscriber may have waiting to be sent
-# before it is told to resync and closed; how often an idle subscriber checks the log for events
+# before it is told to resync and closed; how often an idle web process checks the log for events
 # whose live message was lost; replay page size.
 TETHER_EVENTS_CLIENT_BUFFER = env_int("TETHER_EVENTS_CLIENT_BUFFER", 1000, minimum=10)
 TETHER_EVENTS_POLL_SECONDS = env_float("TETHER_EVENTS_POLL_SECONDS", 2.0, minimum=0.05)
 TETHER_EVENTS_REPLAY_PAGE = env_int("TETHER_EVENTS_REPLAY_PAGE", 500, minimum=1, maximum=1000)
+# How long a live event that overtook others waits for them before the gap is read from the log.
+TETHER_EVENTS_REORDER_WAIT_SECONDS = env_float("TETHER_EVENTS_REORDER_WAIT_SECONDS", 0.05, minimum=0.0, maximum=5.0)
 
 # --- Background jobs (Celery beat; see config/celery.py for the one schedule) ----------------------
 # How often each job runs. Expiry, staleness and rebalancing are one indexed query when there is

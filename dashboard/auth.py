@@ -40,7 +40,7 @@ class TokenAuthMiddleware:
 
     async def __call__(self, scope, receive, send):
         key = token_from_scope(scope)
-        principal = await database_sync_to_async(principal_for_token)(key) if key else None
+        principal = await database_sync_to_async(principal_for_token, thread_sensitive=False)(key) if key else None
         scope = dict(scope, principal=principal, token_given=key is not None)
         return await self.app(scope, receive, send)
 

@@ -6,16 +6,16 @@ or an API token (`?token=`, `Authorization: Token …`; see dashboard/auth.py). 
 its own pool's events only. Each message is exactly `assignments.events.event_payload(event)`.
 
 How a subscriber gets every event exactly once, in seq order (invariant 4):
-- It joins the group `tether.events` BEFORE reading the log, so nothing committed after the read can
-  be missed; live messages that arrive meanwhile wait in its buffer.
+- It subscribes to the group `tether.events` (through its process's EventHub, dashboard/hub.py: one
+  group member per process, not per socket) BEFORE reading the log, so nothing committed after the
+  read can be missed; live messages that arrive meanwhile wait in its buffer.
 - `horizon` is the seq up to which every matching event has been sent. A live event with
   seq <= horizon is a duplicate (already replayed) and is dropped.
-- Events become visible in seq order (assignments/events.py), so once event N is committed — which
-  it is when its live message arrives — every event below N is readable. A live event with
-  seq > horizon + 1 therefore means live messages were lost or overtaken (channels-redis drops
-  group messages to a full channel; two web instances' publishes can arrive out of order): the gap
-  (horizon, N) is read from the database before N is sent. An idle subscriber also checks the end
-  of the log every TETHER_EVENTS_POLL_SECONDS, in case the lost message was the last one.
+- Live events come from the hub gap-free and in seq order: it waits briefly for overtaken
+  messages and reads lost ones from the log, once per process (see dashboard/hub.py). Should a live
+  event still be above horizon + 1 (the seam between this subscriber's start and the hub's), the
+  gap is read from the log before it is sent: events become visible in seq order
+  (assignments/events.py), so everything below a committed event is readable.
 - The buffer is bounded (TETHER_EVENTS_CLIENT_BUFFER events). When a subscriber that is streaming
   live cannot keep up and its buffer overflows, it is sent `{"type": "resync", "since": horizon}`
   and closed with code 4429; it reconnects with that `since` and loses nothing. (While it is still
@@ -34,20 +34,16 @@ import contextlib
 import json
 import logging
 import re
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db.models import Max
 
 from assignments.events import event_payload
-from assignments.models import Event
 from assignments.selectors import event_list, event_matches
-from dashboard.publish import EVENTS_GROUP
+from dashboard.hub import db_read, event_hub, log_end
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +53,6 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_RESYNC = 4429
 CLOSE_SERVER_ERROR = 1011
 
-# Channels-redis forgets group members after `group_expiry` (a day by default): re-join well before.
-GROUP_REFRESH_SECONDS = 600
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.([a-z0-9_]+|\*)?)?$")
 _MAX_TYPES = 50
 
@@ -105,17 +99,13 @@ def parse_stream_query(query_string: bytes) -> StreamQuery:
     return query
 
 
-def _log_end() -> int:
-    return Event.objects.aggregate(end=Max("seq"))["end"] or 0
-
-
 def _read_page(after: int, upto: int | None, filters: dict, page: int) -> tuple[list[dict], int, bool]:
     """Matching events in (after, upto] — upto None: the end of the log as it is now — at most `page`.
     Returns (payloads, the seq up to which they are complete, whether that reached `upto`)."""
     if upto is None:
         # Read the end first: everything at or below it is already visible (events are visible in
         # seq order), so the page below is complete up to it.
-        upto = _log_end()
+        upto = log_end()
     if upto <= after:
         return [], after, True
     events = event_list(since=after, limit=page, **filters)
@@ -126,9 +116,25 @@ def _read_page(after: int, upto: int | None, filters: dict, page: int) -> tuple[
 
 
 class EventStreamConsumer(AsyncWebsocketConsumer):
+    # No channel of its own: live messages come through the process's EventHub (dashboard/hub.py).
+    channel_layer_alias = "tether-event-stream-uses-the-hub"
     pump: asyncio.Task | None = None
     subscribed = False
     closing = False
+
+    async def __call__(self, scope, receive, send):
+        """A failure outside the handlers (the channel layer's receive, say) ends this consumer: close
+        the socket with 1011 so that the client reconnects with its last seq instead of waiting on
+        a socket nobody writes to any more."""
+        try:
+            return await super().__call__(scope, receive, send)
+        except Exception:
+            log.exception("event stream consumer failed")
+            self.closing = True
+            await self._stop_pump()
+            await self._leave_group()
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": CLOSE_SERVER_ERROR})
 
     async def connect(self):
         who = self.scope.get("principal")
@@ -157,13 +163,13 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         self.replaying = True
         self.horizon = 0
         # Join the group before reading the log: see the module docstring.
-        await self.channel_layer.group_add(EVENTS_GROUP, self.channel_name)
+        self.hub = event_hub()
+        await self.hub.subscribe(self._on_events)
         self.subscribed = True
-        self.joined_at = time.monotonic()
         if query.since is None:
             # "From now": fixed before the handshake completes, so a change the client makes once
             # connected is always streamed to it.
-            self.horizon = await database_sync_to_async(_log_end)()
+            self.horizon = await db_read(log_end)()
         await self.accept()
         self.pump = asyncio.create_task(self._run(query.since))
 
@@ -183,16 +189,19 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
 
     # --- live messages ---------------------------------------------------------------------------
 
-    async def events_publish(self, message):
-        """One committed transaction's events, from `dashboard.publish` (every event, unfiltered)."""
+    def _on_events(self, payloads: list[dict]) -> None:
+        """One committed transaction's events, from `dashboard.publish` through the hub (every
+        event, unfiltered). Called in the event loop: it must not wait for anything."""
         if self.closing or not self.subscribed:
             return
-        self.buffer.extend(message["events"])
+        self.buffer.extend(payloads)
         if len(self.buffer) > self.buffer_limit:
             if self.replaying:
                 self.buffer.clear()  # the replay and the gap check read these from the log
             else:
-                return await self._resync()
+                self.closing = True
+                self.resync_task = asyncio.create_task(self._resync())
+                return
         self.wakeup.set()
 
     async def _resync(self) -> None:
@@ -218,15 +227,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                 self.horizon = since
                 await self._fill(None)
             self.replaying = False
-            poll = settings.TETHER_EVENTS_POLL_SECONDS
             while not self.closing:
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=poll)
-                except asyncio.TimeoutError:
-                    # Quiet for a while: was the last live message lost? Cheap (max of the primary key).
-                    await self._fill(None)
-                    await self._refresh_group()
-                    continue
+                await self.wakeup.wait()
                 self.wakeup.clear()
                 batch = sorted(self.buffer, key=lambda p: p["seq"])
                 self.buffer.clear()
@@ -235,6 +237,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                     if seq <= self.horizon:
                         continue  # already sent (replay, gap fill, or a repeated message)
                     if seq > self.horizon + 1:
+                        # The hub hands events on gap-free; this is the subscriber's own seam (its
+                        # starting point and the hub's), or a hole: read what the log has.
                         await self._fill(seq - 1)
                     if event_matches(payload, **self.filters):
                         await self._send_event(payload)
@@ -242,7 +246,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("event stream failed for %s", self.channel_name)
+            log.exception("event stream failed")
             self.closing = True
             with contextlib.suppress(Exception):
                 await self._leave_group()
@@ -252,7 +256,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         """Send every matching event in (horizon, upto] from the log (upto None: to its end)."""
         page = settings.TETHER_EVENTS_REPLAY_PAGE
         while True:
-            payloads, complete_to, done = await database_sync_to_async(_read_page)(self.horizon, upto, self.filters, page)
+            payloads, complete_to, done = await db_read(_read_page)(self.horizon, upto, self.filters, page)
             for payload in payloads:
                 await self._send_event(payload)
                 self.horizon = payload["seq"]
@@ -261,12 +265,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                 return
 
     async def _send_event(self, payload: dict) -> None:
-        await self.send(text_data=json.dumps(payload))
-
-    async def _refresh_group(self) -> None:
-        if time.monotonic() - self.joined_at > GROUP_REFRESH_SECONDS:
-            await self.channel_layer.group_add(EVENTS_GROUP, self.channel_name)
-            self.joined_at = time.monotonic()
+        await self.send(text_data=self.hub.text(payload))
 
     async def _stop_pump(self) -> None:
         task, self.pump = self.pump, None
@@ -278,5 +277,4 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
     async def _leave_group(self) -> None:
         if self.subscribed:
             self.subscribed = False
-            with contextlib.suppress(Exception):
-                await self.channel_layer.group_discard(EVENTS_GROUP, self.channel_name)
+            self.hub.unsubscribe(self._on_events)

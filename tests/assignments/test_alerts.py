@@ -144,3 +144,20 @@ def test_concurrent_raises_of_one_condition_make_one_alert(run_in_threads, opera
     alert = Alert.objects.get()
     assert alert.occurrences == 6
     assert Event.objects.filter(type="alert.raised").count() == 1
+
+
+def test_operator_acknowledges_and_resolves_alerts_in_the_admin_through_the_services(admin_client, operator_actor):
+    agent = AgentFactory(pool=PoolFactory())
+    agent_mark_stale(agent_id=agent.agent_id, actor=operator_actor)
+    alert = Alert.objects.get()
+    assert admin_client.get("/admin/assignments/alert/").status_code == 200
+
+    response = admin_client.post("/admin/assignments/alert/", {"action": "acknowledge", "_selected_action": [alert.pk]})
+    assert response.status_code == 302
+    alert.refresh_from_db()
+    assert alert.status == Alert.Status.ACKNOWLEDGED and alert.acknowledged_by.startswith("user:")
+    admin_client.post("/admin/assignments/alert/", {"action": "resolve", "_selected_action": [alert.pk]})
+    alert.refresh_from_db()
+    assert alert.status == Alert.Status.RESOLVED
+    assert list(Event.objects.filter(type__startswith="alert.").values_list("type", flat=True)) == [
+        "alert.raised", "alert.acknowledged", "alert.resolved"]

@@ -278,3 +278,56 @@ async def test_messages_are_exactly_the_event_payload_shape(headers):
     assert list(message) == ["seq", "type", "occurred_at", "actor", "assignment_id", "profile_id", "agent_id",
                              "pool", "from_status", "to_status", "data"]
     await communicator.disconnect()
+
+
+# --- the process hub ------------------------------------------------------------------------------
+
+
+async def test_many_subscribers_in_one_process_are_one_group_member(headers):
+    from dashboard.hub import event_hub
+
+    hub = event_hub()
+    layer = hub.layer
+
+    async def members():
+        async with layer.connection(layer.consistent_hash(EVENTS_GROUP)) as connection:
+            return set(await connection.zrange(layer._group_key(EVENTS_GROUP), 0, -1))
+
+    before = await members()  # earlier tests' loops may have left theirs behind
+    subscribers = [await ws_connect(headers=headers) for _ in range(5)]
+    assert {m.decode() for m in await members() - before} == {hub.channel}
+    seqs = await amake_profiles("fan", 2)
+    for s in subscribers:
+        assert _seqs(await receive_events(s, 2)) == seqs
+        await s.disconnect()
+
+
+async def test_a_failing_channel_layer_receive_loses_nothing(headers):
+    """The hub's receive fails once and the message it was reading is lost with it: the hub goes on
+    listening, and the next event's gap is read from the log."""
+    from dashboard.hub import event_hub
+
+    communicator = await ws_connect(headers=headers)
+    hub = event_hub()
+    real_receive = hub.layer.receive
+    failed = asyncio.Event()
+
+    async def lossy_receive(channel):
+        if not failed.is_set():
+            await real_receive(channel)  # the message is read... and lost
+            failed.set()
+            raise ConnectionError("Redis went away")
+        return await real_receive(channel)
+
+    hub.layer.receive = lossy_receive
+    try:
+        # The receive already waiting gets the first; the next one (patched) reads the second and fails.
+        first = await amake_profiles("flaky-a", 1)
+        second = await amake_profiles("flaky-b", 1)
+        await asyncio.wait_for(failed.wait(), 5)
+        third = await amake_profiles("flaky-c", 1)
+        assert _seqs(await receive_events(communicator, 3)) == first + second + third
+        assert await nothing_more(communicator)
+    finally:
+        hub.layer.receive = real_receive
+        await communicator.disconnect()
