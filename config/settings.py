@@ -304,7 +304,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("TETHER_LOG_LEVEL", "INFO")},
     # A line per beat tick and per task run would bury what the jobs did (logged by tether.jobs).
     "loggers": {
-        name: {"level": env_str("TETHER_CELERY_LOG_LEVEL", "WARNING")}
-        for name in ("celery.beat", "celery.app.trace", "celery.worker.strategy")
+        **{
+            name: {"level": env_str("TETHER_CELERY_LOG_LEVEL", "WARNING")}
+            for name in ("celery.beat", "celery.app.trace", "celery.worker.strategy")
+        },
+        # Django logs every 4xx as a warning; a refused take (409) is normal traffic, recorded as an
+        # event already. Server errors (5xx) still log at ERROR.
+        "django.request": {"level": env_str("TETHER_REQUEST_LOG_LEVEL", "ERROR")},
     },
 }

@@ -20,21 +20,14 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 
+from tests.helpers import free_port
+
 CHROMIUM = os.environ.get("TETHER_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-
-
-def _free_port() -> int:
-    # A fixed port collides when two suites run on one machine; the kernel hands out a free one.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-PORT = int(os.environ.get("TETHER_TEST_BROWSER_PORT") or _free_port())
+PORT = int(os.environ.get("TETHER_TEST_BROWSER_PORT") or free_port())
 REPO = Path(__file__).resolve().parents[2]
 REQUIRE = os.environ.get("TETHER_TEST_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes", "on"}
 

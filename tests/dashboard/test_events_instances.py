@@ -18,10 +18,11 @@ from django.db import connection
 
 from tests.dashboard.events_support import amake_profiles, last_seq
 from tests.factories import AgentFactory, PoolFactory
+from tests.helpers import free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis]
 
-PORTS = (8150, 8151)  # this suite's ports (see the task's port range)
+PORTS = (free_port(), free_port())
 ROOT = Path(__file__).resolve().parents[2]
 
 
