@@ -36,3 +36,21 @@ def test_production_mode_requires_a_secret_key(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x", "TETHER_VAR_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", "import config.settings"], env=env, capture_output=True, text=True)
     assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["embedded", "production"])
+def test_system_checks_pass_in_a_fresh_process(tmp_path, mode):
+    """`manage.py check` imports modules in its own order (the CSRF failure view first, say);
+    an import cycle the test run's import order hides shows up here."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {"PATH": os.environ["PATH"], "TETHER_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    if mode == "production":
+        env.update({"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused", "REDIS_URL": "redis://127.0.0.1:6379/0",
+                    "SECRET_KEY": "x" * 50})
+    result = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -13,7 +13,6 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from assignments.errors import TetherError
 
@@ -88,6 +87,10 @@ def exception_handler(exc, context):
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
     # DRF's handler sets WWW-Authenticate and Retry-After and rolls back a failed atomic block.
+    # Imported here: rest_framework.views reads DEFAULT_PARSER_CLASSES at import time, and the parsers
+    # import this module — a module-level import is a cycle whenever this module loads first.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         log.exception("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
