@@ -51,6 +51,24 @@ def test_system_checks_pass_in_a_fresh_process(tmp_path, mode):
     if mode == "production":
         env.update({"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused", "REDIS_URL": "redis://127.0.0.1:6379/0",
                     "SECRET_KEY": "x" * 50})
-    result = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True, cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("module", sorted(
+    f"config.api.{p.stem}" for p in (__import__("pathlib").Path(__file__).resolve().parents[1] / "config" / "api").glob("*.py")
+))
+def test_each_api_module_imports_first_in_a_fresh_process(tmp_path, module):
+    """Which module Django happens to import first varies (check order follows a set); an import
+    cycle must not depend on luck, so each module is imported first in a process of its own."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {"PATH": os.environ["PATH"], "TETHER_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    code = f"import django; django.setup(); import {module}"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
