@@ -113,14 +113,24 @@ def truth_for_agents(agent_ids) -> dict[str, dict]:
 
 
 def cache_refresh(*, profile_ids=(), agent_ids=()) -> None:
-    """Store the database's current truth for these profiles and agents."""
-    entries = {}
-    if profile_ids:
-        entries.update(truth_for_profiles(set(profile_ids)))
-    if agent_ids:
-        entries.update(truth_for_agents(set(agent_ids)))
-    if entries:
-        cache.set_many(entries, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+    """Store the database's current truth for these profiles and agents (one query for both: this
+    runs after every commit that touches an assignment, so it is on the API's hot path)."""
+    from django.db.models import Q
+
+    profile_ids, agent_ids = set(profile_ids), set(agent_ids)
+    if not (profile_ids or agent_ids):
+        return
+    entries = {profile_key(pid): {"a": None} for pid in profile_ids}
+    entries.update({agent_key(aid): {"a": []} for aid in agent_ids})
+    for assignment in _live().filter(
+        Q(profile__profile_id__in=list(profile_ids)) | Q(agent__agent_id__in=list(agent_ids))
+    ).order_by("pk"):
+        item = snapshot(assignment)
+        if item["profile_id"] in profile_ids:
+            entries[profile_key(item["profile_id"])] = {"a": item}
+        if item["agent_id"] in agent_ids:
+            entries[agent_key(item["agent_id"])]["a"].append(item)
+    cache.set_many(entries, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
 
 
 def cache_refresh_for_events(payloads: list[dict]) -> None:

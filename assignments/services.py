@@ -167,14 +167,23 @@ def assignment_create(
     metadata = clean_json_object("metadata", metadata)
     platform_resource_id = clean_text("platform_resource_id", platform_resource_id, max_length=255)
     try:
-        return _assignment_create(
-            profile_id=profile_id,
-            agent_id=agent_id,
-            actor=actor,
-            workflow_id=workflow_id,
-            metadata=metadata,
-            platform_resource_id=platform_resource_id,
-        )
+        try:
+            return _assignment_create(
+                profile_id=profile_id,
+                agent_id=agent_id,
+                actor=actor,
+                workflow_id=workflow_id,
+                metadata=metadata,
+                platform_resource_id=platform_resource_id,
+            )
+        except IntegrityError as exc:
+            # Only reachable if something took the profile without its row lock: the partial unique
+            # constraint (invariant 1) still refuses it, and the whole take has rolled back. Caught
+            # out here rather than in a savepoint around the insert: that would cost every take two
+            # more round trips for a case the row lock already prevents.
+            if "one_live_per_profile" not in str(exc) and "assignments_assignment.profile_id" not in str(exc):
+                raise
+            raise _taken(profile_id, None, "") from None
     except ProfileTaken as exc:
         with recorded_transaction():
             event_record(
@@ -235,13 +244,7 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
             platform_resource_id=platform_resource_id,
             metadata=metadata,
         )
-        try:
-            with transaction.atomic():
-                assignment.save(force_insert=True)
-        except IntegrityError:
-            # Only reachable if something took the profile without its row lock: the partial unique
-            # constraint (invariant 1) still refuses it.
-            raise _taken(profile_id, None, agent.pool.name) from None
+        assignment.save(force_insert=True)
         event_record(
             Event.Type.ASSIGNMENT_CREATED,
             actor=actor,

@@ -9,7 +9,7 @@ from agents.models import Agent
 from agents.services import agent_heartbeat
 from assignments import errors
 from assignments.events import event_record, recorded_transaction
-from assignments.models import Assignment, Event
+from assignments.models import Assignment, Event, Profile
 from assignments.services import (
     assignment_create,
     assignment_expire,
@@ -193,3 +193,16 @@ def test_events_cannot_be_updated_or_deleted(scene):
         event.save()
     with pytest.raises(RuntimeError):
         event.delete()
+
+
+def test_a_take_that_slips_past_the_holder_check_is_still_refused_as_a_conflict(scene):
+    """Defence in depth: if the service's own check missed the holder, the partial unique
+    constraint refuses the insert, the take rolls back whole, and the caller gets a conflict."""
+    assignment_create(profile_id="p1", agent_id="a1", actor=as_agent("a1"))
+    mark = _last_seq()
+    with mock.patch("assignments.services._live_holder", return_value=None):
+        with pytest.raises(errors.ProfileTaken):
+            assignment_create(profile_id="p1", agent_id="a2", actor=as_agent("a2"))
+    assert Assignment.objects.filter(profile__profile_id="p1").count() == 1
+    assert [t for t, _, _ in _new_events(mark)] == ["assignment.conflict"]
+    assert Profile.objects.get(profile_id="p1").fencing_token == 1  # the bump rolled back too
