@@ -11,6 +11,7 @@ from agents.models import Agent, agent_can_transition
 from assignments.actors import Actor, require_operator, require_self_or_operator
 from assignments.errors import Conflict, InvalidTransition, NotFound
 from assignments.events import event_record, recorded_transaction
+from assignments.locking import lock_one
 from assignments.models import Assignment, Event
 from assignments.validation import (
     clean_choice,
@@ -55,7 +56,7 @@ def _clean_fields(fields: dict) -> dict:
 
 def _lock_agent(agent_id: str) -> Agent:
     try:
-        return Agent.objects.select_for_update(of=("self",)).select_related("pool").get(agent_id=agent_id)
+        return lock_one(Agent, related=("pool",), agent_id=agent_id)
     except Agent.DoesNotExist:
         raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
 

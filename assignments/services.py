@@ -30,6 +30,7 @@ from assignments.errors import (
     ValidationFailed,
 )
 from assignments.events import event_record, recorded_transaction
+from assignments.locking import lock_one
 from assignments.models import Alert, Assignment, Event, Profile, assignment_can_transition
 from assignments.validation import (
     clean_identifier,
@@ -115,7 +116,7 @@ def profile_update(*, profile_id: str, actor: Actor, **fields) -> Profile:
 
 def _lock_profile(profile_id: str) -> Profile:
     try:
-        return Profile.objects.select_for_update(of=("self",)).select_related("pool").get(profile_id=profile_id)
+        return lock_one(Profile, related=("pool",), profile_id=profile_id)
     except Profile.DoesNotExist:
         raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id}) from None
 
@@ -203,7 +204,7 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
     with recorded_transaction():
         # The agent row lock serialises this agent's takes, so its capacity count below holds.
         try:
-            agent = Agent.objects.select_for_update(of=("self",)).select_related("pool").get(agent_id=agent_id)
+            agent = lock_one(Agent, related=("pool",), agent_id=agent_id)
         except Agent.DoesNotExist:
             raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
         if not agent.may_take:
@@ -261,11 +262,7 @@ def _lock_assignment(assignment_id) -> Assignment:
     except ValueError:
         raise NotFound(f"assignment {assignment_id!r} does not exist", details={"assignment_id": str(assignment_id)}) from None
     try:
-        return (
-            Assignment.objects.select_for_update(of=("self",))
-            .select_related("profile", "pool", "agent")
-            .get(assignment_id=assignment_id)
-        )
+        return lock_one(Assignment, related=("profile", "pool", "agent"), assignment_id=assignment_id)
     except Assignment.DoesNotExist:
         raise NotFound(
             f"assignment {assignment_id} does not exist", details={"assignment_id": str(assignment_id)}

@@ -1,0 +1,109 @@
+"""A service that waited for a row lock must act on the row as committed, related rows included
+(see assignments/locking.py): under READ COMMITTED a lock query's joins can come back stale."""
+
+import threading
+import time
+
+import pytest
+from django.db import connections, transaction
+
+from agents.models import Agent
+from agents.services import agent_heartbeat
+from assignments import errors
+from assignments.models import Assignment, Profile
+from assignments.services import assignment_create, assignment_release, assignment_update
+from tests.helpers import as_agent, make_agent, make_pool, make_profile
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
+
+
+def _while_locked(change, call):
+    """Run `change` in a transaction that holds its row locks for a moment; `call` starts once the
+    change is made (so it waits for the lock) and its outcome — value or exception — is returned."""
+    changed = threading.Event()
+    outcome = {}
+
+    def changer():
+        try:
+            with transaction.atomic():
+                change()
+                changed.set()
+                time.sleep(0.5)
+        finally:
+            changed.set()
+            connections.close_all()
+
+    def caller():
+        changed.wait(10)
+        try:
+            outcome["value"] = call()
+        except Exception as exc:  # noqa: BLE001 — the test asserts on it
+            outcome["value"] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=changer), threading.Thread(target=caller)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return outcome["value"]
+
+
+def test_old_holder_acting_while_its_assignment_moves_is_refused_not_crashed():
+    pool = make_pool()
+    make_agent(pool, "x")
+    new_holder = make_agent(pool, "y")
+    make_profile("p1")
+    held = assignment_create(profile_id="p1", agent_id="x", actor=as_agent("x"))
+
+    result = _while_locked(
+        lambda: Assignment.objects.filter(pk=held.pk).update(agent=new_holder, fencing_token=2),
+        lambda: assignment_update(assignment_id=held.assignment_id, actor=as_agent("x"), metadata={"evil": 1}),
+    )
+
+    assert isinstance(result, errors.Forbidden), result
+    assert Assignment.objects.get(pk=held.pk).metadata == {}
+
+
+def test_holder_releasing_while_its_waiting_assignment_is_placed_on_it_succeeds():
+    pool = make_pool()
+    agent = make_agent(pool, "x")
+    make_profile("p1")
+    held = assignment_create(profile_id="p1", agent_id="x", actor=as_agent("x"))
+    Assignment.objects.filter(pk=held.pk).update(agent=None, status="pending")
+
+    result = _while_locked(
+        lambda: Assignment.objects.filter(pk=held.pk).update(agent=agent, status="active"),
+        lambda: assignment_release(assignment_id=held.assignment_id, actor=as_agent("x")),
+    )
+
+    assert isinstance(result, Assignment), result
+    assert Assignment.objects.get(pk=held.pk).status == Assignment.Status.RELEASED
+
+
+def test_take_while_the_profile_moves_to_another_pool_is_a_pool_mismatch():
+    pool, other = make_pool("a"), make_pool("b")
+    make_agent(pool, "x")
+    make_profile("p1", pool=pool)
+
+    result = _while_locked(
+        lambda: Profile.objects.filter(profile_id="p1").update(pool=other),
+        lambda: assignment_create(profile_id="p1", agent_id="x", actor=as_agent("x")),
+    )
+
+    assert isinstance(result, errors.PoolMismatch), result
+    assert not Assignment.objects.exists()
+
+
+def test_heartbeat_while_the_agent_moves_to_another_pool_is_not_a_false_404():
+    pool, other = make_pool("a"), make_pool("b")
+    make_agent(pool, "x")
+
+    result = _while_locked(
+        lambda: Agent.objects.filter(agent_id="x").update(pool=other),
+        lambda: agent_heartbeat(agent_id="x", actor=as_agent("x")),
+    )
+
+    assert not isinstance(result, Exception), result
+    assert result.agent.pool == other
