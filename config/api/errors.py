@@ -10,6 +10,8 @@ errors, authentication, permissions, throttling, 404, 405...) and Django's 404/5
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -82,7 +84,19 @@ def exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every error in a view becomes the one shape."""
     if isinstance(exc, TetherError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.http_status)
-    if isinstance(exc, Http404):
+    if isinstance(exc, RequestDataTooBig):
+        # Django refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE before any parser sees it.
+        exc = RequestTooLarge()
+    elif isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is unreachable or refused the transaction (lock timeout, deadlock victim):
+        # nothing was written, and the client may retry — a 503, not a server bug.
+        log.warning("database unavailable in %s: %s", context.get("view").__class__.__name__, exc)
+        return Response(
+            error_body("service_unavailable", "the database is unavailable; retry shortly"),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "not found")
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)

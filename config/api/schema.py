@@ -18,6 +18,7 @@ ERROR_DESCRIPTIONS = {
     415: "unsupported_media_type: send application/json",
     422: "idempotency_key_reused: the Idempotency-Key was used with another body",
     429: "throttled: too many requests for this credential (see Retry-After)",
+    503: "service_unavailable: the database is unavailable or refused the transaction; retry (see Retry-After)",
 }
 
 IDEMPOTENCY_KEY = OpenApiParameter(
@@ -42,7 +43,7 @@ class AutoSchema(SpectacularAutoSchema):
     a dict of method name → list of status codes (e.g. {"post": [409, 422]})."""
 
     def _error_codes(self) -> list[int]:
-        codes = {400, 401, 403, 404, 406, 429}
+        codes = {400, 401, 403, 404, 406, 429, 503}
         if self.method in ("POST", "PUT", "PATCH", "DELETE"):
             codes |= {413, 415}
         extra = getattr(self.view, "error_codes", {}) or {}

@@ -67,6 +67,8 @@ CASES = {
     "metadata over 16 KiB": ("POST", "/api/assignments", {"profile_id": "p2", "metadata": BIG}, 400, "validation_error"),
     "agent metadata over 16 KiB": ("POST", "/api/agents/register", {"agent_id": "a7", "pool": "k8s-prod", "metadata": BIG}, 400, "validation_error"),
     "body over the limit": ("POST", "/api/assignments", {"profile_id": "p2", "workflow_id": "w" * (200 * 1024)}, 413, "request_too_large"),
+    "body over Django's own limit": ("POST", "/api/assignments", {"profile_id": "p2", "workflow_id": "w" * (300 * 1024)}, 413, "request_too_large"),
+    "register body over Django's own limit": ("POST", "/api/agents/register", {"agent_id": "a8", "pool": "k8s-prod", "metadata": {"x": "y" * (3 * 1024 * 1024)}}, 413, "request_too_large"),
     "too many reported assignments": ("POST", "/api/agents/a1/heartbeat", {"assignments": ["00000000-0000-0000-0000-000000000000"] * 1001}, 400, "validation_error"),
     # unknown ids
     "unknown agent": ("GET", "/api/agents/ghost", None, 404, "not_found"),
@@ -170,3 +172,20 @@ def test_invalid_utf8_in_a_query_filter_matches_nothing(api, scene):
     response = api.get("/api/agents?pool=%ED%A0%80", token=token)
     assert response.status_code == 200
     assert response.json()["results"] == []
+
+
+def test_database_outage_is_a_503_in_the_error_shape_not_a_500(api, make_agent, monkeypatch):
+    from django.db import OperationalError
+
+    from assignments import selectors
+
+    _, token = make_agent("a-outage")
+
+    def down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(selectors, "profile_assignment", down)
+    response = api.get("/api/profiles/p1/assignment", token=token)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response["Retry-After"] == "1"
