@@ -137,6 +137,10 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
             agent.last_heartbeat = now
             agent.health_score = health_score(agent.load_metrics)
             agent.save()
+            if from_status == Agent.Status.STALE:
+                from assignments.services import ALERTS_ACTOR, alert_key_agent_stale, alert_resolve
+
+                alert_resolve(actor=ALERTS_ACTOR, dedup_key=alert_key_agent_stale(agent_id), reason="agent registered again")
         event_record(
             Event.Type.AGENT_REGISTERED,
             actor=actor,
@@ -218,7 +222,10 @@ def agent_heartbeat(
             held = {a.assignment_id: a.status for a in rows}
             renew = [a for a in reported_set if held.get(a) in (Assignment.Status.ACTIVE, Assignment.Status.IDLE)]
             if renew:
-                Assignment.objects.filter(agent=agent, assignment_id__in=renew).update(last_activity=now)
+                # Filtered on status again: this UPDATE may wait on an expiry sweep's row lock.
+                Assignment.objects.filter(
+                    agent=agent, assignment_id__in=renew, status__in=(Assignment.Status.ACTIVE, Assignment.Status.IDLE)
+                ).update(last_activity=now)
             result.revoked = [
                 a for a in reported if held.get(a) is None or held[a] == Assignment.Status.RELEASING
             ]

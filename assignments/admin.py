@@ -74,6 +74,11 @@ class AssignmentAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # agents take profiles through the API (or an operator through it)
 
+    def has_change_permission(self, request, obj=None):
+        # Read-only: a Save would rewrite the whole row behind the services' back (no lock, no event).
+        # Changes go through the actions, which call the services.
+        return False
+
     def has_delete_permission(self, request, obj=None):
         return False
 
@@ -129,6 +134,9 @@ class AlertAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # read-only like the event log: acknowledge and resolve are actions (services)
 
     def has_delete_permission(self, request, obj=None):
         return False

@@ -335,9 +335,12 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
             return assignment
         _require_holder_or_operator(assignment, actor, "release")
         holder_is_actor = actor.is_agent and assignment.agent_id and assignment.agent.agent_id == actor.name
+        # A draining agent is on its way out (drain releases what it was releasing, then makes it
+        # inactive in the same transaction): nobody is left to confirm, so the release is final.
         agent_alive = assignment.agent_id is not None and assignment.agent.status not in (
             Agent.Status.STALE,
             Agent.Status.INACTIVE,
+            Agent.Status.DRAINING,
         )
         if actor.kind == "user" and not holder_is_actor and agent_alive:
             if assignment.status == S.RELEASING:

@@ -99,3 +99,12 @@ def test_editing_an_agent_in_the_admin_goes_through_the_service(admin_client, sc
     agent.refresh_from_db()
     assert agent.capacity == 7 and agent.version == "2.0"
     assert Event.objects.filter(type="agent.updated", agent_id="a2", actor="user:admin").exists()
+
+
+def test_assignment_change_form_cannot_rewrite_the_row(admin_client, scene):
+    url = reverse("admin:assignments_assignment_change", args=[scene.pk])
+    assert admin_client.get(url).status_code == 200  # viewable
+    response = admin_client.post(url, {"status": "failed", "workflow_id": "tampered"})
+    assert response.status_code == 403
+    scene.refresh_from_db()
+    assert scene.status == Assignment.Status.ACTIVE and scene.workflow_id == ""

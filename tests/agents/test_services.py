@@ -177,3 +177,16 @@ def test_two_agents_of_one_pool_lost_at_once_do_not_deadlock(run_in_threads):
     live = Assignment.objects.filter(status__in=Assignment.LIVE_STATUSES).select_related("agent")
     assert live.count() == 6
     assert {a.agent.agent_id for a in live if a.agent} <= {"a4", "a5"}
+
+
+def test_registering_a_stale_agent_again_resolves_its_stale_alert():
+    from assignments.models import Alert
+
+    pool = make_pool()
+    make_agent(pool, "a1")
+    agent_mark_stale(agent_id="a1", actor=OPERATOR)
+    assert Alert.objects.filter(kind="agent_stale", agent_id="a1", status="open").exists()
+
+    agent_register(pool=pool, agent_id="a1", actor=OPERATOR)
+
+    assert not Alert.objects.filter(kind="agent_stale", agent_id="a1", status__in=["open", "acknowledged"]).exists()

@@ -124,3 +124,23 @@ def test_drain_moves_everything_and_marks_the_agent_drained():
     types = list(Event.objects.filter(agent_id="leaving").order_by("seq").values_list("type", flat=True))
     assert types[-1] == "agent.drained"
     assert "agent.status_changed" in types
+
+
+def test_drain_releases_what_an_operator_had_asked_its_agent_to_release():
+    from django.contrib.auth.models import User
+
+    from assignments.actors import Actor
+
+    pool = make_pool()
+    make_agent(pool, "leaving")
+    make_agent(pool, "staying")
+    make_profile("p1")
+    held = _take("p1", "leaving")
+    operator = Actor.for_user(User.objects.create_user("op", is_staff=True))
+    assignment_release(assignment_id=held.assignment_id, actor=operator)  # → releasing, agent alive
+
+    agent_drain(agent_id="leaving", actor=operator)
+
+    held.refresh_from_db()
+    assert held.status == Assignment.Status.RELEASED
+    assert held.release_reason == Assignment.ReleaseReason.AGENT_LOST
