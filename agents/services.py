@@ -95,15 +95,25 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
     """Register an agent, or register it again (idempotent by `agent_id`): it becomes active with a
     fresh API token, which is returned once and replaces any earlier one.
 
+    Registering again starts a new incarnation of the agent: the old token stops working, so whatever
+    process held the agent's live assignments can no longer prove it holds them — they fail over
+    inside the pool with new fencing tokens (invariant 5), and the new incarnation picks up what the
+    pool gives it through its heartbeat. (Otherwise anyone with the pool's enrollment token could
+    re-key a live sibling and leave two processes driving its profiles.)
+
     Accepts any existing agent state; moving to another pool is refused while the agent still holds
-    live assignments. Emits `agent.registered` (with `data.reregistered`), then gives waiting
-    assignments of the pool to free agents.
+    live assignments. Emits `agent.registered` (with `data.reregistered`), the failover's events,
+    then gives waiting assignments of the pool to free agents.
     """
     agent_id = clean_identifier("agent_id", agent_id)
     cleaned = _clean_fields(fields)
     token, hashed = token_new("agt")
     now = timezone.now()
+    from pools.services import pool_fail_over, pool_lock_moves
+
     with recorded_transaction():
+        # Lock order: the pool's move lock before any agent row (a re-registration may fail over).
+        pool_lock_moves(pool.pk)
         agent = Agent.objects.select_for_update(of=("self",)).filter(agent_id=agent_id).first()
         created = False
         if agent is None:
@@ -149,6 +159,8 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
             to_status=Agent.Status.ACTIVE,
             data={"reregistered": not created, "capacity": agent.capacity},
         )
+        if not created:
+            pool_fail_over(agent=agent, actor=actor)
     from pools.services import pool_rebalance
 
     pool_rebalance(pool=pool, actor=Actor.system("rebalance"))

@@ -190,3 +190,24 @@ def test_registering_a_stale_agent_again_resolves_its_stale_alert():
     agent_register(pool=pool, agent_id="a1", actor=OPERATOR)
 
     assert not Alert.objects.filter(kind="agent_stale", agent_id="a1", status__in=["open", "acknowledged"]).exists()
+
+
+def test_registering_a_live_agent_again_fences_off_its_old_incarnation():
+    """Whoever re-registers an agent id (a restarted process, or anyone with the pool's enrollment
+    token) gets a new token; the old incarnation's token and fencing tokens stop working, and its
+    live assignments move inside the pool instead of staying with two processes driving them."""
+    pool = make_pool()
+    _, old_token = agent_register(pool=pool, agent_id="a1", actor=OPERATOR)
+    make_agent(pool, "a2")
+    make_profile("p1")
+    held = assignment_create(profile_id="p1", agent_id="a1", actor=as_agent("a1"))
+
+    agent_register(pool=pool, agent_id="a1", actor=as_agent("a1"))
+
+    assert principal_for_token(old_token) is None
+    held.refresh_from_db()
+    assert held.fencing_token > 1
+    assert held.agent.agent_id == "a2"  # the pool's strategy moved it away from the re-keyed agent
+    with pytest.raises(errors.StaleFencingToken):
+        assignment_release(assignment_id=held.assignment_id, actor=as_agent("a1"), fencing_token=1)
+    assert Event.objects.filter(type="assignment.reassigned", assignment_id=held.assignment_id).exists()
