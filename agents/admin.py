@@ -3,14 +3,14 @@ from django.contrib import admin
 from agents.models import Agent
 from agents.services import agent_drain, agent_mark_stale, agent_update
 from assignments.actors import Actor
-from assignments.admin import apply_to_each
+from assignments.admin import ServiceCheckedAdmin, apply_to_each
 
 _EDITABLE = ("agent_type", "capabilities", "services", "endpoints", "tags", "metadata", "version", "region",
              "capacity", "weight", "priority")
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(ServiceCheckedAdmin):
     list_display = ("agent_id", "pool", "agent_type", "status", "health_score", "capacity", "last_heartbeat", "version", "region")
     list_filter = ("status", "agent_type", "pool", "region")
     search_fields = ("agent_id", "version")
@@ -25,6 +25,11 @@ class AgentAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # drain or deregister instead: their assignments must fail over first
+
+    def check_fields(self, data, obj):
+        from agents.services import _clean_fields
+
+        _clean_fields({name: data[name] for name in _EDITABLE if name in data})
 
     def save_model(self, request, obj, form, change):
         agent_update(agent_id=obj.agent_id, actor=Actor.for_user(request.user),

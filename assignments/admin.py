@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
@@ -31,8 +32,38 @@ def apply_to_each(modeladmin, request, ids, service, key: str, verb: str) -> Non
         modeladmin.message_user(request, failure, messages.ERROR)
 
 
+_PROFILE_FIELDS = ("name", "pool", "tags", "region", "metadata", "enabled")
+
+
+class ServiceCheckedAdmin(admin.ModelAdmin):
+    """An admin whose `save_model` calls a service: the service's checks run in the form's `clean()`
+    too, so a value the service would refuse is shown on the form instead of failing the save."""
+
+    def check_fields(self, data: dict, obj) -> None:  # each admin says what its service checks
+        raise NotImplementedError
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        model_admin = self
+
+        class Checked(form):
+            def clean(self):
+                data = super().clean()
+                try:
+                    model_admin.check_fields(data, obj)
+                except TetherError as exc:
+                    fields = {name: msgs for name, msgs in exc.details.items() if name in self.fields}
+                    raise forms.ValidationError(
+                        {name: [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])] for name, msgs in fields.items()}
+                        if fields else exc.message
+                    ) from None
+                return data
+
+        return Checked
+
+
 @admin.register(Profile)
-class ProfileAdmin(admin.ModelAdmin):
+class ProfileAdmin(ServiceCheckedAdmin):
     list_display = ("profile_id", "name", "pool", "region", "enabled", "fencing_token", "updated_at")
     list_filter = ("enabled", "pool", "region")
     search_fields = ("profile_id", "name")
@@ -43,10 +74,15 @@ class ProfileAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return (*self.readonly_fields, "profile_id") if obj else self.readonly_fields
 
+    def check_fields(self, data, obj):
+        from assignments.services import _clean_profile_fields
+
+        _clean_profile_fields({k: data[k] for k in _PROFILE_FIELDS if k in data})
+
     def save_model(self, request, obj, form, change):
         """Saves go through the services, so an admin edit leaves its event like any other change."""
         actor = Actor.for_user(request.user)
-        fields = {name: form.cleaned_data[name] for name in ("name", "pool", "tags", "region", "metadata", "enabled")}
+        fields = {name: form.cleaned_data[name] for name in _PROFILE_FIELDS}
         if change:
             saved = profile_update(profile_id=obj.profile_id, actor=actor, **fields)
         else:

@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q
 
 from assignments.actors import Actor
+from assignments.admin import ServiceCheckedAdmin
 from assignments.models import Assignment
 from pools.models import AgentPool
 from pools.services import pool_create, pool_update
@@ -11,7 +12,7 @@ _EDITABLE = ("platform", "region", "strategy", "heartbeat_timeout_seconds", "ass
 
 
 @admin.register(AgentPool)
-class AgentPoolAdmin(admin.ModelAdmin):
+class AgentPoolAdmin(ServiceCheckedAdmin):
     list_display = ("name", "platform", "region", "strategy", "agent_count", "live_assignments", "waiting",
                     "heartbeat_timeout_seconds", "min_health_score")
     list_filter = ("platform", "strategy", "region")
@@ -41,6 +42,13 @@ class AgentPoolAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return (*self.readonly_fields, "name") if obj else self.readonly_fields
+
+    def check_fields(self, data, obj):
+        from pools.services import _check_pool_name, _clean_fields
+
+        if obj is None and "name" in data:
+            _check_pool_name(data["name"])
+        _clean_fields({name: data[name] for name in _EDITABLE if name in data})
 
     def save_model(self, request, obj, form, change):
         actor = Actor.for_user(request.user)

@@ -108,3 +108,27 @@ def test_assignment_change_form_cannot_rewrite_the_row(admin_client, scene):
     assert response.status_code == 403
     scene.refresh_from_db()
     assert scene.status == Assignment.Status.ACTIVE and scene.workflow_id == ""
+
+
+@pytest.mark.parametrize("bad", [{"metadata": "[1, 2]"}, {"tags": '"abc"'}, {"tags": "[1]"}])
+def test_a_value_the_service_refuses_is_a_form_error_not_a_500(admin_client, bad):
+    from django.db.models import Max
+
+    before = Event.objects.aggregate(m=Max("seq"))["m"]
+    data = {"profile_id": "new-p", "name": "", "pool": "", "tags": "[]", "region": "", "metadata": "{}", "enabled": "on"}
+    data.update(bad)
+    response = admin_client.post(reverse("admin:assignments_profile_add"), data)
+    assert response.status_code == 200  # the form again, with the error
+    assert response.context["adminform"].form.errors
+    assert not Profile.objects.filter(profile_id="new-p").exists()
+    assert Event.objects.aggregate(m=Max("seq"))["m"] == before
+
+
+def test_an_agent_field_the_service_refuses_is_a_form_error_and_nothing_changes(admin_client, scene):
+    agent = Agent.objects.get(agent_id="a2")
+    response = admin_client.post(reverse("admin:agents_agent_change", args=[agent.pk]), {
+        "agent_type": "worker", "capabilities": '"not-a-list"', "services": "[]", "endpoints": "{}", "tags": "[]",
+        "metadata": "{}", "version": "", "region": "", "capacity": 3, "weight": 1.0, "priority": 0,
+    })
+    assert response.status_code == 200 and response.context["adminform"].form.errors
+    assert Agent.objects.get(agent_id="a2").capacity == 2
