@@ -23,3 +23,8 @@ def rollup_usage():
 @shared_task(name="assignments.archive_events", ignore_result=True)
 def archive_events():
     return job_run("events_archive_old")
+
+
+@shared_task(name="assignments.prune_idempotency_keys", ignore_result=True)
+def prune_idempotency_keys():
+    return job_run("idempotency_keys_prune")

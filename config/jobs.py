@@ -49,6 +49,8 @@ JOBS: dict[str, Job] = {
             "assignments.rollup_usage", "TETHER_JOB_ROLLUP_INTERVAL_SECONDS"),
         Job("events_archive_old", "assignments.services.events_archive_old",
             "assignments.archive_events", "TETHER_JOB_ARCHIVE_INTERVAL_SECONDS"),
+        Job("idempotency_keys_prune", "config.api.idempotency.idempotency_keys_prune_expired",
+            "assignments.prune_idempotency_keys", "TETHER_JOB_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS"),
     ]
 }
 

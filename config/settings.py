@@ -232,6 +232,7 @@ TETHER_JOB_REBALANCE_INTERVAL_SECONDS = env_float("TETHER_JOB_REBALANCE_INTERVAL
 TETHER_JOB_RECONCILE_INTERVAL_SECONDS = env_float("TETHER_JOB_RECONCILE_INTERVAL_SECONDS", 30.0, minimum=0.1)
 TETHER_JOB_ROLLUP_INTERVAL_SECONDS = env_float("TETHER_JOB_ROLLUP_INTERVAL_SECONDS", 60.0, minimum=0.1)
 TETHER_JOB_ARCHIVE_INTERVAL_SECONDS = env_float("TETHER_JOB_ARCHIVE_INTERVAL_SECONDS", 3600.0, minimum=0.1)
+TETHER_JOB_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS = env_float("TETHER_JOB_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS", 3600.0, minimum=0.1)
 # At most this many rows per job run; the rest waits for the next run.
 TETHER_JOB_BATCH_SIZE = env_int("TETHER_JOB_BATCH_SIZE", 200, minimum=1, maximum=100_000)
 # An active assignment with no activity (heartbeat report, update) for this long becomes idle.

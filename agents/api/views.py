@@ -34,7 +34,12 @@ ENROLLMENT_HEADER = "X-Enrollment-Token"
 def _register_scope(request) -> str | None:
     enrollment = request.headers.get(ENROLLMENT_HEADER)
     if enrollment:
-        return f"enrollment:{token_hash(enrollment)}"
+        hashed = token_hash(enrollment)
+        # Only a real enrollment token gets answers remembered: a bogus one must not be able to
+        # fill the idempotency table (its request goes on to a plain 403).
+        if not AgentPool.objects.filter(enrollment_token_hash=hashed).exists():
+            return None
+        return f"enrollment:{hashed}"
     return credential_scope(request)
 
 

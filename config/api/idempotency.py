@@ -108,3 +108,12 @@ def idempotency_keys_prune(*, now=None) -> int:
     Returns how many were deleted."""
     deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=now or timezone.now()).delete()
     return deleted
+
+
+def idempotency_keys_prune_expired(*, actor=None, now=None, limit: int = 1000) -> dict:
+    """The periodic clean-up job (config/jobs.py): forget at most `limit` expired keys per run.
+    API bookkeeping, not domain state, so no event is recorded."""
+    now = now or timezone.now()
+    expired = list(IdempotencyKey.objects.filter(expires_at__lte=now).values_list("pk", flat=True)[:limit])
+    deleted, _ = IdempotencyKey.objects.filter(pk__in=expired).delete()
+    return {"deleted": deleted}

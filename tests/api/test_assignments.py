@@ -243,3 +243,26 @@ def test_expired_idempotency_keys_are_pruned(api, make_agent, make_profile):
     assert idempotency_keys_prune() == 0
     assert idempotency_keys_prune(now=timezone.now() + timedelta(days=2)) == 1
     assert not IdempotencyKey.objects.exists()
+
+
+def test_a_bogus_enrollment_token_leaves_no_idempotency_row(api, db):
+    response = api.post("/api/agents/register", {"agent_id": "intruder", "pool": "k8s-prod"},
+                        headers={"X-Enrollment-Token": "enr_not-a-real-token", "Idempotency-Key": "fill-the-table"})
+    assert response.status_code == 403
+    assert not IdempotencyKey.objects.exists()
+
+
+def test_the_scheduled_job_prunes_expired_idempotency_keys(api, make_agent, make_profile):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from config.jobs import JOBS, job_run
+
+    assert "idempotency_keys_prune" in JOBS
+    _, token = make_agent("a1")
+    make_profile("p1")
+    api.post("/api/assignments", {"profile_id": "p1"}, token=token, headers={"Idempotency-Key": "k"})
+    assert job_run("idempotency_keys_prune")["deleted"] == 0
+    assert job_run("idempotency_keys_prune", now=timezone.now() + timedelta(days=2))["deleted"] == 1
+    assert not IdempotencyKey.objects.exists()
