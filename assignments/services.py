@@ -351,7 +351,9 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
             )
             return assignment
         if reason is None:
-            if holder_is_actor:
+            if holder_is_actor and assignment.status == S.RELEASING:
+                reason = Assignment.ReleaseReason.FORCE_RELEASED  # the agent confirms an operator's release
+            elif holder_is_actor:
                 reason = Assignment.ReleaseReason.RELEASED
             elif assignment.agent_id is None:
                 reason = Assignment.ReleaseReason.CANCELLED

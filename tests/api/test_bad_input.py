@@ -189,3 +189,11 @@ def test_database_outage_is_a_503_in_the_error_shape_not_a_500(api, make_agent, 
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "service_unavailable"
     assert response["Retry-After"] == "1"
+
+
+def test_a_page_that_is_not_a_number_is_a_400(api, make_agent):
+    _, token = make_agent("a-pager")
+    assert_error(api.get("/api/agents?page=abc", token=token), 400, "validation_error")
+    assert_error(api.get("/api/agents?page=0", token=token), 400, "validation_error")
+    assert api.get("/api/agents?page=1", token=token).status_code == 200
+    assert_error(api.get("/api/agents?page=999", token=token), 404, "not_found")

@@ -206,3 +206,16 @@ def test_a_take_that_slips_past_the_holder_check_is_still_refused_as_a_conflict(
     assert Assignment.objects.filter(profile__profile_id="p1").count() == 1
     assert [t for t, _, _ in _new_events(mark)] == ["assignment.conflict"]
     assert Profile.objects.get(profile_id="p1").fencing_token == 1  # the bump rolled back too
+
+
+def test_an_agent_confirming_an_operators_release_keeps_the_force_released_reason(scene):
+    from django.contrib.auth.models import User
+
+    from assignments.actors import Actor
+
+    held = assignment_create(profile_id="p1", agent_id="a1", actor=as_agent("a1"))
+    assignment_release(assignment_id=held.assignment_id, actor=Actor.for_user(User.objects.create_user("op", is_staff=True)))
+    assignment_release(assignment_id=held.assignment_id, actor=as_agent("a1"))
+    held.refresh_from_db()
+    assert held.status == Assignment.Status.RELEASED
+    assert held.release_reason == Assignment.ReleaseReason.FORCE_RELEASED
