@@ -47,3 +47,38 @@ def test_the_simulator_runs_a_fleet_through_the_api_for_a_while_with_no_error(li
     assert Assignment.objects.exists()
     assert Event.objects.filter(type="agent.registered").count() >= 12
     assert Event.objects.filter(type="assignment.created").exists()
+
+
+def test_the_simulator_keeps_the_demo_fleet_alive_too(live_server, capsys):
+    from assignments.actors import Actor
+    from pools.services import pool_update
+
+    call_command("load_demo")
+    for name in ("k8s-prod", "docker-eu"):  # short timeouts: unattended, these agents would go stale at once
+        pool_update(name=name, actor=Actor.system("test"), heartbeat_timeout_seconds=2)
+    stop = threading.Event()
+
+    def stale_job():
+        try:
+            while not stop.is_set():
+                job_run("agents_mark_overdue_stale")
+                job_run("pools_rebalance_all")
+                stop.wait(0.3)
+        finally:
+            connections.close_all()
+
+    jobs = threading.Thread(target=stale_job, daemon=True)
+    jobs.start()
+    try:
+        call_command("simulate_agents", url=live_server.url, duration=6, tick=0.2, heartbeat_timeout=3,
+                     crash_every=0, seed=3, agents=3, pools=1)
+    finally:
+        stop.set()
+        jobs.join(timeout=30)
+
+    out = capsys.readouterr().out
+    assert "errors: 0" in out, out[-2000:]
+    assert "also driving 5 agents of docker-eu, k8s-prod" in out
+    # All five, including skyvern-k8s-3, which load_demo itself marked stale: adopted, it is back.
+    statuses = list(Agent.objects.filter(pool__name__in=["k8s-prod", "docker-eu"]).values_list("status", flat=True))
+    assert len(statuses) == 5 and set(statuses) <= {"active", "busy"}, statuses

@@ -92,6 +92,8 @@ class Command(BaseCommand):
         parser.add_argument("--crash-every", type=float, default=40, help="average seconds between crashes; 0: never")
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("--prefix", default="sim", help="prefix of the simulated pools, agents and profiles")
+        parser.add_argument("--no-adopt", action="store_true",
+                            help="leave other pools' agents (e.g. the demo fleet) alone instead of driving them too")
 
     def handle(self, *args, **opts):
         self.rng = random.Random(opts["seed"])
@@ -102,6 +104,8 @@ class Command(BaseCommand):
         tokens, profiles = self._set_stage()
         self.profiles = profiles
         self.agents = self._register(tokens)
+        if not opts["no_adopt"]:
+            self.agents += self._adopt()
         started = time.monotonic()
         self.log(f"{len(self.agents)} agents in {len(tokens)} pools are running (Ctrl-C stops them)")
         signal.signal(signal.SIGTERM, _interrupt)  # stopped by `make run`: end the same way as Ctrl-C
@@ -169,6 +173,44 @@ class Command(BaseCommand):
             agent.next_heartbeat = 0
             agents.append(agent)
         return agents
+
+    def _adopt(self):
+        """Drive the agents of every other pool too (the demo fleet of `load_demo`), so that they do
+        not all go stale the moment the system starts: as an operator would, learn each pool's
+        enrollment token by rotating it, then register its agents again through the API — a new
+        incarnation, so what they held fails over and comes back through heartbeats."""
+        from agents.models import Agent
+        from assignments.actors import Actor
+        from assignments.models import Profile
+        from pools.models import AgentPool
+        from pools.services import pool_update
+
+        operator = Actor.system("simulator")
+        adopted = []
+        others = AgentPool.objects.exclude(name__startswith=f"{self.opts['prefix']}-").order_by("name")
+        for pool in others:
+            agents = list(Agent.objects.filter(pool=pool).exclude(status=Agent.Status.INACTIVE).order_by("agent_id"))
+            if not agents:
+                continue
+            _, token = pool_update(name=pool.name, actor=operator, rotate_enrollment_token=True)
+            self.profiles[pool.name] = list(
+                Profile.objects.filter(pool=pool, enabled=True).order_by("profile_id").values_list("profile_id", flat=True)
+            )
+            for existing in agents:
+                agent = SimAgent(agent_id=existing.agent_id, pool=pool.name, capacity=existing.capacity)
+                status, body = self.api.call(
+                    "POST", "/api/agents/register",
+                    {"agent_id": agent.agent_id, "pool": pool.name, "load_metrics": self._metrics()},
+                    headers={"X-Enrollment-Token": token},
+                )
+                if status != 201:
+                    raise CommandError(f"could not adopt {agent.agent_id}: {status} {body}")
+                agent.token = body["token"]
+                agent.next_heartbeat = 0
+                adopted.append(agent)
+        if adopted:
+            self.log(f"also driving {len(adopted)} agents of {', '.join(sorted({a.pool for a in adopted}))}")
+        return adopted
 
     def _metrics(self):
         return {"cpu": round(self.rng.uniform(10, 75), 1), "memory": round(self.rng.uniform(20, 70), 1),
