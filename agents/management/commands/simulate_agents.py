@@ -107,7 +107,7 @@ class Command(BaseCommand):
         if not opts["no_adopt"]:
             self.agents += self._adopt()
         started = time.monotonic()
-        self.log(f"{len(self.agents)} agents in {len(tokens)} pools are running (Ctrl-C stops them)")
+        self.log(f"{len(self.agents)} agents in {len({a.pool for a in self.agents})} pools are running (Ctrl-C stops them)")
         signal.signal(signal.SIGTERM, _interrupt)  # stopped by `make run`: end the same way as Ctrl-C
         try:
             while not opts["duration"] or time.monotonic() - started < opts["duration"]:
