@@ -48,8 +48,9 @@ serve: migrate
 	TETHER_DB_POOL=$${TETHER_DB_POOL:-1} $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
 		--workers $(SERVE_WORKERS) --loop uvloop --http httptools --no-access-log
 
+# PYTEST_ARGS="-k fencing" narrows a run; CI passes --create-db (a fresh test database every time).
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 # 50 WebSocket subscribers while changes are made at 200/s (needs DATABASE_URL and REDIS_URL: use a
 # scratch database). Loopback only, stops by itself. BENCH_ARGS="--seconds 30 --instances 2" etc.
