@@ -15,6 +15,7 @@ from assignments.locking import lock_one
 from assignments.models import Assignment, Event
 from assignments.validation import (
     clean_choice,
+    clean_fields,
     clean_float,
     clean_identifier,
     clean_int,
@@ -44,14 +45,7 @@ _WRITABLE_FIELDS = {
 
 
 def _clean_fields(fields: dict) -> dict:
-    unknown = set(fields) - set(_WRITABLE_FIELDS)
-    if unknown:
-        from assignments.errors import ValidationFailed
-
-        raise ValidationFailed(
-            f"unknown agent fields: {', '.join(sorted(unknown))}", details={f: ["unknown field"] for f in unknown}
-        )
-    return {name: _WRITABLE_FIELDS[name](value) for name, value in fields.items()}
+    return clean_fields("agent", fields, _WRITABLE_FIELDS)
 
 
 def _lock_agent(agent_id: str) -> Agent:

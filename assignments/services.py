@@ -33,6 +33,7 @@ from assignments.events import event_record, recorded_transaction
 from assignments.locking import lock_one
 from assignments.models import Alert, Assignment, Event, Profile, assignment_can_transition
 from assignments.validation import (
+    clean_fields,
     clean_identifier,
     clean_json_object,
     clean_string_list,
@@ -56,12 +57,7 @@ def _clean_profile_fields(fields: dict) -> dict:
         "enabled": _clean_bool,
         "pool": _clean_pool,
     }
-    unknown = set(fields) - set(checks)
-    if unknown:
-        raise ValidationFailed(
-            f"unknown profile fields: {', '.join(sorted(unknown))}", details={f: ["unknown field"] for f in unknown}
-        )
-    return {name: checks[name](value) for name, value in fields.items()}
+    return clean_fields("profile", fields, checks)
 
 
 def _clean_bool(value) -> bool:

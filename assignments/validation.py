@@ -122,3 +122,13 @@ def clean_choice(field: str, value, choices) -> str:
             f"{field} must be one of: {', '.join(allowed)}", details={field: [f"unknown value {str(value)[:50]!r}"]}
         )
     return value
+
+
+def clean_fields(kind: str, fields: dict, checks: dict) -> dict:
+    """Check each given field with its own check; a field with no check is refused by name."""
+    unknown = set(fields) - set(checks)
+    if unknown:
+        raise ValidationFailed(
+            f"unknown {kind} fields: {', '.join(sorted(unknown))}", details={f: ["unknown field"] for f in unknown}
+        )
+    return {name: checks[name](value) for name, value in fields.items()}

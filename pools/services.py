@@ -11,7 +11,7 @@ from assignments.actors import Actor, require_operator
 from assignments.errors import Conflict, ValidationFailed
 from assignments.events import event_record, recorded_transaction
 from assignments.models import Assignment, Event, Profile
-from assignments.validation import clean_choice, clean_float, clean_identifier, clean_int, clean_text
+from assignments.validation import clean_choice, clean_fields, clean_float, clean_identifier, clean_int, clean_text
 from config import locks
 from config.tokens import token_new
 from pools.balancing import Candidate, Work, plan_moves
@@ -30,12 +30,7 @@ _WRITABLE_FIELDS = {
 
 
 def _clean_fields(fields: dict) -> dict:
-    unknown = set(fields) - set(_WRITABLE_FIELDS)
-    if unknown:
-        raise ValidationFailed(
-            f"unknown pool fields: {', '.join(sorted(unknown))}", details={f: ["unknown field"] for f in unknown}
-        )
-    return {name: _WRITABLE_FIELDS[name](value) for name, value in fields.items()}
+    return clean_fields("pool", fields, _WRITABLE_FIELDS)
 
 
 def _check_pool_name(name) -> str:

@@ -25,11 +25,3 @@ def make_profile(profile_id, **fields):
 def as_agent(agent_id: str) -> Actor:
     return Actor.for_agent(agent_id)
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on now: fixed ports collide when two suites share a machine."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

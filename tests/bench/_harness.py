@@ -4,14 +4,15 @@ PostgreSQL database of their own, Django set up on it, and a daphne server for a
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.net import wait_for_port  # noqa: E402
 
 
 def scratch_database(name: str) -> str:
@@ -59,17 +60,11 @@ class Server:
             [daphne, "-b", "127.0.0.1", "-p", str(port), "-v", "0", "tests.browser.asgi:application"],
             cwd=REPO, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"daphne did not listen on {port}")
+        try:
+            wait_for_port(port, self.proc, timeout=90.0)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self):
         self.proc.terminate()

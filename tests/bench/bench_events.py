@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from tests.net import wait_for_port  # noqa: E402
 
 
 def _django(settings="config.settings"):
@@ -123,19 +123,6 @@ def _setup(pool_name: str, writers: int, agents: int, profiles: int) -> str:
     return Token.objects.create(user=user).key
 
 
-def _wait_for_port(port: int, process, timeout=60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"daphne on port {port} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"daphne on port {port} did not start")
-
-
 async def _subscribe(url: str, received: list, ready: asyncio.Event, stop: asyncio.Event, resyncs: list) -> None:
     """A well-behaved client: on `resync` (or a dropped connection) it reconnects with its last seq."""
     import websockets
@@ -182,7 +169,7 @@ async def bench(args, pool_name: str, token: str) -> int:
                 [sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             ))
         for port, server in zip(ports, servers):
-            _wait_for_port(port, server)
+            wait_for_port(port, server)
 
         stop = asyncio.Event()
         received = [[] for _ in range(args.subscribers)]

@@ -9,18 +9,16 @@ the other's subscribers).
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 
-from tests.helpers import free_port
+from tests.net import free_port, wait_for_port
 
 CHROMIUM = os.environ.get("TETHER_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -55,19 +53,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def _wait_for_port(port: int, proc, log_path: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited ({proc.returncode}):\n{Path(log_path).read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"daphne did not listen on {port} within {timeout}s:\n{Path(log_path).read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="session")
 def asgi_server(django_db_setup, django_db_blocker):
     db = settings.DATABASES["default"]
@@ -92,7 +77,7 @@ def asgi_server(django_db_setup, django_db_blocker):
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        _wait_for_port(PORT, proc, log.name)
+        wait_for_port(PORT, proc, timeout=90.0, log_tail=lambda: Path(log.name).read_text()[-3000:])
         yield f"http://127.0.0.1:{PORT}"
     finally:
         proc.terminate()

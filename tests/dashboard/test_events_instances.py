@@ -4,11 +4,9 @@ one process reaches subscribers connected to either instance, over real WebSocke
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -18,26 +16,12 @@ from django.db import connection
 
 from tests.dashboard.events_support import amake_profiles, last_seq
 from tests.factories import AgentFactory, PoolFactory
-from tests.helpers import free_port
+from tests.net import free_port, wait_for_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis]
 
 PORTS = (free_port(), free_port())
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait_for_port(port, process, log, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            raise AssertionError(f"daphne on {port} exited: {log.read().decode()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"daphne on {port} did not start")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +45,7 @@ def two_instances(django_db_setup):
     ]
     try:
         for port, process, log in zip(PORTS, processes, logs):
-            _wait_for_port(port, process, log)
+            wait_for_port(port, process, timeout=30.0, log_tail=lambda: (log.seek(0), log.read().decode()[-2000:])[1])
         yield PORTS
     finally:
         for process in processes:

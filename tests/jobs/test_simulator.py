@@ -2,6 +2,7 @@
 the jobs run beside it (as the beat would run them)."""
 
 import threading
+from contextlib import contextmanager
 
 import pytest
 from django.core.management import call_command
@@ -14,30 +15,38 @@ from config.jobs import job_run
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-def test_the_simulator_runs_a_fleet_through_the_api_for_a_while_with_no_error(live_server, capsys):
+@contextmanager
+def jobs_running(names, *, every: float):
+    """Run these jobs in a background thread, as the beat would, while the block runs. Yields the
+    list of exceptions a job raised (empty when all went well)."""
     stop = threading.Event()
     failures = []
 
     def beat():
         try:
             while not stop.is_set():
-                for name in ("agents_mark_overdue_stale", "pools_rebalance_all", "assignments_expire_idle"):
+                for name in names:
                     job_run(name)
-                stop.wait(0.5)
+                stop.wait(every)
         except Exception as exc:  # noqa: BLE001 — handed to the test
             failures.append(exc)
         finally:
             connections.close_all()
 
-    jobs = threading.Thread(target=beat, daemon=True)
-    jobs.start()
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
     try:
+        yield failures
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def test_the_simulator_runs_a_fleet_through_the_api_for_a_while_with_no_error(live_server, capsys):
+    with jobs_running(("agents_mark_overdue_stale", "pools_rebalance_all", "assignments_expire_idle"), every=0.5) as failures:
         # Raises CommandError if any request failed unexpectedly (5xx, unexpected 4xx, connection).
         call_command("simulate_agents", url=live_server.url, duration=8, tick=0.2, heartbeat_timeout=3,
                      crash_every=2, seed=7, agents=12, pools=3)
-    finally:
-        stop.set()
-        jobs.join(timeout=30)
 
     out = capsys.readouterr().out
     assert not failures, failures
@@ -56,25 +65,9 @@ def test_the_simulator_keeps_the_demo_fleet_alive_too(live_server, capsys):
     call_command("load_demo")
     for name in ("k8s-prod", "docker-eu"):  # short timeouts: unattended, these agents would go stale at once
         pool_update(name=name, actor=Actor.system("test"), heartbeat_timeout_seconds=2)
-    stop = threading.Event()
-
-    def stale_job():
-        try:
-            while not stop.is_set():
-                job_run("agents_mark_overdue_stale")
-                job_run("pools_rebalance_all")
-                stop.wait(0.3)
-        finally:
-            connections.close_all()
-
-    jobs = threading.Thread(target=stale_job, daemon=True)
-    jobs.start()
-    try:
+    with jobs_running(("agents_mark_overdue_stale", "pools_rebalance_all"), every=0.3):
         call_command("simulate_agents", url=live_server.url, duration=6, tick=0.2, heartbeat_timeout=3,
                      crash_every=0, seed=3, agents=3, pools=1)
-    finally:
-        stop.set()
-        jobs.join(timeout=30)
 
     out = capsys.readouterr().out
     assert "errors: 0" in out, out[-2000:]
