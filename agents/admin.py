@@ -1,9 +1,9 @@
 from django.contrib import admin
 
 from agents.models import Agent
-from agents.services import agent_drain, agent_mark_stale, agent_update
-from assignments.actors import Actor
-from assignments.admin import ServiceCheckedAdmin, apply_to_each
+from agents.services import agent_clean_fields, agent_drain, agent_mark_stale, agent_update
+from config.actors import Actor
+from config.admin import ServiceCheckedAdmin, apply_to_each
 
 _EDITABLE = ("agent_type", "capabilities", "services", "endpoints", "tags", "metadata", "version", "region",
              "capacity", "weight", "priority")
@@ -27,9 +27,7 @@ class AgentAdmin(ServiceCheckedAdmin):
         return False  # drain or deregister instead: their assignments must fail over first
 
     def check_fields(self, data, obj):
-        from agents.services import _clean_fields
-
-        _clean_fields({name: data[name] for name in _EDITABLE if name in data})
+        agent_clean_fields({name: data[name] for name in _EDITABLE if name in data})
 
     def save_model(self, request, obj, form, change):
         agent_update(agent_id=obj.agent_id, actor=Actor.for_user(request.user),

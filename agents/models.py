@@ -2,6 +2,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from config.transitions import StateMachine
+
 
 class Agent(models.Model):
     """A browser-automation worker. `agent_id` is the agent's own name for itself."""
@@ -71,16 +73,17 @@ class Agent(models.Model):
         return self.status in (self.Status.ACTIVE, self.Status.BUSY)
 
 
-# The one table of allowed agent status transitions.
+# The one table of allowed agent status transitions (config.transitions: every write asks it).
+# `inactive → active` and `draining → active` happen only by registering again (`agent_register`);
+# an agent's own status call refuses them (`agent_set_status`).
 _S = Agent.Status
-AGENT_TRANSITIONS: dict[str, frozenset[str]] = {
-    _S.ACTIVE: frozenset({_S.BUSY, _S.DRAINING, _S.STALE, _S.INACTIVE}),
-    _S.BUSY: frozenset({_S.ACTIVE, _S.DRAINING, _S.STALE, _S.INACTIVE}),
-    _S.DRAINING: frozenset({_S.STALE, _S.INACTIVE}),
-    _S.STALE: frozenset({_S.ACTIVE, _S.DRAINING, _S.INACTIVE}),
-    _S.INACTIVE: frozenset({_S.ACTIVE}),  # only by registering again
-}
-
-
-def agent_can_transition(from_status: str, to_status: str) -> bool:
-    return to_status in AGENT_TRANSITIONS.get(from_status, frozenset())
+AGENT_TRANSITIONS = StateMachine("agent", {
+    _S.ACTIVE: {_S.BUSY, _S.DRAINING, _S.STALE, _S.INACTIVE},
+    _S.BUSY: {_S.ACTIVE, _S.DRAINING, _S.STALE, _S.INACTIVE},
+    _S.DRAINING: {_S.ACTIVE, _S.STALE, _S.INACTIVE},
+    _S.STALE: {_S.ACTIVE, _S.DRAINING, _S.INACTIVE},
+    _S.INACTIVE: {_S.ACTIVE},
+})
+agent_can_transition = AGENT_TRANSITIONS.allows
+# Reached only by registering again.
+REGISTRATION_ONLY = frozenset({(_S.INACTIVE, _S.ACTIVE), (_S.DRAINING, _S.ACTIVE)})

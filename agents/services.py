@@ -1,19 +1,24 @@
-"""Every write to an Agent goes through here: one transaction each, with its event rows."""
+"""Every write to an Agent goes through here: one transaction each, with its event rows, each
+status change checked against `AGENT_TRANSITIONS` (registration included)."""
 
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.health import health_score
-from agents.models import Agent, agent_can_transition
-from assignments.actors import Actor, require_operator, require_self_or_operator
-from assignments.errors import Conflict, InvalidTransition, NotFound
+from agents.models import AGENT_TRANSITIONS, REGISTRATION_ONLY, Agent
+from assignments.alerts import ALERTS_ACTOR, alert_key_agent_stale, alert_raise, alert_resolve
 from assignments.events import event_record, recorded_transaction
-from assignments.locking import lock_one
-from assignments.models import Assignment, Event
-from assignments.validation import (
+from assignments.models import Alert, Assignment, Event
+from assignments.services import assignment_release
+from config.actors import Actor, require_operator, require_self_or_operator
+from config.errors import Conflict, InvalidTransition, NotFound
+from config.locks import lock_one, pool_lock_moves
+from config.tokens import token_new
+from config.validation import (
     clean_choice,
     clean_fields,
     clean_float,
@@ -24,8 +29,8 @@ from assignments.validation import (
     clean_string_list,
     clean_text,
 )
-from config.tokens import token_new
 from pools.models import AgentPool
+from pools.services import pool_fail_over, pool_rebalance
 
 # What an agent (or an operator) may set on an agent, with the check each value must pass.
 _WRITABLE_FIELDS = {
@@ -44,7 +49,7 @@ _WRITABLE_FIELDS = {
 }
 
 
-def _clean_fields(fields: dict) -> dict:
+def agent_clean_fields(fields: dict) -> dict:
     return clean_fields("agent", fields, _WRITABLE_FIELDS)
 
 
@@ -58,8 +63,6 @@ def _lock_agent(agent_id: str) -> Agent:
 def _lock_agent_for_moves(agent_id: str) -> Agent:
     """Lock an agent whose assignments are about to move: its pool's move lock first, then its row
     (the order every failover path keeps; see `config.locks.POOL_MOVES`)."""
-    from pools.services import pool_lock_moves
-
     pool_id = Agent.objects.filter(agent_id=agent_id).values_list("pool_id", flat=True).first()
     if pool_id is None:
         raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id})
@@ -67,20 +70,19 @@ def _lock_agent_for_moves(agent_id: str) -> Agent:
     return _lock_agent(agent_id)
 
 
+def _check_transition(agent: Agent, to_status: str) -> None:
+    """The one gate of the agent state machine: every write that changes an agent's status asks here."""
+    AGENT_TRANSITIONS.check(agent.status, to_status, subject=repr(agent.agent_id), details={"agent_id": agent.agent_id})
+
+
 def _set_status(agent: Agent, to_status: str, *, actor: Actor, event_type: str, data: dict | None = None) -> None:
-    if not agent_can_transition(agent.status, to_status):
-        raise InvalidTransition(
-            f"agent {agent.agent_id!r} cannot go from {agent.status} to {to_status}",
-            details={"agent_id": agent.agent_id, "from_status": agent.status, "to_status": to_status},
-        )
+    _check_transition(agent, to_status)
     from_status = agent.status
     agent.status = to_status
     agent.save(update_fields=["status"])
     event_record(event_type, actor=actor, agent=agent, from_status=from_status, to_status=to_status, data=data)
     if from_status == Agent.Status.STALE:
         # Revived, drained or gone: the stale condition is over either way.
-        from assignments.services import ALERTS_ACTOR, alert_key_agent_stale, alert_resolve
-
         alert_resolve(actor=ALERTS_ACTOR, dedup_key=alert_key_agent_stale(agent.agent_id),
                       reason=f"agent is {to_status}")
 
@@ -100,11 +102,9 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
     then gives waiting assignments of the pool to free agents.
     """
     agent_id = clean_identifier("agent_id", agent_id)
-    cleaned = _clean_fields(fields)
+    cleaned = agent_clean_fields(fields)
     token, hashed = token_new("agt")
     now = timezone.now()
-    from pools.services import pool_fail_over, pool_lock_moves
-
     with recorded_transaction():
         # Lock order: the pool's move lock before any agent row (a re-registration may fail over).
         pool_lock_moves(pool.pk)
@@ -133,6 +133,8 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
                     f"agent {agent_id!r} still holds live assignments in pool {agent.pool.name!r}",
                     details={"agent_id": agent_id, "pool": agent.pool.name},
                 )
+            if from_status != Agent.Status.ACTIVE:
+                _check_transition(agent, Agent.Status.ACTIVE)
             for name, value in cleaned.items():
                 setattr(agent, name, value)
             agent.pool = pool
@@ -140,10 +142,8 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
             agent.token_hash = hashed
             agent.last_heartbeat = now
             agent.health_score = health_score(agent.load_metrics)
-            agent.save()
+            agent.save(update_fields=[*cleaned, "pool", "status", "token_hash", "last_heartbeat", "health_score"])
             if from_status == Agent.Status.STALE:
-                from assignments.services import ALERTS_ACTOR, alert_key_agent_stale, alert_resolve
-
                 alert_resolve(actor=ALERTS_ACTOR, dedup_key=alert_key_agent_stale(agent_id), reason="agent registered again")
         event_record(
             Event.Type.AGENT_REGISTERED,
@@ -155,8 +155,6 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
         )
         if not created:
             pool_fail_over(agent=agent, actor=actor)
-    from pools.services import pool_rebalance
-
     pool_rebalance(pool=pool, actor=Actor.system("rebalance"))
     return agent, token
 
@@ -164,7 +162,7 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
 def agent_update(*, agent_id: str, actor: Actor, **fields) -> Agent:
     """Change an agent's descriptive fields (capacity, tags, weight...). Any state. Emits `agent.updated`."""
     require_operator(actor, "edit an agent")
-    cleaned = _clean_fields(fields)
+    cleaned = agent_clean_fields(fields)
     with recorded_transaction():
         agent = _lock_agent(agent_id)
         changed = {name: value for name, value in cleaned.items() if getattr(agent, name) != value}
@@ -247,13 +245,9 @@ def agent_heartbeat(
                     _alert_assignments_lost(agent, lost, actor=actor)
             dropped = [a for a, status in held.items() if a not in reported_set and status == Assignment.Status.RELEASING]
             if dropped:
-                from assignments.services import assignment_release
-
                 for assignment_id in dropped:
                     assignment_release(assignment_id=assignment_id, actor=actor)
     if revived:
-        from pools.services import pool_rebalance
-
         pool_rebalance(pool=agent.pool, actor=Actor.system("rebalance"))
     return result
 
@@ -264,9 +258,6 @@ def _alert_assignments_lost(agent: Agent, lost: list[Assignment], *, actor: Acto
     while it stays lost (its `last_activity` only moves when the agent reports it again). The
     assignment is left as it is: the reply's `assigned` tells the agent to pick it up again, and if
     it does not, the expiry sweep idles and then expires it."""
-    from assignments.models import Alert
-    from assignments.services import alert_raise
-
     keys = {a.pk: f"assignment_lost:{a.assignment_id}:{a.last_activity.isoformat()}" for a in lost}
     already = set(Alert.objects.filter(dedup_key__in=list(keys.values())).values_list("dedup_key", flat=True))
     fresh = [a.pk for a in lost if keys[a.pk] not in already]
@@ -293,10 +284,10 @@ def agent_set_status(*, agent_id: str, status: str, actor: Actor, load_metrics: 
     require_self_or_operator(actor, agent_id, "set the status")
     with recorded_transaction():
         agent = _lock_agent(agent_id)
-        if agent.status == Agent.Status.INACTIVE:
-            # inactive → active is for registration only: a drained agent stays out until it re-registers.
+        if (agent.status, status) in REGISTRATION_ONLY or agent.status == Agent.Status.INACTIVE:
+            # A drained or departed agent stays out until it registers again (agents/models.py).
             raise InvalidTransition(
-                f"agent {agent_id!r} is inactive; it must register again to take work",
+                f"agent {agent_id!r} is {agent.status}; it must register again to take work",
                 details={"agent_id": agent_id, "from_status": agent.status, "to_status": status},
             )
         if metrics is not None:
@@ -315,10 +306,6 @@ def agent_mark_stale(*, agent_id: str, actor: Actor, reason: str = "missed heart
     Emits `agent.stale`, the failover's events, then `alert.raised` (the agent's `agent_stale` alert).
     Leaving stale (heartbeat, drain, deregister) resolves that alert (`alert.resolved`)."""
     require_operator(actor, "mark an agent stale")
-    from django.conf import settings
-
-    from pools.services import pool_fail_over
-
     with recorded_transaction():
         agent = _lock_agent_for_moves(agent_id)
         if agent.status in (Agent.Status.STALE, Agent.Status.INACTIVE):
@@ -328,9 +315,6 @@ def agent_mark_stale(*, agent_id: str, actor: Actor, reason: str = "missed heart
         _set_status(agent, Agent.Status.STALE, actor=actor, event_type=Event.Type.AGENT_STALE,
                     data={"reason": reason, "last_heartbeat": agent.last_heartbeat.isoformat() if agent.last_heartbeat else None})
         pool_fail_over(agent=agent, actor=actor)
-        from assignments.models import Alert
-        from assignments.services import ALERTS_ACTOR, alert_key_agent_stale, alert_raise
-
         alert_raise(
             kind=Alert.Kind.AGENT_STALE,
             severity=Alert.Severity.WARNING,
@@ -349,8 +333,6 @@ def agent_drain(*, agent_id: str, actor: Actor) -> Agent:
     is inactive. Accepts active, busy, stale and draining agents; an inactive one is left alone.
     Emits `agent.status_changed` (to draining), the failover's events, then `agent.drained`."""
     require_operator(actor, "drain an agent")
-    from pools.services import pool_fail_over
-
     with recorded_transaction():
         agent = _lock_agent_for_moves(agent_id)
         if agent.status == Agent.Status.INACTIVE:
@@ -367,8 +349,6 @@ def agent_deregister(*, agent_id: str, actor: Actor) -> Agent:
     """The agent leaves: inactive, its token stops working, its assignments fail over.
     Any state (deregistering twice is not an error). Emits `agent.deregistered` and the failover's."""
     require_self_or_operator(actor, agent_id, "deregister")
-    from pools.services import pool_fail_over
-
     with recorded_transaction():
         agent = _lock_agent_for_moves(agent_id)
         if agent.status == Agent.Status.INACTIVE:
@@ -381,49 +361,3 @@ def agent_deregister(*, agent_id: str, actor: Actor) -> Agent:
         _set_status(agent, Agent.Status.INACTIVE, actor=actor, event_type=Event.Type.AGENT_DEREGISTERED)
         pool_fail_over(agent=agent, actor=actor)
     return agent
-
-
-# --- Background jobs (run by config/jobs.py on the beat) -------------------------------------------
-
-_MAY_GO_STALE = (Agent.Status.ACTIVE, Agent.Status.BUSY, Agent.Status.DRAINING)
-
-
-def _overdue_agents(now):
-    """Agents that may go stale and whose last heartbeat (or registration, if none) is older than
-    their pool's `heartbeat_timeout_seconds`."""
-    from django.db.models.functions import Coalesce
-
-    from config.jobs import older_than_pool_timeout
-
-    return older_than_pool_timeout(
-        Agent.objects.filter(status__in=_MAY_GO_STALE).annotate(_seen=Coalesce("last_heartbeat", "registered_at")),
-        since_field="_seen",
-        timeout_field="heartbeat_timeout_seconds",
-        now=now,
-    )
-
-
-def agents_mark_overdue_stale(*, actor: Actor, now=None, limit: int = 200) -> dict:
-    """The staleness sweep: every agent (at most `limit`) whose last heartbeat is older than its
-    pool's heartbeat timeout goes through `agent_mark_stale` (health drops, its assignments fail over
-    inside the pool). Idempotent; safe on several workers. Returns the counts."""
-    require_operator(actor, "sweep agents")
-    from pools.services import pool_lock_moves
-
-    now = now or timezone.now()
-    marked = []
-    # One indexed query ((status, last_heartbeat)) when there is nothing to do.
-    overdue = _overdue_agents(now)
-    due = list(overdue.order_by("_seen").values_list("pk", "pool_id", "agent_id")[:limit])
-    for pk, pool_id, agent_id in due:
-        with recorded_transaction():
-            # The pool's move lock first, then the agent row (the order every failover path keeps),
-            # and the overdue condition again under the row lock: an agent that heartbeated since
-            # the query above is left alone; one another worker marked already is no longer due.
-            pool_lock_moves(pool_id)
-            still_due = overdue.select_for_update(of=("self",)).filter(pk=pk, pool_id=pool_id).exists()
-            if not still_due:
-                continue
-            agent_mark_stale(agent_id=agent_id, actor=actor, reason="missed heartbeats")
-            marked.append(agent_id)
-    return {"marked_stale": len(marked)}

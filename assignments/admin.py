@@ -1,65 +1,14 @@
-from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 
-from assignments.actors import Actor
-from assignments.errors import TetherError
+from assignments.alerts import alert_acknowledge, alert_resolve
 from assignments.models import Alert, Assignment, Event, Profile
-from assignments.services import (
-    alert_acknowledge,
-    alert_resolve,
-    assignment_release,
-    profile_create,
-    profile_update,
-)
-
-
-def apply_to_each(modeladmin, request, ids, service, key: str, verb: str) -> None:
-    """Run an admin action's service once per selected row (each in its own transaction), and tell
-    the operator what was done and what was refused."""
-    actor = Actor.for_user(request.user)
-    done, failures = 0, []
-    for value in ids:
-        try:
-            service(**{key: value}, actor=actor)
-            done += 1
-        except TetherError as exc:
-            failures.append(f"{value}: {exc.message}")
-    if done:
-        modeladmin.message_user(request, f"{verb} {done}.", messages.SUCCESS)
-    for failure in failures:
-        modeladmin.message_user(request, failure, messages.ERROR)
-
+from assignments.services import assignment_release, profile_clean_fields, profile_create, profile_update
+from config.actors import Actor
+from config.admin import ServiceCheckedAdmin, apply_to_each
 
 _PROFILE_FIELDS = ("name", "pool", "tags", "region", "metadata", "enabled")
-
-
-class ServiceCheckedAdmin(admin.ModelAdmin):
-    """An admin whose `save_model` calls a service: the service's checks run in the form's `clean()`
-    too, so a value the service would refuse is shown on the form instead of failing the save."""
-
-    def check_fields(self, data: dict, obj) -> None:  # each admin says what its service checks
-        raise NotImplementedError
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        form = super().get_form(request, obj, change=change, **kwargs)
-        model_admin = self
-
-        class Checked(form):
-            def clean(self):
-                data = super().clean()
-                try:
-                    model_admin.check_fields(data, obj)
-                except TetherError as exc:
-                    fields = {name: msgs for name, msgs in exc.details.items() if name in self.fields}
-                    raise forms.ValidationError(
-                        {name: [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])] for name, msgs in fields.items()}
-                        if fields else exc.message
-                    ) from None
-                return data
-
-        return Checked
 
 
 @admin.register(Profile)
@@ -75,9 +24,7 @@ class ProfileAdmin(ServiceCheckedAdmin):
         return (*self.readonly_fields, "profile_id") if obj else self.readonly_fields
 
     def check_fields(self, data, obj):
-        from assignments.services import _clean_profile_fields
-
-        _clean_profile_fields({k: data[k] for k in _PROFILE_FIELDS if k in data})
+        profile_clean_fields({k: data[k] for k in _PROFILE_FIELDS if k in data})
 
     def save_model(self, request, obj, form, change):
         """Saves go through the services, so an admin edit leaves its event like any other change."""

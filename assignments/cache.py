@@ -19,6 +19,11 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Q
+
+from agents.models import Agent
+from assignments.models import Assignment, Profile
+from pools.models import AgentPool
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +70,6 @@ def snapshot(assignment) -> dict:
 
 def from_snapshot(data: dict):
     """An (unsaved, read-only) Assignment with its profile, pool and agent, built from a snapshot."""
-    from agents.models import Agent
-    from assignments.models import Assignment, Profile
-    from pools.models import AgentPool
-
     agent = Agent(pk=data["agent_pk"], agent_id=data["agent_id"]) if data["agent_pk"] else None
     assignment = Assignment(
         pk=data["pk"],
@@ -91,8 +92,6 @@ def from_snapshot(data: dict):
 
 
 def _live():
-    from assignments.models import Assignment
-
     return Assignment.objects.filter(status__in=Assignment.LIVE_STATUSES).select_related("profile", "pool", "agent")
 
 
@@ -115,8 +114,6 @@ def truth_for_agents(agent_ids) -> dict[str, dict]:
 def cache_refresh(*, profile_ids=(), agent_ids=()) -> None:
     """Store the database's current truth for these profiles and agents (one query for both: this
     runs after every commit that touches an assignment, so it is on the API's hot path)."""
-    from django.db.models import Q
-
     profile_ids, agent_ids = set(profile_ids), set(agent_ids)
     if not (profile_ids or agent_ids):
         return

@@ -12,16 +12,25 @@ locks, and it serialises only the commit tail. (SQLite serialises whole write tr
 
 Do not call several services inside one outer `transaction.atomic()` and then go on taking row
 locks: the event lock would then be held across them.
+
+After commit, each committed batch goes to the event consumers declared in settings
+(`TETHER_EVENT_CONSUMERS`, as NetBox's EVENTS_PIPELINE): the live-assignment cache, the publisher to
+live subscribers, the "room was freed: rebalance" trigger. That list is how a lower layer (this log)
+reaches higher ones (the dashboard, the pools) without importing them.
 """
 
+import logging
 import threading
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.utils.module_loading import import_string
 
 from assignments.models import Event
 from config import locks
 
+log = logging.getLogger(__name__)
 _local = threading.local()
 
 
@@ -72,13 +81,21 @@ def _flush(buffer: list[Event]) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [locks.EVENT_ORDER])
     events = Event.objects.bulk_create(buffer)
     payloads = [event_payload(event) for event in events]
+    transaction.on_commit(lambda: events_committed(payloads))
 
-    from assignments.cache import cache_refresh_for_events
-    from dashboard.publish import publish_events
 
-    # The cache first, so a subscriber that reads after hearing the event reads the new state.
-    transaction.on_commit(lambda: cache_refresh_for_events(payloads))
-    transaction.on_commit(lambda: publish_events(payloads))
+def events_committed(payloads: list[dict]) -> None:
+    """Hand one committed batch to every declared consumer, in the order declared (the cache before
+    the publisher, so a subscriber that reads after hearing an event reads the new state). Each
+    consumer is looked up when called (a test may replace one) and is best-effort: the change has
+    committed, so a failing consumer is logged and the others still run; each one has its own way
+    to catch up (reconciliation, a subscriber's replay from `since`, the rebalance sweep)."""
+    for path in settings.TETHER_EVENT_CONSUMERS:
+        try:
+            import_string(path)(payloads)
+        except Exception:  # noqa: BLE001 — see the docstring
+            log.warning("event consumer %s failed on events %s..%s", path, payloads[0]["seq"], payloads[-1]["seq"],
+                        exc_info=True)
 
 
 def event_record(

@@ -3,6 +3,8 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
+from config.transitions import StateMachine
+
 
 class Profile(models.Model):
     """A browser profile (the vendor's id) that at most one agent may drive at a time."""
@@ -31,6 +33,27 @@ class Profile(models.Model):
 
     def __str__(self):
         return self.profile_id
+
+
+def waiting_q(prefix: str = "") -> models.Q:
+    """The one definition of "waiting": a pending assignment with no agent — its agent was lost and
+    no agent of the pool had room (invariant 5), so it waits for one. `prefix` reaches it through a
+    relation (`"assignments__"` from a pool)."""
+    return models.Q(**{f"{prefix}status": "pending", f"{prefix}agent__isnull": True})
+
+
+def live_q(prefix: str = "") -> models.Q:
+    """Live: pending, active, idle or releasing (at most one per profile, invariant 1)."""
+    return models.Q(**{f"{prefix}status__in": ["pending", "active", "idle", "releasing"]})
+
+
+class AssignmentQuerySet(models.QuerySet):
+    def live(self):
+        return self.filter(live_q())
+
+    def waiting(self):
+        """Waiting for an agent (`waiting_q`)."""
+        return self.filter(waiting_q())
 
 
 class Assignment(models.Model):
@@ -73,6 +96,8 @@ class Assignment(models.Model):
     release_reason = models.CharField(max_length=32, choices=ReleaseReason.choices, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
 
+    objects = AssignmentQuerySet.as_manager()
+
     class Meta:
         ordering = ["-assigned_at"]
         indexes = [
@@ -114,22 +139,20 @@ class Assignment(models.Model):
         return self.status in self.LIVE_STATUSES
 
 
-# The one table of allowed assignment status transitions. Moving an assignment to another agent
-# (failover, rebalancing) is not a status transition of its own: it goes through these too.
+# The one table of allowed assignment status transitions (config.transitions: every write asks it).
+# Moving an assignment to another agent (failover, rebalancing) goes through it too: to `pending`
+# (waiting for an agent) or to `active` under the new agent — `active → active` is that move.
 _S = Assignment.Status
-ASSIGNMENT_TRANSITIONS: dict[str, frozenset[str]] = {
-    _S.PENDING: frozenset({_S.ACTIVE, _S.RELEASED, _S.FAILED, _S.EXPIRED}),
-    _S.ACTIVE: frozenset({_S.IDLE, _S.PENDING, _S.RELEASING, _S.RELEASED, _S.FAILED, _S.EXPIRED}),
-    _S.IDLE: frozenset({_S.ACTIVE, _S.PENDING, _S.RELEASING, _S.RELEASED, _S.FAILED, _S.EXPIRED}),
-    _S.RELEASING: frozenset({_S.RELEASED, _S.FAILED, _S.EXPIRED}),
-    _S.RELEASED: frozenset(),
-    _S.FAILED: frozenset(),
-    _S.EXPIRED: frozenset(),
-}
-
-
-def assignment_can_transition(from_status: str, to_status: str) -> bool:
-    return to_status in ASSIGNMENT_TRANSITIONS.get(from_status, frozenset())
+ASSIGNMENT_TRANSITIONS = StateMachine("assignment", {
+    _S.PENDING: {_S.ACTIVE, _S.RELEASED, _S.FAILED, _S.EXPIRED},
+    _S.ACTIVE: {_S.ACTIVE, _S.IDLE, _S.PENDING, _S.RELEASING, _S.RELEASED, _S.FAILED, _S.EXPIRED},
+    _S.IDLE: {_S.ACTIVE, _S.PENDING, _S.RELEASING, _S.RELEASED, _S.FAILED, _S.EXPIRED},
+    _S.RELEASING: {_S.RELEASED, _S.FAILED, _S.EXPIRED},
+    _S.RELEASED: set(),
+    _S.FAILED: set(),
+    _S.EXPIRED: set(),
+})
+assignment_can_transition = ASSIGNMENT_TRANSITIONS.allows
 
 
 class Event(models.Model):
@@ -374,3 +397,14 @@ class Alert(models.Model):
     @property
     def is_unresolved(self) -> bool:
         return self.status in self.UNRESOLVED_STATUSES
+
+
+# The one table of allowed alert transitions: an operator acknowledges an open alert; the condition
+# clearing (or an operator) resolves an open or acknowledged one. Resolved is final: the same
+# condition raised again is a new alert.
+_A = Alert.Status
+ALERT_TRANSITIONS = StateMachine("alert", {
+    _A.OPEN: {_A.ACKNOWLEDGED, _A.RESOLVED},
+    _A.ACKNOWLEDGED: {_A.RESOLVED},
+    _A.RESOLVED: set(),
+})

@@ -1,8 +1,13 @@
 """Reads of profiles, assignments and the event log. No writes here."""
 
-from django.db.models import Q, QuerySet
+from datetime import timedelta
 
-from assignments.models import Assignment, Event
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from assignments import cache
+from assignments.models import Alert, Assignment, Event, Profile
 
 # A `types` filter item ending in "." (or ".*") matches every type with that prefix.
 MAX_EVENT_PAGE = 1000
@@ -64,10 +69,6 @@ def assignment_live_for_profile(profile_id: str) -> Assignment | None:
 
     Inside a transaction it reads the database: the cache learns of a change only after commit, so
     a transaction must see its own writes (and its test-case wrapper never commits)."""
-    from django.db import connection
-
-    from assignments import cache
-
     if connection.in_atomic_block:
         return assignment_live_for_profile_from_db(profile_id)
     hit, data = cache.cached_for_profile(profile_id)
@@ -91,15 +92,11 @@ def assignment_list() -> QuerySet:
 
 
 def profile_list() -> QuerySet:
-    from assignments.models import Profile
-
     return Profile.objects.select_related("pool")
 
 
 def profile_assignment(profile_id: str) -> tuple[bool, Assignment | None]:
     """(whether the profile exists, its live assignment or None). One query when it is held."""
-    from assignments.models import Profile
-
     live = assignment_live_for_profile(profile_id)
     if live is not None:
         return True, live
@@ -114,10 +111,6 @@ def assignment_metrics(*, window_seconds: int, now=None) -> dict:
     """Totals over the last `window_seconds`: assignments made, how they ended, average duration,
     conflicts and their rate, per-profile utilization (share of the window the profile was held) and
     per-agent efficiency (share of its ended assignments that ended well). Three queries."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     S = Assignment.Status
     now = now or timezone.now()
     start = now - timedelta(seconds=window_seconds)
@@ -188,8 +181,6 @@ def assignment_metrics(*, window_seconds: int, now=None) -> dict:
 
 def alert_list(*, status: str | list[str] | None = None, pool: str | None = None, limit: int = 100) -> list:
     """Alerts, newest first; `status` "unresolved" means open or acknowledged."""
-    from assignments.models import Alert
-
     qs = Alert.objects.all()
     if status == "unresolved":
         qs = qs.filter(status__in=Alert.UNRESOLVED_STATUSES)

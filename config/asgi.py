@@ -13,7 +13,9 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from config.embedded_jobs import with_embedded_jobs  # noqa: E402
 from dashboard.auth import AllowedHostsOriginValidator, TokenAuthMiddleware  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 
@@ -23,10 +25,6 @@ websocket_application = AllowedHostsOriginValidator(
 
 application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
 
-from django.conf import settings  # noqa: E402
-
 if settings.TETHER_EMBEDDED_JOBS:
     # No broker (embedded mode): the beat's jobs run on this server's event loop (config/embedded_jobs.py).
-    from config.embedded_jobs import with_embedded_jobs  # noqa: E402
-
     application = with_embedded_jobs(application)

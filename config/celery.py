@@ -1,9 +1,11 @@
-"""The Celery app, and the one beat schedule (built from `config.jobs.JOBS`, intervals from the
+"""The Celery app, and the one beat schedule (built from `config.schedule.JOBS`, intervals from the
 TETHER_JOB_*_INTERVAL_SECONDS settings). The tasks are thin wrappers in each app's `tasks.py`."""
 
 import os
 
 from celery import Celery
+
+from config.schedule import beat_schedule
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -14,7 +16,5 @@ app.autodiscover_tasks()
 
 @app.on_after_configure.connect
 def _beat_schedule(sender, **kwargs):
-    # Read when the configuration is first used (Django settings are loaded by then, not at import).
-    from config.jobs import beat_schedule
-
+    # Built when the configuration is first used (Django settings are loaded by then, not at import).
     sender.conf.beat_schedule = beat_schedule()

@@ -18,6 +18,9 @@ import threading
 import time
 
 from asgiref.sync import sync_to_async
+from django.db import connections
+
+from config.jobs import JOBS, job_run
 
 log = logging.getLogger("tether.jobs")
 
@@ -30,10 +33,6 @@ idle.set()
 
 
 def _run(name: str) -> None:
-    from django.db import connections
-
-    from config.jobs import job_run
-
     idle.clear()
     try:
         job_run(name)
@@ -46,8 +45,6 @@ def _run(name: str) -> None:
 
 
 async def run_jobs_forever() -> None:
-    from config.jobs import JOBS
-
     log.info("embedded jobs: running %s in the web process", ", ".join(JOBS))
     next_due = dict.fromkeys(JOBS, 0.0)
     while True:

@@ -1,4 +1,13 @@
-"""Every PostgreSQL advisory lock key Tether takes, in one place, so that no two collide."""
+"""Every lock Tether takes beyond a plain row lock, in one place: the PostgreSQL advisory lock keys
+(so that no two collide), the pool-move lock, and row locks that return their related rows safely.
+
+Lock order, kept by every service so that concurrent calls cannot deadlock:
+a pool's move lock → agent rows (primary-key order) → profile rows (primary-key order) →
+assignment rows → alert rows → the event-order lock (taken last, by the commit tail of
+`assignments.events.recorded_transaction`).
+"""
+
+from django.db import connection
 
 # Held (transaction-scoped) while a transaction inserts its event rows, until it commits: events
 # therefore become visible to readers in `seq` order (invariant 4, see assignments/events.py).
@@ -21,10 +30,57 @@ def try_xact_lock(key: int) -> bool:
     """Take a one-key advisory lock until the current transaction ends, without waiting: False when
     another worker holds it (it is doing this job right now). SQLite has no advisory locks, but it
     serialises write transactions anyway, so there it is always True."""
-    from django.db import connection
-
     if connection.vendor != "postgresql":
         return True
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
         return bool(cursor.fetchone()[0])
+
+
+def pool_lock_moves(pool_id: int) -> None:
+    """Serialise the moves of one pool's assignments until commit (`POOL_MOVES`). Must be taken
+    before any agent row lock of that pool. Re-entrant within a transaction. (SQLite serialises
+    write transactions anyway.)"""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [POOL_MOVES, pool_id])
+
+
+# --- Row locks that return their related rows too, safely ------------------------------------------
+#
+# `select_for_update(of=("self",))` with `select_related` locks only the row itself in one query —
+# but under READ COMMITTED, when the query had to wait for the lock and the other transaction changed
+# a foreign key meanwhile, PostgreSQL re-checks the locked row's new version against the *old* joined
+# rows: a nullable join comes back NULL (an assignment placed on an agent reads as agent None) and an
+# inner join drops the row altogether (a profile whose pool changed reads as missing). Once the lock
+# is held, a plain read sees the committed row; so when the joined rows do not match the locked
+# row's foreign keys, or the row seems gone, it is read again — a second query only in that rare case.
+
+
+def _mismatched(obj, related) -> bool:
+    for name in related:
+        field = obj._meta.get_field(name)
+        fk_value = getattr(obj, field.attname)
+        loaded = obj._state.fields_cache.get(name)
+        if (fk_value is None) != (loaded is None) or (loaded is not None and loaded.pk != fk_value):
+            return True
+    return False
+
+
+def lock_one(model, *, related: tuple[str, ...] = (), **lookup):
+    """Lock the one row matching `lookup` until commit and return it with `related` loaded
+    (direct foreign keys only). Raises `model.DoesNotExist` when there is no such row."""
+    locking = model.objects.select_for_update(of=("self",))
+    try:
+        obj = locking.select_related(*related).get(**lookup)
+    except model.DoesNotExist:
+        if not related:
+            raise
+        # Gone, or dropped by the join re-check: lock the row alone to tell which.
+        pk = locking.filter(**lookup).values_list("pk", flat=True).first()
+        if pk is None:
+            raise
+        return model.objects.select_related(*related).get(pk=pk)
+    if related and _mismatched(obj, related):
+        return model.objects.select_related(*related).get(pk=obj.pk)
+    return obj

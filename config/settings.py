@@ -222,6 +222,14 @@ TETHER_EVENTS_POLL_SECONDS = env_float("TETHER_EVENTS_POLL_SECONDS", 2.0, minimu
 TETHER_EVENTS_REPLAY_PAGE = env_int("TETHER_EVENTS_REPLAY_PAGE", 500, minimum=1, maximum=1000)
 # How long a live event that overtook others waits for them before the gap is read from the log.
 TETHER_EVENTS_REORDER_WAIT_SECONDS = env_float("TETHER_EVENTS_REORDER_WAIT_SECONDS", 0.05, minimum=0.0, maximum=5.0)
+# The one declared list of what happens after a batch of events commits, in this order
+# (assignments/events.py calls each with the batch's payloads): how the event log, a low layer,
+# reaches the cache, the live subscribers and the pools without importing them.
+TETHER_EVENT_CONSUMERS = [
+    "assignments.cache.cache_refresh_for_events",  # first: a subscriber that hears an event reads the new state
+    "dashboard.publish.publish_events",  # to live subscribers (pages, agents) through the channel layer
+    "pools.services.pools_rebalance_freed",  # room freed on an agent: give it to work waiting in its pool
+]
 
 # --- Background jobs (Celery beat; see config/celery.py for the one schedule) ----------------------
 # How often each job runs. Expiry, staleness and rebalancing are one indexed query when there is

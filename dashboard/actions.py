@@ -17,10 +17,11 @@ from django.views.decorators.http import require_http_methods
 
 from agents.models import Agent
 from agents.services import agent_drain, agent_mark_stale
-from assignments.actors import Actor, user_is_operator
-from assignments.errors import TetherError
+from assignments.alerts import alert_acknowledge
 from assignments.models import Alert, Assignment
-from assignments.services import alert_acknowledge, assignment_release
+from assignments.services import assignment_release
+from config.actors import Actor, user_is_operator
+from config.errors import TetherError
 
 
 @dataclass

@@ -6,7 +6,7 @@ from django import forms
 
 from agents.models import Agent
 from assignments.models import Assignment
-from assignments.validation import IDENTIFIER_RE
+from config.validation import IDENTIFIER_RE
 from dashboard.selectors import ASSIGNMENT_SORTS
 
 MAX_PAGE = 10_000

@@ -16,8 +16,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from agents.models import Agent
-from assignments.actors import user_is_operator
 from assignments.selectors import alert_list
+from config.actors import user_is_operator
 from dashboard import forms, selectors
 
 

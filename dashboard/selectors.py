@@ -3,10 +3,10 @@
 lists page by `seq` (keyset), never by OFFSET/COUNT(*).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import BigIntegerField, Count, F, Max, Q, Subquery, Sum, Value
+from django.db.models import BigIntegerField, Count, F, Max, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -14,6 +14,7 @@ from agents.models import Agent
 from assignments.models import Assignment, Event, Profile
 from assignments.selectors import event_filter_q
 from pools.models import AgentPool
+from pools.selectors import PoolCounts, pool_counts
 
 LIVE = Assignment.LIVE_STATUSES
 HELD = Assignment.HELD_STATUSES
@@ -59,38 +60,29 @@ def overview(now: datetime | None = None) -> dict:
     now = now or timezone.now()
     hour_ago = now - timedelta(hours=1)
 
+    by_pool = pool_counts()
     by_status: dict[str, int] = {}
-    held_by_pool: dict[str, int] = {}
-    for pool_name, status, n in (
-        Assignment.objects.filter(status__in=LIVE).values_list("pool__name", "status").annotate(n=Count("id")).order_by()
-    ):
-        by_status[status] = by_status.get(status, 0) + n
-        if status in HELD:
-            held_by_pool[pool_name] = held_by_pool.get(pool_name, 0) + n
+    for counts in by_pool.values():
+        for status, n in counts.live_by_status.items():
+            by_status[status] = by_status.get(status, 0) + n
     assignment_counts = [(value, label, by_status.get(value, 0)) for value, label in Assignment.Status.choices if value in LIVE]
 
     statuses = [value for value, _ in Agent.Status.choices]
-    pools: dict[str, dict[str, int]] = {}
-    capacity: dict[str, int] = {}
     agent_totals = dict.fromkeys(statuses, 0)
-    for pool_name, status, n, cap in (
-        Agent.objects.values_list("pool__name", "status").annotate(n=Count("id"), cap=Sum("capacity")).order_by()
-    ):
-        pools.setdefault(pool_name, dict.fromkeys(statuses, 0))[status] = n
-        agent_totals[status] += n
-        if status in (Agent.Status.ACTIVE, Agent.Status.BUSY):
-            capacity[pool_name] = capacity.get(pool_name, 0) + (cap or 0)
-    agents_by_pool = [
-        {
-            "name": name,
-            "statuses": [(s, counts[s]) for s in statuses if counts[s]],
-            "total": sum(counts.values()),
-            "held": held_by_pool.get(name, 0),
-            "capacity": capacity.get(name, 0),
-            "used": (held_by_pool.get(name, 0) / capacity[name]) if capacity.get(name) else (1.0 if held_by_pool.get(name) else 0.0),
-        }
-        for name, counts in sorted(pools.items())
-    ]
+    agents_by_pool = []
+    for counts in sorted(by_pool.values(), key=lambda c: c.name):
+        if not counts.agents:
+            continue
+        for status in statuses:
+            agent_totals[status] += counts.agents_by_status.get(status, 0)
+        agents_by_pool.append({
+            "name": counts.name,
+            "statuses": [(s, counts.agents_by_status.get(s, 0)) for s in statuses if counts.agents_by_status.get(s)],
+            "total": counts.agents,
+            "held": counts.held,
+            "capacity": counts.capacity,
+            "used": counts.capacity_used_fraction,
+        })
 
     profiles = Profile.objects.aggregate(total=Count("id"), enabled=Count("id", filter=Q(enabled=True)))
     held = sum(by_status.get(s, 0) for s in HELD)
@@ -277,52 +269,14 @@ def agent_detail(agent_id: str) -> dict | None:
 @dataclass
 class PoolRow:
     pool: AgentPool
-    agents: int = 0
-    healthy: int = 0
-    by_status: dict = field(default_factory=dict)
-    capacity_total: int = 0
-    live: int = 0
-    held: int = 0
-    waiting: int = 0
-
-    @property
-    def capacity_used_fraction(self) -> float:
-        return self.held / self.capacity_total if self.capacity_total else 0.0
+    counts: PoolCounts
 
 
 def pool_rows() -> list[PoolRow]:
-    """Every pool with its agents, capacity and assignment counts (3 queries)."""
-    rows = {p.pk: PoolRow(pool=p) for p in AgentPool.objects.order_by("name")}
-    for pool_id, status, n, capacity, healthy in (
-        Agent.objects.values_list("pool_id", "status")
-        .annotate(n=Count("id"), capacity=Sum("capacity"),
-                  healthy=Count("id", filter=Q(health_score__gte=F("pool__min_health_score"))))
-        .order_by()
-    ):
-        row = rows.get(pool_id)
-        if row is None:
-            continue
-        row.agents += n
-        row.by_status[status] = n
-        if status in (Agent.Status.ACTIVE, Agent.Status.BUSY):
-            # Capacity counts the agents that may hold work; healthy ones are those that may get more.
-            row.capacity_total += capacity or 0
-        if status == Agent.Status.ACTIVE:
-            row.healthy += healthy
-    for pool_id, status, n, waiting in (
-        Assignment.objects.filter(status__in=LIVE)
-        .values_list("pool_id", "status")
-        .annotate(n=Count("id"), waiting=Count("id", filter=Q(agent__isnull=True)))
-        .order_by()
-    ):
-        row = rows.get(pool_id)
-        if row is None:
-            continue
-        row.live += n
-        if status in HELD:
-            row.held += n
-        row.waiting += waiting
-    return list(rows.values())
+    """Every pool with its counts (`pools.selectors.pool_counts`: 4 queries)."""
+    pools = list(AgentPool.objects.order_by("name"))
+    counts = pool_counts([p.pk for p in pools])
+    return [PoolRow(pool=p, counts=counts[p.pk]) for p in pools]
 
 
 # --- Profiles -------------------------------------------------------------------------------------

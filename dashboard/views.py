@@ -8,6 +8,8 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from config.jobs import job_status
+
 log = logging.getLogger(__name__)
 
 
@@ -59,8 +61,6 @@ def _beat():
     (no run for 3 intervals and 30 s: the beat or the workers stopped) or whose last run failed makes
     this check fail; jobs that never ran (a fresh install, before the first beat) are listed in
     `never_run` without failing it."""
-    from config.jobs import job_status
-
     jobs = job_status()
     never_run = sorted(name for name, job in jobs.items() if job["last_run"] is None)
     overdue = sorted(name for name, job in jobs.items() if job["overdue"] and job["last_run"] is not None)
@@ -82,8 +82,6 @@ def health(request):
     checks = {"database": _check(_database), "cache": _check(_cache), "channel_layer": _check(_channel_layer)}
     checks["beat"] = _check(_beat) if checks["database"]["ok"] else {"ok": False, "error": "database down"}
     if not checks["beat"]["ok"] and checks["database"]["ok"]:
-        from config.jobs import job_status
-
         try:
             checks["beat"]["jobs"] = job_status()
         except Exception:  # noqa: BLE001 — already reported as failing

@@ -1,14 +1,28 @@
 from django.contrib import admin, messages
-from django.db.models import Count, Q
+from django.contrib.admin.views.main import ChangeList
 
-from assignments.actors import Actor
-from assignments.admin import ServiceCheckedAdmin
-from assignments.models import Assignment
+from config.actors import Actor
+from config.admin import ServiceCheckedAdmin
 from pools.models import AgentPool
-from pools.services import pool_create, pool_update
+from pools.selectors import PoolCounts, pool_counts
+from pools.services import pool_check_name, pool_clean_fields, pool_create, pool_update
 
 _EDITABLE = ("platform", "region", "strategy", "heartbeat_timeout_seconds", "assignment_idle_timeout_seconds",
              "min_health_score")
+
+
+class _CountedChangeList(ChangeList):
+    """The page's pools with their counts attached (one `pool_counts` call per page)."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        counts = pool_counts([pool.pk for pool in self.result_list])
+        for pool in self.result_list:
+            pool.counts = counts.get(pool.pk, PoolCounts())
+
+
+def _counts(pool) -> PoolCounts:
+    return getattr(pool, "counts", None) or pool_counts([pool.pk]).get(pool.pk, PoolCounts())
 
 
 @admin.register(AgentPool)
@@ -20,35 +34,29 @@ class AgentPoolAdmin(ServiceCheckedAdmin):
     readonly_fields = ("created_at", "updated_at")
     actions = ("rotate_enrollment_token",)
 
-    def get_queryset(self, request):
-        live = Q(assignments__status__in=Assignment.LIVE_STATUSES)
-        return super().get_queryset(request).annotate(
-            _agents=Count("agents", distinct=True),
-            _live=Count("assignments", filter=live, distinct=True),
-            _waiting=Count("assignments", filter=Q(assignments__status="pending", assignments__agent__isnull=True), distinct=True),
-        )
+    def get_changelist(self, request, **kwargs):
+        return _CountedChangeList
 
-    @admin.display(ordering="_agents", description="agents")
+    # The counts of `pools.selectors.pool_counts`, the same the API and the dashboard show.
+    @admin.display(description="agents")
     def agent_count(self, obj):
-        return obj._agents
+        return _counts(obj).agents
 
-    @admin.display(ordering="_live", description="live assignments")
+    @admin.display(description="live assignments")
     def live_assignments(self, obj):
-        return obj._live
+        return _counts(obj).live
 
-    @admin.display(ordering="_waiting", description="waiting")
+    @admin.display(description="waiting")
     def waiting(self, obj):
-        return obj._waiting
+        return _counts(obj).waiting
 
     def get_readonly_fields(self, request, obj=None):
         return (*self.readonly_fields, "name") if obj else self.readonly_fields
 
     def check_fields(self, data, obj):
-        from pools.services import _check_pool_name, _clean_fields
-
         if obj is None and "name" in data:
-            _check_pool_name(data["name"])
-        _clean_fields({name: data[name] for name in _EDITABLE if name in data})
+            pool_check_name(data["name"])
+        pool_clean_fields({name: data[name] for name in _EDITABLE if name in data})
 
     def save_model(self, request, obj, form, change):
         actor = Actor.for_user(request.user)

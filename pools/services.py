@@ -1,19 +1,24 @@
-"""Every write to a pool, and the moves of assignments between a pool's agents (invariant 5)."""
+"""Every write to a pool, and the moves of assignments between a pool's agents (invariant 5).
+
+Each move is a status change of the assignment (to `active` under its new agent, or to `pending`
+with no agent) and asks the assignment table first (`assignment_check_transition`)."""
 
 from dataclasses import dataclass, field
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from agents.models import Agent
-from assignments.actors import Actor, require_operator
-from assignments.errors import Conflict, ValidationFailed
+from assignments.alerts import ALERTS_ACTOR, alert_key_pool_no_healthy_agent, alert_raise, alert_resolve
 from assignments.events import event_record, recorded_transaction
-from assignments.models import Assignment, Event, Profile
-from assignments.validation import clean_choice, clean_fields, clean_float, clean_identifier, clean_int, clean_text
-from config import locks
+from assignments.models import Alert, Assignment, Event, Profile
+from assignments.services import assignment_check_transition, assignment_release
+from config.actors import Actor, require_operator
+from config.errors import Conflict, ValidationFailed
+from config.locks import pool_lock_moves
 from config.tokens import token_new
+from config.validation import clean_choice, clean_fields, clean_float, clean_identifier, clean_int, clean_text
 from pools.balancing import Candidate, Work, plan_moves
 from pools.models import AgentPool
 
@@ -29,11 +34,11 @@ _WRITABLE_FIELDS = {
 }
 
 
-def _clean_fields(fields: dict) -> dict:
+def pool_clean_fields(fields: dict) -> dict:
     return clean_fields("pool", fields, _WRITABLE_FIELDS)
 
 
-def _check_pool_name(name) -> str:
+def pool_check_name(name) -> str:
     name = clean_identifier("name", name)
     if not all(ch.isalnum() or ch in "-_" for ch in name) or len(name) > 64:
         raise ValidationFailed("name must be a slug: letters, digits, - and _ (at most 64)", details={"name": ["not a slug"]})
@@ -43,8 +48,8 @@ def _check_pool_name(name) -> str:
 def pool_create(*, name: str, actor: Actor, **fields) -> tuple[AgentPool, str]:
     """Create a pool. Returns it with its enrollment token, which is shown this once. Emits `pool.created`."""
     require_operator(actor, "create a pool")
-    name = _check_pool_name(name)
-    cleaned = _clean_fields(fields)
+    name = pool_check_name(name)
+    cleaned = pool_clean_fields(fields)
     token, hashed = token_new("enr")
     with recorded_transaction():
         pool = AgentPool(name=name, enrollment_token_hash=hashed, **cleaned)
@@ -61,7 +66,7 @@ def pool_update(*, name: str, actor: Actor, rotate_enrollment_token: bool = Fals
     """Change a pool's settings, and optionally issue a new enrollment token (the old one stops
     working). Emits `pool.updated`."""
     require_operator(actor, "edit a pool")
-    cleaned = _clean_fields(fields)
+    cleaned = pool_clean_fields(fields)
     token = None
     with recorded_transaction():
         pool = AgentPool.objects.select_for_update().get(name=name)
@@ -82,14 +87,6 @@ def pool_update(*, name: str, actor: Actor, rotate_enrollment_token: bool = Fals
             data={"fields": sorted(changed), "enrollment_token_rotated": rotate_enrollment_token},
         )
     return pool, token
-
-
-def pool_lock_moves(pool_id: int) -> None:
-    """Serialise the moves of one pool's assignments until commit (see `config.locks.POOL_MOVES`).
-    Must be taken before any agent row lock of that pool. Re-entrant within a transaction."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [locks.POOL_MOVES, pool_id])
 
 
 @dataclass
@@ -155,6 +152,9 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
         assignment.profile = profile
         from_status = assignment.status
         from_agent = assignment.agent.agent_id if assignment.agent_id else None
+        assignment_check_transition(
+            assignment, Assignment.Status.ACTIVE if chosen is not None else Assignment.Status.PENDING
+        )
         if chosen is not None:
             assignment.agent = agents[chosen.key]
             assignment.status = Assignment.Status.ACTIVE
@@ -188,8 +188,6 @@ def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
     its pool chosen by the pool's strategy, or leave it pending with no agent until one is free.
     Assignments that were `releasing` are simply released. Emits `assignment.reassigned` for each
     move (new fencing token) and `assignment.released` for each release."""
-    from assignments.services import assignment_release
-
     moves = Moves()
     now = timezone.now()
     with recorded_transaction():
@@ -233,9 +231,6 @@ def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
 
 def _alert_waiting(pool: AgentPool, waiting: int, *, lost_agent_id: str) -> None:
     """Work is waiting with no agent to hold it: operators must add or revive agents of the pool."""
-    from assignments.models import Alert
-    from assignments.services import ALERTS_ACTOR, alert_key_pool_no_healthy_agent, alert_raise
-
     alert_raise(
         kind=Alert.Kind.POOL_NO_HEALTHY_AGENT,
         severity=Alert.Severity.CRITICAL,
@@ -248,37 +243,39 @@ def _alert_waiting(pool: AgentPool, waiting: int, *, lost_agent_id: str) -> None
 
 
 def _resolve_waiting_alert(pool: AgentPool) -> None:
-    from assignments.services import ALERTS_ACTOR, alert_key_pool_no_healthy_agent, alert_resolve
-
     alert_resolve(actor=ALERTS_ACTOR, dedup_key=alert_key_pool_no_healthy_agent(pool.name),
                   reason="no assignment of the pool is waiting for an agent any more")
 
 
 def pool_rebalance(*, pool: AgentPool, actor: Actor, limit: int = 100) -> Moves:
-    """Give assignments waiting for an agent (pending, no agent) to free, healthy agents of the pool,
-    oldest first, at most `limit` per call. Waiting ones claimed by a concurrent pass are skipped.
-    Emits `assignment.reassigned` for each one placed; when none waits any more, resolves the pool's
-    `pool_no_healthy_agent` alert (`alert.resolved`)."""
+    """Give assignments waiting for an agent (`Assignment.objects.waiting()`) to free, healthy agents
+    of the pool, oldest first, at most `limit` per call. Waiting ones claimed by a concurrent pass are
+    skipped. Emits `assignment.reassigned` for each one placed; when none waits any more, resolves
+    the pool's `pool_no_healthy_agent` alert (`alert.resolved`)."""
     moves = Moves()
     now = timezone.now()
     with recorded_transaction():
+        # The move lock before anything is read, even when nothing seems to wait: a failover raises
+        # the pool's "no healthy agent" alert under this lock in the transaction that leaves work
+        # waiting. Read without it, "nothing waits" could be from before that failover committed,
+        # and its fresh alert would be resolved while its work still waits.
+        pool_lock_moves(pool.pk)
         waiting_ids = list(
-            Assignment.objects.filter(pool=pool, status=Assignment.Status.PENDING, agent__isnull=True)
+            Assignment.objects.waiting().filter(pool=pool)
             .order_by("assigned_at", "pk")
             .values_list("pk", flat=True)[:limit]
         )
         if not waiting_ids:
             _resolve_waiting_alert(pool)
             return moves
-        pool_lock_moves(pool.pk)
         agents, counts = _lock_candidates(pool.pk)
         candidates = _candidates(agents, counts)
         if not any(c.has_room and c.health_score >= pool.min_health_score for c in candidates):
             return moves
         # SKIP LOCKED: another worker rebalancing the same pool takes the rows this one cannot.
         waiting = list(
-            Assignment.objects.select_for_update(of=("self",), skip_locked=True)
-            .filter(pk__in=waiting_ids, status=Assignment.Status.PENDING, agent__isnull=True)
+            Assignment.objects.waiting().select_for_update(of=("self",), skip_locked=True)
+            .filter(pk__in=waiting_ids)
             .select_related("profile", "pool")
             .order_by("assigned_at", "pk")
         )
@@ -295,52 +292,33 @@ def pool_rebalance(*, pool: AgentPool, actor: Actor, limit: int = 100) -> Moves:
         ]
         if plan:
             _apply_plan(plan, {a.pk: a for a in waiting}, agents, actor=actor, now=now, moves=moves)
-            if not Assignment.objects.filter(pool=pool, status=Assignment.Status.PENDING, agent__isnull=True).exists():
+            if not Assignment.objects.waiting().filter(pool=pool).exists():
                 _resolve_waiting_alert(pool)
     return moves
 
 
-# --- Background jobs (run by config/jobs.py on the beat) -------------------------------------------
+# Events after which an assignment no longer holds room on its agent.
+_FREEING_EVENTS = {Event.Type.ASSIGNMENT_RELEASED, Event.Type.ASSIGNMENT_EXPIRED}
 
 
-def _pool_has_room(pool: AgentPool) -> bool:
-    from django.db.models import F, Q
-
-    live = Count("assignments", filter=Q(assignments__status__in=Assignment.LIVE_STATUSES))
-    return (
-        Agent.objects.filter(pool=pool, status=Agent.Status.ACTIVE, health_score__gte=pool.min_health_score)
-        .annotate(live=live)
-        .filter(live__lt=F("capacity"))
-        .exists()
+def _frees_room(event: dict) -> bool:
+    if not event.get("agent_id") or not event.get("assignment_id"):
+        return False
+    return event["type"] in _FREEING_EVENTS or (
+        event["type"] == Event.Type.ASSIGNMENT_STATUS_CHANGED and event.get("to_status") == Assignment.Status.FAILED
     )
 
 
-def pools_rebalance_all(*, actor: Actor, now=None, limit: int = 200) -> dict:
-    """The rebalancing sweep: every pool with assignments waiting for an agent gets a
-    `pool_rebalance` pass (at most `limit` placed per pool); then any agent left `draining` is
-    drained to the end (`agent_drain`: its assignments move away, it becomes inactive with
-    `agent.drained`) — `agent_drain` normally does that at once, this only finishes an interrupted one.
-    Idempotent; safe on several workers (`pool_rebalance` takes the pool's move lock and skips
-    claimed rows). Returns the counts."""
-    require_operator(actor, "rebalance pools")
-    from agents.services import agent_drain
-
-    # One indexed query ((pool, status)) when nothing waits.
-    pool_ids = list(
-        Assignment.objects.filter(status=Assignment.Status.PENDING, agent__isnull=True)
-        .values_list("pool_id", flat=True)
-        .distinct()
-        .order_by()
+def pools_rebalance_freed(payloads: list[dict]) -> None:
+    """Event consumer (settings.TETHER_EVENT_CONSUMERS), after commit: an assignment that ended freed
+    room on its agent, so give that room to its pool's waiting assignments — only when there are any
+    (one indexed query per pool), so a release stays cheap. The release has committed; if this
+    fails, the rebalance sweep catches up."""
+    pool_names = sorted({event["pool"] for event in payloads if event.get("pool") and _frees_room(event)})
+    if not pool_names:
+        return
+    waiting = set(
+        Assignment.objects.waiting().filter(pool__name__in=pool_names).values_list("pool__name", flat=True).distinct()
     )
-    placed = 0
-    for pool in AgentPool.objects.filter(pk__in=pool_ids).order_by("pk"):
-        # Without locks first: a pool whose agents are all full (the usual state of a busy pool
-        # with a queue) costs one query, not a lock on every agent row; a release or registration
-        # rebalances it as soon as room appears, and the next sweep catches a room this read missed.
-        if _pool_has_room(pool):
-            placed += len(pool_rebalance(pool=pool, actor=actor, limit=limit).moved)
-    drained = 0
-    for agent_id in Agent.objects.filter(status=Agent.Status.DRAINING).values_list("agent_id", flat=True)[:limit]:
-        agent_drain(agent_id=agent_id, actor=actor)
-        drained += 1
-    return {"placed": placed, "pools": len(pool_ids), "drained": drained}
+    for pool in AgentPool.objects.filter(name__in=sorted(waiting)).order_by("pk"):
+        pool_rebalance(pool=pool, actor=Actor.system("rebalance"))

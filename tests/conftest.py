@@ -4,7 +4,7 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from assignments.actors import Actor
+from config.actors import Actor
 
 _SKIP_REASONS = {
     "postgres": "needs PostgreSQL (row locks and concurrent connections); none reachable at 127.0.0.1:5432 "

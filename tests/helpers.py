@@ -1,8 +1,8 @@
 """Scene-setting through the services, so every object a test starts from has its events."""
 
 from agents.services import agent_register
-from assignments.actors import Actor
 from assignments.services import profile_create
+from config.actors import Actor
 from pools.services import pool_create
 
 OPERATOR = Actor.system("test-operator")

@@ -18,13 +18,14 @@ from agents.api.serializers import (
 from agents.filters import AgentFilter
 from agents.models import Agent
 from assignments.api.serializers import AssignmentSerializer, StatusQuerySerializer
-from assignments.errors import ValidationFailed
 from assignments.models import Assignment
+from config.actors import Actor
 from config.api.authentication import credential_scope, request_actor
 from config.api.idempotency import idempotent
 from config.api.permissions import IsAuthenticated, IsOperator
 from config.api.schema import ENROLLMENT_TOKEN, IDEMPOTENCY_KEY
 from config.api.views import APIView, ListAPIView
+from config.errors import ValidationFailed
 from config.tokens import token_hash, token_matches
 from pools.models import AgentPool
 
@@ -58,8 +59,6 @@ def _enrollment(request, pool_name: str, agent_id: str):
             raise exceptions.PermissionDenied(
                 f"agent {agent_id!r} belongs to another pool; an operator may move it"
             )
-        from assignments.actors import Actor
-
         return pool, Actor.for_agent(agent_id)
     if not (request.user and request.user.is_authenticated):
         raise exceptions.NotAuthenticated(f"send the pool's enrollment token in {ENROLLMENT_HEADER}, or an operator's credential")

@@ -19,7 +19,6 @@ from assignments.api.serializers import (
     ProfileSerializer,
     ReleaseSerializer,
 )
-from assignments.errors import NotFound
 from assignments.events import event_payload
 from assignments.filters import AssignmentFilter, ProfileFilter
 from config.api.authentication import credential_scope, request_actor, request_agent
@@ -27,6 +26,7 @@ from config.api.idempotency import idempotent
 from config.api.permissions import IsAuthenticated, ReadAnyWriteOperator
 from config.api.schema import IDEMPOTENCY_KEY
 from config.api.views import APIView, ListAPIView
+from config.errors import NotFound
 
 # --- Profiles ------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import re
 
 from rest_framework import authentication, exceptions
 
-from assignments.actors import Actor
+from config.actors import Actor
 from config.auth import principal_for_token
 
 # Agent tokens (`agt_` + urlsafe base64) and DRF keys (hex) both fit; anything else cannot be a token

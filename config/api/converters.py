@@ -1,7 +1,7 @@
 """Path segments: only strings that can be ids reach a view; anything else (NUL bytes, odd unicode,
 over-long) is a 404 from the URL resolver, before any query."""
 
-# The same alphabet as assignments.validation.IDENTIFIER_RE.
+# The same alphabet as config.validation.IDENTIFIER_RE.
 IDENTIFIER = r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}"
 UUID = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 

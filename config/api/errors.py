@@ -16,7 +16,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
-from assignments.errors import TetherError
+from config.errors import TetherError
 
 log = logging.getLogger("tether.api")
 

@@ -6,8 +6,10 @@ from pools.models import AgentPool
 class PoolCountsSerializer(serializers.Serializer):
     agents = serializers.IntegerField()
     agents_by_status = serializers.DictField(child=serializers.IntegerField())
-    live_assignments = serializers.IntegerField()
-    waiting_assignments = serializers.IntegerField(help_text="live assignments waiting for an agent")
+    live_assignments = serializers.IntegerField(source="live", help_text="pending, active, idle or releasing")
+    waiting_assignments = serializers.IntegerField(
+        source="waiting", help_text="live assignments waiting for an agent (pending, with no agent)"
+    )
     profiles = serializers.IntegerField()
 
 

@@ -9,9 +9,9 @@ from agents.services import (
     agent_register,
     agent_set_status,
 )
-from assignments import errors
 from assignments.models import Assignment, Event
 from assignments.services import assignment_create, assignment_release
+from config import errors
 from config.auth import principal_for_token
 from tests.helpers import OPERATOR, as_agent, make_agent, make_pool, make_profile
 
@@ -97,7 +97,7 @@ def test_heartbeat_tells_the_agent_what_to_drop_and_what_to_pick_up():
 def test_a_releasing_assignment_the_agent_no_longer_reports_is_released():
     from django.contrib.auth.models import User
 
-    from assignments.actors import Actor
+    from config.actors import Actor
 
     pool = make_pool()
     make_agent(pool, "a1")

@@ -8,8 +8,8 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from agents.services import agent_register
-from assignments.actors import OPERATORS_GROUP, Actor
 from assignments.services import profile_create
+from config.actors import OPERATORS_GROUP, Actor
 from pools.services import pool_create
 
 SYSTEM = Actor.system("test-setup")

@@ -1,7 +1,9 @@
 """Registration, heartbeats, discovery, and the read endpoints' shapes: pagination, filters, events, metrics."""
 
+from agents.models import Agent
 from assignments.models import Event
-from tests.api.conftest import assert_error
+from pools.services import pool_update
+from tests.api.conftest import SYSTEM, assert_error
 
 
 def test_register_with_enrollment_token_returns_the_token_once(api, pool, enrollment_token):
@@ -193,3 +195,28 @@ def test_throttled_requests_get_429_with_retry_after(api, make_agent, monkeypatc
     error = assert_error(response, 429, "throttled")
     assert response["Retry-After"] == "30"
     assert error["details"]["retry_after"] == 30
+
+
+def test_rotating_the_enrollment_token_revokes_the_old_one(api, pool, enrollment_token):
+    """An operator issues a new enrollment token (admin action, `pool_update`): the old one stops
+    registering agents at once, the new one works, and agents already registered keep their own tokens."""
+    first = api.post("/api/agents/register", {"agent_id": "before", "pool": pool.name},
+                     headers={"X-Enrollment-Token": enrollment_token})
+    assert first.status_code == 201
+    _, new_token = pool_update(name=pool.name, actor=SYSTEM, rotate_enrollment_token=True)
+    assert new_token and new_token != enrollment_token
+
+    refused = api.post("/api/agents/register", {"agent_id": "after-old", "pool": pool.name},
+                       headers={"X-Enrollment-Token": enrollment_token})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "forbidden"
+    assert not Agent.objects.filter(agent_id="after-old").exists()
+    # The old token cannot re-key an agent it registered either.
+    again = api.post("/api/agents/register", {"agent_id": "before", "pool": pool.name},
+                     headers={"X-Enrollment-Token": enrollment_token})
+    assert again.status_code == 403
+
+    accepted = api.post("/api/agents/register", {"agent_id": "after-new", "pool": pool.name},
+                        headers={"X-Enrollment-Token": new_token})
+    assert accepted.status_code == 201
+    assert api.get("/api/agents/before", token=first.json()["token"]).status_code == 200

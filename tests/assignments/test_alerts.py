@@ -3,16 +3,11 @@
 import pytest
 
 from agents.services import agent_heartbeat, agent_mark_stale
-from assignments.actors import Actor
-from assignments.errors import Forbidden, ProfileTaken
+from assignments.alerts import CONFLICT_BURST_COUNT, alert_acknowledge, alert_raise, alert_resolve
 from assignments.models import Alert, Event
-from assignments.services import (
-    CONFLICT_BURST_COUNT,
-    alert_acknowledge,
-    alert_raise,
-    alert_resolve,
-    assignment_create,
-)
+from assignments.services import assignment_create
+from config.actors import Actor
+from config.errors import Forbidden, ProfileTaken
 from pools.services import pool_rebalance
 from tests.factories import AgentFactory, PoolFactory, ProfileFactory
 
@@ -108,7 +103,7 @@ def test_operator_acknowledges_an_alert_and_an_agent_may_not(operator_actor):
 
 
 def test_acknowledging_an_unknown_alert_is_not_found(operator_actor):
-    from assignments.errors import NotFound
+    from config.errors import NotFound
 
     with pytest.raises(NotFound):
         alert_acknowledge(alert_id="not-a-uuid", actor=operator_actor)

@@ -7,7 +7,6 @@ from django.db import transaction
 
 from agents.models import Agent
 from agents.services import agent_heartbeat
-from assignments import errors
 from assignments.events import event_record, recorded_transaction
 from assignments.models import Assignment, Event, Profile
 from assignments.services import (
@@ -18,6 +17,7 @@ from assignments.services import (
     assignment_update,
     profile_update,
 )
+from config import errors
 from tests.helpers import OPERATOR, as_agent, make_agent, make_pool, make_profile
 
 pytestmark = pytest.mark.django_db
@@ -211,7 +211,7 @@ def test_a_take_that_slips_past_the_holder_check_is_still_refused_as_a_conflict(
 def test_an_agent_confirming_an_operators_release_keeps_the_force_released_reason(scene):
     from django.contrib.auth.models import User
 
-    from assignments.actors import Actor
+    from config.actors import Actor
 
     held = assignment_create(profile_id="p1", agent_id="a1", actor=as_agent("a1"))
     assignment_release(assignment_id=held.assignment_id, actor=Actor.for_user(User.objects.create_user("op", is_staff=True)))

@@ -1,9 +1,9 @@
 import pytest
 
 from agents.services import agent_deregister, agent_mark_stale
-from assignments.errors import StaleFencingToken
 from assignments.models import Assignment, Profile
 from assignments.services import assignment_create, assignment_release, assignment_update
+from config.errors import StaleFencingToken
 from pools.services import pool_rebalance
 from tests.helpers import OPERATOR, as_agent, make_agent, make_pool, make_profile
 

@@ -1,5 +1,5 @@
 """A service that waited for a row lock must act on the row as committed, related rows included
-(see assignments/locking.py): under READ COMMITTED a lock query's joins can come back stale."""
+(see config/locks.py): under READ COMMITTED a lock query's joins can come back stale."""
 
 import threading
 import time
@@ -9,9 +9,9 @@ from django.db import connections, transaction
 
 from agents.models import Agent
 from agents.services import agent_heartbeat
-from assignments import errors
 from assignments.models import Assignment, Profile
 from assignments.services import assignment_create, assignment_release, assignment_update
+from config import errors
 from tests.helpers import as_agent, make_agent, make_pool, make_profile
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]

@@ -2,9 +2,9 @@
 
 import pytest
 
-from assignments.errors import ProfileTaken
 from assignments.models import Assignment, Event
 from assignments.services import assignment_create
+from config.errors import ProfileTaken
 from tests.helpers import as_agent, make_agent, make_pool, make_profile
 
 THREADS = 32

@@ -3,10 +3,17 @@ import itertools
 import pytest
 
 from agents.models import AGENT_TRANSITIONS, Agent, agent_can_transition
-from assignments.errors import InvalidTransition
 from assignments.events import recorded_transaction
-from assignments.models import ASSIGNMENT_TRANSITIONS, Assignment, Event, assignment_can_transition
+from assignments.models import (
+    ALERT_TRANSITIONS,
+    ASSIGNMENT_TRANSITIONS,
+    Alert,
+    Assignment,
+    Event,
+    assignment_can_transition,
+)
 from assignments.services import _transition, assignment_create
+from config.errors import InvalidTransition
 from tests.helpers import OPERATOR, as_agent, make_agent, make_pool, make_profile
 
 S = Assignment.Status
@@ -14,6 +21,7 @@ S = Assignment.Status
 # Written out independently of the model's table, so that a change to either shows up here.
 EXPECTED_ASSIGNMENT = {
     ("pending", "active"), ("pending", "released"), ("pending", "failed"), ("pending", "expired"),
+    ("active", "active"),  # moved to another agent by failover or rebalancing
     ("active", "idle"), ("active", "pending"), ("active", "releasing"), ("active", "released"),
     ("active", "failed"), ("active", "expired"),
     ("idle", "active"), ("idle", "pending"), ("idle", "releasing"), ("idle", "released"),
@@ -69,13 +77,21 @@ def test_every_transition_through_the_one_gate(live_assignment, from_status, to_
 EXPECTED_AGENT = {
     ("active", "busy"), ("active", "draining"), ("active", "stale"), ("active", "inactive"),
     ("busy", "active"), ("busy", "draining"), ("busy", "stale"), ("busy", "inactive"),
+    ("draining", "active"),  # by registering again only
     ("draining", "stale"), ("draining", "inactive"),
     ("stale", "active"), ("stale", "draining"), ("stale", "inactive"),
-    ("inactive", "active"),
+    ("inactive", "active"),  # by registering again only
 }
+EXPECTED_ALERT = {("open", "acknowledged"), ("open", "resolved"), ("acknowledged", "resolved")}
 
 
 @pytest.mark.parametrize(("from_status", "to_status"), list(itertools.product(Agent.Status.values, Agent.Status.values)))
 def test_agent_transition_table(from_status, to_status):
     assert agent_can_transition(from_status, to_status) == ((from_status, to_status) in EXPECTED_AGENT)
     assert set(AGENT_TRANSITIONS) == set(Agent.Status.values)
+
+
+@pytest.mark.parametrize(("from_status", "to_status"), list(itertools.product(Alert.Status.values, Alert.Status.values)))
+def test_alert_transition_table(from_status, to_status):
+    assert ALERT_TRANSITIONS.allows(from_status, to_status) == ((from_status, to_status) in EXPECTED_ALERT)
+    assert set(ALERT_TRANSITIONS) == set(Alert.Status.values)

@@ -52,8 +52,8 @@ def writer_main(args) -> None:
     from collections import deque
 
     import dashboard.publish
-    from assignments.actors import Actor
     from assignments.services import assignment_create, assignment_release
+    from config.actors import Actor
 
     commits = []
     real_publish = dashboard.publish.publish_events

@@ -25,22 +25,20 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 def demo_data(password: str) -> None:
     from django.contrib.auth.models import Group, User
+    from django.core.management import call_command
 
     from agents.services import agent_heartbeat, agent_mark_stale, agent_register
-    from assignments.actors import OPERATORS_GROUP, Actor
-    from assignments.errors import TetherError
+    from assignments.alerts import alert_raise
     from assignments.services import (
-        alert_raise,
         assignment_create,
         assignment_release,
         assignment_update,
         profile_create,
     )
-    from pools.services import pool_create
-
-    from django.core.management import call_command
-
+    from config.actors import OPERATORS_GROUP, Actor
+    from config.errors import TetherError
     from pools.models import AgentPool
+    from pools.services import pool_create
 
     call_command("load_demo")
     rng = random.Random(7)

@@ -11,8 +11,8 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from agents.services import agent_register
-from assignments.actors import OPERATORS_GROUP, Actor
 from assignments.services import profile_create
+from config.actors import OPERATORS_GROUP, Actor
 from pools.services import pool_create
 
 pytestmark = [pytest.mark.postgres]

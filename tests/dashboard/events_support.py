@@ -9,9 +9,9 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from assignments.actors import Actor
 from assignments.models import Event
 from assignments.services import profile_create
+from config.actors import Actor
 
 OPERATOR = Actor.system("test-operator")
 

@@ -22,8 +22,8 @@ def _actions(scene):
 
 
 def _alert():
+    from assignments.alerts import alert_raise
     from assignments.models import Alert
-    from assignments.services import alert_raise
     from tests.dashboard.conftest import OPERATOR
 
     alert, _ = alert_raise(kind=Alert.Kind.CONFLICT_BURST, actor=OPERATOR, message="prof-0-0 refused 5 times",
@@ -147,7 +147,7 @@ def test_actions_refuse_other_methods(operator_client, scene):
 
 
 def test_a_refusal_from_the_service_is_shown_with_its_status_and_changes_nothing(operator_client, scene, monkeypatch):
-    from assignments.errors import InvalidTransition
+    from config.errors import InvalidTransition
     from dashboard import actions
 
     def refuse(**kwargs):

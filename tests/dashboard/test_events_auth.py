@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
 from agents.services import agent_deregister
-from assignments.actors import Actor
+from config.actors import Actor
 from dashboard.consumers import CLOSE_BAD_REQUEST, CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED
 from tests.dashboard.events_support import (
     amake_profiles,

@@ -4,6 +4,7 @@ one process reaches subscribers connected to either instance, over real WebSocke
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,8 @@ import websockets
 from channels.db import database_sync_to_async
 from django.db import connection
 
+from config.actors import Actor
+from pools.services import pool_create
 from tests.dashboard.events_support import amake_profiles, last_seq
 from tests.factories import AgentFactory, PoolFactory
 from tests.net import free_port, wait_for_port
@@ -122,9 +125,23 @@ async def test_an_operators_change_through_one_instance_reaches_a_subscriber_on_
 
 
 async def test_real_server_refuses_a_bad_token_with_4401(two_instances):
-    async with websockets.connect(f"ws://127.0.0.1:{two_instances[0]}/assignments/events?token=agt_bad") as ws:
+    """Refused before anything is sent: not one event reaches a bad token, and the refusal itself
+    changes nothing (no event is written for it)."""
+    await database_sync_to_async(_one_event)()  # something in the log that a leaky replay would send
+    before = await database_sync_to_async(last_seq)()
+    assert before > 0
+    received = []
+    async with websockets.connect(f"ws://127.0.0.1:{two_instances[0]}/assignments/events?token=agt_bad&since=0") as ws:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             while True:
-                await asyncio.wait_for(ws.recv(), 5)
+                received.append(await asyncio.wait_for(ws.recv(), 5))
     assert closed.value.rcvd.code == 4401
-    assert await database_sync_to_async(last_seq)() >= 0
+    # One message, the refusal itself (then the close): no event.
+    assert [json.loads(m) for m in received] == [
+        {"type": "error", "error": {"code": "not_authenticated", "message": "the API token is not valid"}}
+    ]
+    assert await database_sync_to_async(last_seq)() == before
+
+
+def _one_event():
+    pool_create(name=f"refusal-{secrets.token_hex(3)}", actor=Actor.system("test"))

@@ -12,11 +12,11 @@ from channels.testing import WebsocketCommunicator
 
 import dashboard.publish
 from agents.services import agent_mark_stale
-from assignments.actors import Actor
-from assignments.errors import NotFound
 from assignments.events import event_payload, event_record, recorded_transaction
 from assignments.models import Event
 from assignments.services import assignment_create, assignment_release
+from config.actors import Actor
+from config.errors import NotFound
 from dashboard.consumers import CLOSE_RESYNC
 from dashboard.publish import EVENTS_GROUP
 from tests.dashboard.events_support import (
@@ -249,7 +249,14 @@ async def test_slow_subscriber_is_told_to_resync_and_closed_without_delaying_oth
     fast = await ws_connect(headers=headers)
 
     loop = asyncio.get_running_loop()
-    made = await amake_profiles("burst", 100)
+    # Paced (5 changes, then a breath of the loop): one burst of 100 committed at once can overrun
+    # even a prompt reader's buffer of 20 before its send loop runs — that reader would rightly be
+    # told to resync too. Paced, a prompt reader keeps up, and the slow one (5 messages a second)
+    # still falls 20 behind within the first second.
+    made = []
+    for batch in range(20):
+        made += await amake_profiles(f"burst{batch}-", 5)
+        await asyncio.sleep(0.02)
     fast_events = await receive_events(fast, 100, timeout=5)  # 100 × 0.2 s = 20 s if it waited on the slow one
     took = loop.time()
     assert _seqs(fast_events) == made

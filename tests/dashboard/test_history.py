@@ -8,9 +8,9 @@ import pytest
 from django.utils import timezone
 
 from agents.services import agent_drain
-from assignments.actors import Actor
 from assignments.models import Event
 from assignments.services import assignment_create, assignment_release
+from config.actors import Actor
 from dashboard import selectors
 from tests.dashboard.conftest import OPERATOR, make_scene
 

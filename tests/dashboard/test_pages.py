@@ -5,9 +5,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from agents.services import agent_heartbeat
-from assignments.actors import Actor
 from assignments.models import Assignment
 from assignments.services import assignment_create, assignment_release
+from config.actors import Actor
 from tests.dashboard.conftest import OPERATOR, make_scene
 
 pytestmark = pytest.mark.django_db
@@ -109,7 +109,7 @@ def test_overview_counts_live_assignments_agents_and_utilization(viewer_client, 
 
 def test_overview_reports_conflict_rate_and_stale_agent(viewer_client, scene):
     from agents.services import agent_mark_stale
-    from assignments.errors import Conflict
+    from config.errors import Conflict
 
     with pytest.raises(Conflict):
         assignment_create(profile_id="prof-0-0", agent_id="agent-0-1", actor=OPERATOR)
@@ -213,13 +213,15 @@ def test_pools_page_counts_capacity_live_and_waiting(viewer_client, scene):
         agent_drain(agent_id=agent.agent_id, actor=OPERATOR)
     row = viewer_client.get("/pools/").context["rows"][0]
     assert row.pool.name == "pool-0"
-    assert row.agents == 2 and row.healthy == 0 and row.capacity_total == 0
-    assert row.live == 2 and row.waiting == 2 and row.held == 0
+    counts = row.counts  # pools.selectors.pool_counts: the same numbers as the API and the admin
+    assert counts.agents == 2 and counts.healthy == 0 and counts.capacity == 0
+    assert counts.live == 2 and counts.waiting == 2 and counts.held == 0
 
 
 def test_pools_page_capacity_of_healthy_pool(viewer_client, scene):
     row = viewer_client.get("/pools/").context["rows"][0]
-    assert (row.agents, row.healthy, row.capacity_total, row.held, row.live, row.waiting) == (2, 2, 20, 2, 2, 0)
+    counts = row.counts
+    assert (counts.agents, counts.healthy, counts.capacity, counts.held, counts.live, counts.waiting) == (2, 2, 20, 2, 2, 0)
 
 
 def test_profiles_page_shows_holder_and_state_filters(viewer_client, scene):

@@ -4,9 +4,9 @@ import pytest
 from django.utils import timezone
 
 from agents.models import Agent
-from assignments.actors import Actor
 from assignments.models import Assignment
 from assignments.services import assignment_create
+from config.actors import Actor
 from tests.factories import AgentFactory, PoolFactory, ProfileFactory
 
 

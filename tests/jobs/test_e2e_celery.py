@@ -14,9 +14,9 @@ from django.conf import settings
 from django.db import connections
 
 from agents.services import agent_heartbeat, agent_register
-from assignments.actors import Actor
 from assignments.models import Assignment, JobRun
 from assignments.services import assignment_create
+from config.actors import Actor
 from tests.factories import PoolFactory, ProfileFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]

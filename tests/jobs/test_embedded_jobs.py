@@ -11,9 +11,9 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
 from agents.models import Agent
-from assignments.actors import Actor
 from assignments.services import assignment_create
 from config import embedded_jobs
+from config.actors import Actor
 from tests.factories import AgentFactory, PoolFactory, ProfileFactory
 from tests.jobs.conftest import ago
 

@@ -3,9 +3,10 @@
 import pytest
 from django.test import override_settings
 
+from assignments.jobs import assignments_expire_idle
 from assignments.models import Assignment, Event
-from assignments.services import assignment_release, assignments_expire_idle
-from assignments.actors import Actor
+from assignments.services import assignment_release
+from config.actors import Actor
 from tests.jobs.conftest import ago, refresh, set_scene
 
 S = Assignment.Status

@@ -2,12 +2,12 @@
 
 import pytest
 
+from agents.jobs import agents_mark_overdue_stale
 from agents.models import Agent
-from agents.services import agents_mark_overdue_stale
-from assignments.actors import Actor
 from assignments.models import Assignment, Event
 from assignments.services import assignment_release
-from pools.services import pools_rebalance_all
+from config.actors import Actor
+from pools.jobs import pools_rebalance_all
 from tests.factories import AgentFactory, ProfileFactory
 from tests.jobs.conftest import ago, refresh, set_scene
 

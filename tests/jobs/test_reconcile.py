@@ -7,10 +7,11 @@ from django.test import override_settings
 
 from agents.services import agent_heartbeat
 from assignments import cache as live_cache
-from assignments.actors import Actor
+from assignments.jobs import assignments_reconcile_cache
 from assignments.models import Alert, Event
 from assignments.selectors import assignment_live_for_profile
-from assignments.services import assignment_release, assignments_reconcile_cache
+from assignments.services import assignment_release
+from config.actors import Actor
 from tests.jobs.conftest import ago, set_scene, start_redis, stop_redis
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -170,8 +171,8 @@ def test_a_heartbeat_that_stops_reporting_a_held_assignment_raises_one_alert(fle
 
 
 def test_an_assignment_just_handed_over_is_not_an_alert_before_the_agent_was_told(fleet, job_actor):
+    from agents.jobs import agents_mark_overdue_stale
     from agents.models import Agent
-    from agents.services import agents_mark_overdue_stale
 
     held = fleet.take(fleet.profiles[0], fleet.a)
     agent_heartbeat(agent_id="agent-b", actor=Actor.for_agent("agent-b"), reported=[])

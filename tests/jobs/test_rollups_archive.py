@@ -6,15 +6,11 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from assignments.actors import Actor
-from assignments.errors import ProfileTaken
+from assignments.jobs import events_archive_old, usage_rollup_recent
 from assignments.models import Assignment, Event, EventArchive, UsageRollup
-from assignments.services import (
-    assignment_fail,
-    assignment_release,
-    events_archive_old,
-    usage_rollup_recent,
-)
+from assignments.services import assignment_fail, assignment_release
+from config.actors import Actor
+from config.errors import ProfileTaken
 from tests.jobs.conftest import set_scene
 
 
@@ -107,9 +103,9 @@ def test_concurrent_rollups_leave_one_row_per_key_and_hour(fleet, job_actor, run
 
 @override_settings(TETHER_ROLLUP_HOURS_BACK=0)
 def test_rollup_splits_busy_time_between_the_agents_a_failover_moved_it_to_and_not_while_it_waited(fleet, job_actor):
+    from agents.jobs import agents_mark_overdue_stale
     from agents.models import Agent
-    from agents.services import agents_mark_overdue_stale
-    from pools.services import pools_rebalance_all
+    from pools.jobs import pools_rebalance_all
     from tests.factories import AgentFactory
     from tests.jobs.conftest import ago
 

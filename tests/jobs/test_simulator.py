@@ -59,7 +59,7 @@ def test_the_simulator_runs_a_fleet_through_the_api_for_a_while_with_no_error(li
 
 
 def test_the_simulator_keeps_the_demo_fleet_alive_too(live_server, capsys):
-    from assignments.actors import Actor
+    from config.actors import Actor
     from pools.services import pool_update
 
     call_command("load_demo")

@@ -2,10 +2,11 @@
 
 import pytest
 
+from agents.jobs import agents_mark_overdue_stale
 from agents.models import Agent
-from agents.services import agent_heartbeat, agents_mark_overdue_stale
-from assignments.actors import Actor
+from agents.services import agent_heartbeat
 from assignments.models import Assignment, Event
+from config.actors import Actor
 from tests.factories import AgentFactory
 from tests.jobs.conftest import ago, refresh, set_scene
 

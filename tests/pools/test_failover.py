@@ -1,10 +1,15 @@
+import threading
+import time
+
 import pytest
 
 from agents.models import Agent
 from agents.services import agent_deregister, agent_drain, agent_mark_stale, agent_set_status
-from assignments.models import Assignment, Event
+from assignments.alerts import ALERTS_ACTOR, alert_key_pool_no_healthy_agent, alert_raise
+from assignments.events import recorded_transaction
+from assignments.models import Alert, Assignment, Event
 from assignments.services import assignment_create, assignment_release
-from pools.services import pool_fail_over
+from pools.services import pool_fail_over, pool_rebalance
 from tests.helpers import OPERATOR, as_agent, make_agent, make_pool, make_profile
 
 pytestmark = pytest.mark.django_db
@@ -94,8 +99,9 @@ def test_releasing_assignments_of_a_lost_agent_are_released_not_moved():
     make_agent(pool, "other")
     make_profile("p1")
     held = _take("p1", "lost")
-    from assignments.actors import Actor
     from django.contrib.auth.models import User
+
+    from config.actors import Actor
 
     operator = Actor.for_user(User.objects.create_user("op", is_staff=True))
     assignment_release(assignment_id=held.assignment_id, actor=operator)
@@ -129,7 +135,7 @@ def test_drain_moves_everything_and_marks_the_agent_drained():
 def test_drain_releases_what_an_operator_had_asked_its_agent_to_release():
     from django.contrib.auth.models import User
 
-    from assignments.actors import Actor
+    from config.actors import Actor
 
     pool = make_pool()
     make_agent(pool, "leaving")
@@ -144,3 +150,37 @@ def test_drain_releases_what_an_operator_had_asked_its_agent_to_release():
     held.refresh_from_db()
     assert held.status == Assignment.Status.RELEASED
     assert held.release_reason == Assignment.ReleaseReason.AGENT_LOST
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_rebalance_never_resolves_the_alert_of_a_failover_still_committing(run_in_threads):
+    """The pool's "no healthy agent" alert is open from an earlier loss and nothing waits right now.
+    A failover that leaves work waiting (and counts one more occurrence of that alert) is committing
+    while a rebalance runs: the rebalance must not read "nothing waits" from before the failover and
+    then resolve the alert the failover has just renewed (pool_rebalance reads under the move lock)."""
+    pool = make_pool("racy")
+    make_agent(pool, "lost", capacity=2)
+    for p in ("r1", "r2"):
+        make_profile(p)
+        _take(p, "lost")
+    agent_set_status(agent_id="lost", status="busy", actor=as_agent("lost"))  # gets no work from the pool
+    alert_raise(kind=Alert.Kind.POOL_NO_HEALTHY_AGENT, actor=ALERTS_ACTOR, message="earlier loss",
+                dedup_key=alert_key_pool_no_healthy_agent("racy"), pool="racy")
+    failover_holding = threading.Event()
+
+    def work(i):
+        if i == 0:
+            with recorded_transaction():
+                moves = pool_fail_over(agent=Agent.objects.select_related("pool").get(agent_id="lost"), actor=OPERATOR)
+                failover_holding.set()
+                time.sleep(1.0)  # the rebalance runs meanwhile
+            return len(moves.waiting)
+        assert failover_holding.wait(10)
+        return pool_rebalance(pool=pool, actor=OPERATOR)
+
+    waiting, _moves = run_in_threads(2, work)
+    assert waiting == 2
+    assert Assignment.objects.waiting().filter(pool__name="racy").count() == 2
+    alert = Alert.objects.get(dedup_key=alert_key_pool_no_healthy_agent("racy"))
+    assert alert.status == Alert.Status.OPEN and alert.occurrences == 2

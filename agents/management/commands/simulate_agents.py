@@ -22,6 +22,13 @@ from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError
 
+from agents.models import Agent
+from assignments.models import Profile
+from assignments.services import profile_create
+from config.actors import Actor
+from pools.models import AgentPool
+from pools.services import pool_create, pool_update
+
 EXPECTED_REFUSALS = {"conflict", "agent_at_capacity", "agent_unavailable", "stale_fencing_token",
                      "invalid_transition", "not_found", "profile_disabled"}
 
@@ -126,12 +133,6 @@ class Command(BaseCommand):
     # --- the stage (as an operator would set it, through the services) --------------------------
 
     def _set_stage(self):
-        from assignments.actors import Actor
-        from assignments.models import Profile
-        from pools.models import AgentPool
-        from pools.services import pool_create, pool_update
-        from assignments.services import profile_create
-
         operator = Actor.system("simulator")
         names = [f"{self.opts['prefix']}-{n}" for n in ("alpha", "beta", "gamma")[: self.opts["pools"]]]
         strategies = ["least_connections", "round_robin", "resource_based"]
@@ -179,11 +180,6 @@ class Command(BaseCommand):
         not all go stale the moment the system starts: as an operator would, learn each pool's
         enrollment token by rotating it, then register its agents again through the API — a new
         incarnation, so what they held fails over and comes back through heartbeats."""
-        from agents.models import Agent
-        from assignments.actors import Actor
-        from assignments.models import Profile
-        from pools.models import AgentPool
-        from pools.services import pool_update
 
         operator = Actor.system("simulator")
         adopted = []

@@ -3,8 +3,8 @@
 from django.core.management.base import BaseCommand
 
 from agents.services import agent_heartbeat, agent_mark_stale, agent_register
-from assignments.actors import Actor
 from assignments.services import assignment_create, assignment_release, assignment_update, profile_create
+from config.actors import Actor
 from pools.models import AgentPool
 from pools.services import pool_create
 

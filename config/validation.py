@@ -5,7 +5,7 @@ import json
 import math
 import re
 
-from assignments.errors import ValidationFailed
+from config.errors import ValidationFailed
 
 # Ids travel in URL paths, logs and WebSocket filters: letters, digits and . _ : @ - only.
 IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from config.errors import Forbidden
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -43,16 +45,12 @@ def user_is_operator(user) -> bool:
 
 
 def require_operator(actor: Actor, action: str) -> None:
-    from assignments.errors import Forbidden
-
     if not actor.is_operator:
         raise Forbidden(f"only an operator may {action}")
 
 
 def require_self_or_operator(actor: Actor, agent_id: str, action: str) -> None:
     """Invariant 7: an agent's credential acts only for that agent."""
-    from assignments.errors import Forbidden
-
     if actor.is_operator:
         return
     if actor.is_agent and actor.name == agent_id:
