@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from assignments import cache as live_cache
 from assignments.events import recorded_transaction
+from assignments.analytics import holder_changes, holding_spans
 from assignments.models import Assignment, Event, EventArchive, UsageRollup
 from assignments.services import assignment_expire, assignment_release, assignment_update
 from config import locks
@@ -143,77 +144,139 @@ def _hour_floor(moment):
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+_ROLLUP_FIELDS = ("assignments", "busy_seconds", "conflicts", "failures", "expirations", "successes", "failovers",
+                  "waits", "wait_seconds", "tasks_enqueued", "tasks_dequeued", "tasks_assigned", "task_wait_seconds",
+                  "tasks_completed", "tasks_failed", "tasks_cancelled", "tasks_expired", "task_run_seconds")
+_SECONDS_FIELDS = ("busy_seconds", "wait_seconds", "task_wait_seconds", "task_run_seconds")
+
+
 def _rollup_hour(start, now) -> list:
     """Usage rows (UsageRollup, unsaved) of the hour starting at `start`, from the assignments held
-    during it (split between agents by their reassignments) and the events that happened in it."""
+    during it (split between agents by their reassignments: `assignments.analytics.holding_spans`)
+    and the events that happened in it."""
     end = start + timedelta(hours=1)
     Scope = UsageRollup.Scope
-    stats = defaultdict(lambda: {"assignments": 0, "busy_seconds": 0.0, "conflicts": 0, "failures": 0, "expirations": 0})
+    stats = defaultdict(lambda: dict.fromkeys(_ROLLUP_FIELDS, 0))
 
     rows = list(
         Assignment.objects.filter(assigned_at__lt=end)
         .exclude(released_at__lte=start)
-        .values_list("assignment_id", "profile__profile_id", "pool__name", "agent__agent_id", "assigned_at", "released_at")
+        .values_list("assignment_id", "profile__profile_id", "pool__name", "agent__agent_id", "status",
+                     "assigned_at", "released_at")
     )
     # Failover and rebalancing move an assignment between agents (or leave it waiting, held by
-    # nobody): its `assignment.reassigned` events split its time between the agents that held it.
-    moves = defaultdict(list)
-    ids = [row[0] for row in rows]
-    for offset in range(0, len(ids), 500):
-        for assignment_id, at, from_agent, to_agent in (
-            Event.objects.filter(type=Event.Type.ASSIGNMENT_REASSIGNED, assignment_id__in=ids[offset:offset + 500])
-            .order_by("seq")
-            .values_list("assignment_id", "occurred_at", "data__from_agent_id", "data__to_agent_id")
-        ):
-            moves[assignment_id].append((at, from_agent, to_agent))
-    for assignment_id, profile_id, pool_name, agent_id, assigned_at, released_at in rows:
-        history = moves.get(assignment_id, [])
-        holder, since = (history[0][1] if history else agent_id), assigned_at
-        spans = []
-        for at, _from_agent, to_agent in history:
-            spans.append((holder, since, at))
-            holder, since = to_agent, at
-        spans.append((holder, since, min(released_at or now, now)))
-        for holder, held_from, held_to in spans:
-            busy = (min(held_to, end) - max(held_from, start)).total_seconds()
-            if holder is None or busy <= 0:
-                continue  # waiting for an agent is not busy time
-            for scope, key in ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, holder)):
-                stats[(scope, key)]["busy_seconds"] += busy
+    # nobody): its holder-changing events split its time between the agents that held it.
+    changes = holder_changes([row[0] for row in rows])
+    for assignment_id, profile_id, pool_name, agent_id, status, assigned_at, released_at in rows:
+        for span in holding_spans(agent_id=agent_id, status=status, assigned_at=assigned_at, released_at=released_at,
+                                  changes=changes.get(assignment_id, []), now=now):
+            seconds = span.seconds_within(start, end)
+            if seconds <= 0:
+                continue
+            if span.agent_id is None:  # waiting for an agent (or for the profile) is not busy time
+                for scope, key in ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name)):
+                    stats[(scope, key)]["wait_seconds"] += seconds
+                continue
+            for scope, key in ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, span.agent_id)):
+                stats[(scope, key)]["busy_seconds"] += seconds
 
     counted = (
-        Event.objects.filter(occurred_at__gte=start, occurred_at__lt=end, type__in=[
-            Event.Type.ASSIGNMENT_CREATED, Event.Type.ASSIGNMENT_REASSIGNED, Event.Type.ASSIGNMENT_CONFLICT,
-            Event.Type.ASSIGNMENT_EXPIRED, Event.Type.ASSIGNMENT_STATUS_CHANGED,
-        ])
-        .values_list("type", "to_status", "profile_id", "agent_id", "pool")
+        Event.objects.filter(occurred_at__gte=start, occurred_at__lt=end).filter(
+            models.Q(type__in=[
+                Event.Type.ASSIGNMENT_CREATED, Event.Type.ASSIGNMENT_REASSIGNED, Event.Type.ASSIGNMENT_CONFLICT,
+                Event.Type.ASSIGNMENT_EXPIRED, Event.Type.ASSIGNMENT_STATUS_CHANGED, Event.Type.ASSIGNMENT_RELEASED,
+            ]) | models.Q(type__startswith="task.")
+        )
+        .values_list("type", "from_status", "to_status", "profile_id", "agent_id", "pool",
+                     "data__from_agent_id", "data__release_reason")
         .annotate(n=models.Count("seq"))
         .order_by()
     )
-    for type_, to_status, profile_id, agent_id, pool_name, n in counted:
+    for type_, from_status, to_status, profile_id, agent_id, pool_name, from_agent, release_reason, n in counted:
+        everyone = ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
+        updates = []
         if type_ == Event.Type.ASSIGNMENT_CREATED:
-            what, scopes = "assignments", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
+            updates.append(("assignments", everyone))
+            if to_status == S.PENDING:
+                updates.append(("waits", everyone[:2]))
         elif type_ == Event.Type.ASSIGNMENT_REASSIGNED:
-            if to_status != S.ACTIVE:
-                continue
-            what, scopes = "assignments", ((Scope.AGENT, agent_id),)  # handed to it by failover or rebalancing
+            updates.append(("failovers", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, from_agent))))
+            if to_status == S.ACTIVE:
+                updates.append(("assignments", ((Scope.AGENT, agent_id),)))  # handed to it by failover or rebalancing
+            elif to_status == S.PENDING:
+                updates.append(("waits", everyone[:2]))
         elif type_ == Event.Type.ASSIGNMENT_CONFLICT:
-            what, scopes = "conflicts", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
+            updates.append(("conflicts", everyone))
         elif type_ == Event.Type.ASSIGNMENT_EXPIRED:
-            what, scopes = "expirations", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
-        elif to_status == S.FAILED:
-            what, scopes = "failures", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
-        else:
-            continue
-        for scope, key in scopes:
-            if key:
-                stats[(scope, key)][what] += n
+            updates.append(("expirations", everyone))
+        elif type_ == Event.Type.ASSIGNMENT_RELEASED:
+            if release_reason == Assignment.ReleaseReason.RELEASED:
+                updates.append(("successes", everyone))
+        elif type_ == Event.Type.ASSIGNMENT_STATUS_CHANGED:
+            if to_status == S.FAILED:
+                updates.append(("failures", everyone))
+        else:  # task.*
+            if to_status == "queued":
+                updates.append(("tasks_enqueued", everyone[1:2]))
+            if from_status == "queued":
+                updates.append(("tasks_dequeued", everyone[1:2]))
+            outcome = {"task.completed": "tasks_completed", "task.cancelled": "tasks_cancelled",
+                       "task.expired": "tasks_expired"}.get(type_)
+            if type_ == "task.failed" and to_status == "failed":
+                outcome = "tasks_failed"
+            if outcome:
+                updates.append((outcome, everyone[1:]))
+        for what, scopes in updates:
+            for scope, key in scopes:
+                if key:
+                    stats[(scope, key)][what] += n
 
+    _rollup_task_times(start, end, stats)
     return [
         UsageRollup(hour=start, scope=scope, key=key, computed_at=now,
-                    **(values | {"busy_seconds": round(values["busy_seconds"], 3)}))
+                    **(values | {f: round(values[f], 3) for f in _SECONDS_FIELDS}))
         for (scope, key), values in stats.items()
     ]
+
+
+def _rollup_task_times(start, end, stats) -> None:
+    """Waits of the tasks assigned in the hour (since they last entered the queue) and run times of
+    those that ended in it (since they started, or were assigned), from their `task.*` events."""
+    Scope = UsageRollup.Scope
+    ending = list(
+        Event.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+        .filter(models.Q(type="task.assigned") | models.Q(type__in=["task.completed", "task.failed"]))
+        .exclude(task_id="")
+        .values_list("task_id", "type", "to_status", "occurred_at", "pool", "agent_id", "seq")
+    )
+    if not ending:
+        return
+    task_ids = sorted({row[0] for row in ending})
+    history = defaultdict(list)
+    for offset in range(0, len(task_ids), 500):
+        for task_id, type_, to_status, at, seq in (
+            Event.objects.filter(task_id__in=task_ids[offset:offset + 500], occurred_at__lt=end)
+            .filter(models.Q(to_status="queued") | models.Q(type__in=["task.assigned", "task.started"]))
+            .order_by("seq").values_list("task_id", "type", "to_status", "occurred_at", "seq")
+        ):
+            history[task_id].append((seq, type_, to_status, at))
+    for task_id, type_, to_status, at, pool_name, agent_id, seq in ending:
+        earlier = [h for h in history.get(task_id, []) if h[0] < seq]
+        if type_ == "task.assigned":
+            entered = next((h[3] for h in reversed(earlier) if h[2] == "queued"), None)
+            if entered is not None and pool_name:
+                stats[(Scope.POOL, pool_name)]["tasks_assigned"] += 1
+                stats[(Scope.POOL, pool_name)]["task_wait_seconds"] += max((at - entered).total_seconds(), 0.0)
+            continue
+        if type_ == "task.failed" and to_status != "failed":
+            continue  # failed with retry: back in the queue, not an end
+        started = next((h[3] for h in reversed(earlier) if h[1] == "task.started"), None)
+        started = started or next((h[3] for h in reversed(earlier) if h[1] == "task.assigned"), None)
+        if started is None:
+            continue
+        for scope, key in ((Scope.POOL, pool_name), (Scope.AGENT, agent_id)):
+            if key:
+                stats[(scope, key)]["task_run_seconds"] += max((at - started).total_seconds(), 0.0)
 
 
 def usage_rollup_recent(*, actor: Actor, now=None, limit: int = 200) -> dict:

@@ -242,12 +242,14 @@ class EventArchive(models.Model):
 
 
 class UsageRollup(models.Model):
-    """Usage of one profile, agent or pool during one hour, for history and trends.
+    """Usage of one profile, agent or pool during one hour, for history and trends
+    (`/api/analytics/*`, `/analytics/`, the counters of `/metrics`). Days are the sums of their 24
+    hours, summed when read (`assignments.analytics`).
 
     Recomputed from the assignments and the event log by the rollup job (idempotent: a run replaces
     the rows of the hours it covers). `busy_seconds` is the time assignments were held by an agent
     within the hour, split between agents by failover and rebalancing (time spent waiting for an
-    agent counts for nobody).
+    agent counts for nobody: it is `wait_seconds`, of the profile and the pool).
     """
 
     class Scope(models.TextChoices):
@@ -263,6 +265,25 @@ class UsageRollup(models.Model):
     conflicts = models.PositiveIntegerField(default=0)
     failures = models.PositiveIntegerField(default=0)
     expirations = models.PositiveIntegerField(default=0)
+    # Ended `released` by the holding agent itself (not force-released, cancelled or lost).
+    successes = models.PositiveIntegerField(default=0)
+    # `assignment.reassigned` events: for an agent, assignments moved away from it.
+    failovers = models.PositiveIntegerField(default=0)
+    # Assignments that began waiting (created pending, or moved to pending), and time spent waiting.
+    waits = models.PositiveIntegerField(default=0)
+    wait_seconds = models.FloatField(default=0.0)
+    # Tasks (from the `task.*` events): into the queue (submitted, requeued), out of it (assigned,
+    # cancelled or expired while queued), assigned with their total wait, how they ended, and the
+    # total run time of those that ended (from start, or assignment when never started).
+    tasks_enqueued = models.PositiveIntegerField(default=0)
+    tasks_dequeued = models.PositiveIntegerField(default=0)
+    tasks_assigned = models.PositiveIntegerField(default=0)
+    task_wait_seconds = models.FloatField(default=0.0)
+    tasks_completed = models.PositiveIntegerField(default=0)
+    tasks_failed = models.PositiveIntegerField(default=0)
+    tasks_cancelled = models.PositiveIntegerField(default=0)
+    tasks_expired = models.PositiveIntegerField(default=0)
+    task_run_seconds = models.FloatField(default=0.0)
     computed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -270,7 +291,11 @@ class UsageRollup(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["scope", "key", "hour"], name="%(app_label)s_%(class)s_one_per_hour"),
         ]
-        indexes = [models.Index(fields=["hour"], name="rollup_hour_idx")]
+        indexes = [
+            models.Index(fields=["hour"], name="rollup_hour_idx"),
+            # The analytics read one scope over a range of hours (series, rankings).
+            models.Index(fields=["scope", "hour"], name="rollup_scope_hour_idx"),
+        ]
 
     def __str__(self):
         return f"{self.scope}:{self.key} @ {self.hour:%Y-%m-%d %H:00}"

@@ -1,7 +1,5 @@
 """Reads of profiles, assignments and the event log. No writes here."""
 
-from datetime import timedelta
-
 from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -101,82 +99,6 @@ def profile_assignment(profile_id: str) -> tuple[bool, Assignment | None]:
     if live is not None:
         return True, live
     return Profile.objects.filter(profile_id=profile_id).exists(), None
-
-
-# Per-profile and per-agent rows in the metrics are capped: the busiest first.
-METRICS_TOP = 50
-
-
-def assignment_metrics(*, window_seconds: int, now=None) -> dict:
-    """Totals over the last `window_seconds`: assignments made, how they ended, average duration,
-    conflicts and their rate, per-profile utilization (share of the window the profile was held) and
-    per-agent efficiency (share of its ended assignments that ended well). Three queries."""
-    S = Assignment.Status
-    now = now or timezone.now()
-    start = now - timedelta(seconds=window_seconds)
-    active = Assignment.objects.filter(status__in=Assignment.LIVE_STATUSES).count()
-    conflicts = Event.objects.filter(type=Event.Type.ASSIGNMENT_CONFLICT, occurred_at__gte=start).count()
-    rows = (
-        Assignment.objects.filter(assigned_at__lt=now)
-        .filter(Q(released_at__isnull=True) | Q(released_at__gt=start))
-        .values_list("profile__profile_id", "agent__agent_id", "status", "assigned_at", "released_at")
-    )
-    total = successful = failed = 0
-    durations: list[float] = []
-    held: dict[str, float] = {}
-    agents: dict[str, dict] = {}
-    for profile_id, agent_id, status, assigned_at, released_at in rows.iterator(chunk_size=2000):
-        held_from, held_to = max(assigned_at, start), min(released_at or now, now)
-        if status != S.PENDING or agent_id:
-            held[profile_id] = held.get(profile_id, 0.0) + max((held_to - held_from).total_seconds(), 0.0)
-        if assigned_at < start:
-            continue  # made before the window: counts for utilization only
-        total += 1
-        ok = status == S.RELEASED
-        bad = status in (S.FAILED, S.EXPIRED)
-        successful += ok
-        failed += bad
-        if released_at is not None:
-            durations.append((released_at - assigned_at).total_seconds())
-        if agent_id:
-            a = agents.setdefault(agent_id, {"agent_id": agent_id, "assignments": 0, "successful": 0, "failed": 0, "durations": []})
-            a["assignments"] += 1
-            a["successful"] += ok
-            a["failed"] += bad
-            if released_at is not None:
-                a["durations"].append((released_at - assigned_at).total_seconds())
-    utilization = sorted(
-        ({"profile_id": p, "held_seconds": round(s, 1), "utilization": round(min(s / window_seconds, 1.0), 4)} for p, s in held.items()),
-        key=lambda r: (-r["held_seconds"], r["profile_id"]),
-    )[:METRICS_TOP]
-    efficiency = []
-    for a in sorted(agents.values(), key=lambda r: (-r["assignments"], r["agent_id"]))[:METRICS_TOP]:
-        ended = a["successful"] + a["failed"]
-        efficiency.append(
-            {
-                "agent_id": a["agent_id"],
-                "assignments": a["assignments"],
-                "successful": a["successful"],
-                "failed": a["failed"],
-                "average_duration_seconds": round(sum(a["durations"]) / len(a["durations"]), 3) if a["durations"] else None,
-                "efficiency": round(a["successful"] / ended, 4) if ended else None,
-            }
-        )
-    attempts = total + conflicts
-    return {
-        "window_seconds": window_seconds,
-        "since": start,
-        "until": now,
-        "total": total,
-        "active": active,
-        "successful": successful,
-        "failed": failed,
-        "average_duration_seconds": round(sum(durations) / len(durations), 3) if durations else None,
-        "conflicts": conflicts,
-        "conflict_rate": round(conflicts / attempts, 4) if attempts else 0.0,
-        "profile_utilization": utilization,
-        "agent_efficiency": efficiency,
-    }
 
 
 def alert_list(*, status: str | list[str] | None = None, pool: str | None = None, limit: int = 100) -> list:

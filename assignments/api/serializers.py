@@ -1,5 +1,7 @@
 import re
+from datetime import timedelta
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from assignments.models import Assignment, Event
@@ -136,50 +138,203 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW_SECONDS = 366 * 86400
 
 
-class MetricsQuerySerializer(serializers.Serializer):
+def _parse_window(value: str) -> int:
+    match = _WINDOW_RE.match(value)
+    if not match:
+        raise serializers.ValidationError("use seconds or a number with s, m, h or d, e.g. 24h")
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if not 1 <= seconds <= MAX_WINDOW_SECONDS:
+        raise serializers.ValidationError("the window must be from 1 second to 366 days")
+    return seconds
+
+
+class WindowQuerySerializer(serializers.Serializer):
+    """A time window: `since` and `until` (ISO 8601, UTC when no offset), or `window` back from
+    `until` (default now). `validated_data` gains `since` and `until` as datetimes."""
+
+    DEFAULT_WINDOW = 86400
+
+    since = serializers.DateTimeField(required=False, help_text="start of the window (inclusive), ISO 8601")
+    until = serializers.DateTimeField(required=False, help_text="end of the window (exclusive), ISO 8601; default now")
     window = serializers.CharField(
-        required=False, default="24h", max_length=12,
-        help_text="how far back: seconds, or a number with s, m, h or d (e.g. 15m, 24h, 7d); default 24h",
+        required=False, max_length=12,
+        help_text="instead of `since`: how far back from `until` — seconds, or a number with s, m, h or d "
+        "(e.g. 15m, 24h, 7d); default 24h",
     )
+    pool = serializers.CharField(required=False, max_length=64, help_text="only this pool (its name)")
 
     def validate_window(self, value):
-        match = _WINDOW_RE.match(value)
-        if not match:
-            raise serializers.ValidationError("use seconds or a number with s, m, h or d, e.g. 24h")
-        seconds = int(match.group(1)) * _UNITS[match.group(2)]
-        if not 1 <= seconds <= MAX_WINDOW_SECONDS:
-            raise serializers.ValidationError("the window must be from 1 second to 366 days")
-        return seconds
+        return _parse_window(value)
+
+    def validate(self, attrs):
+        if "since" in attrs and "window" in attrs:
+            raise serializers.ValidationError({"window": ["give `since` or `window`, not both"]})
+        until = attrs.get("until") or timezone.now()
+        since = attrs.get("since") or until - timedelta(seconds=attrs.get("window", self.DEFAULT_WINDOW))
+        if since >= until:
+            raise serializers.ValidationError({"since": ["must be before `until`"]})
+        if (until - since).total_seconds() > self.max_seconds(attrs):
+            raise serializers.ValidationError(
+                {"since": [f"the window may span at most {self.max_seconds(attrs) // 86400} days"]})
+        return attrs | {"since": since, "until": until}
+
+    def max_seconds(self, attrs) -> int:
+        return MAX_WINDOW_SECONDS
 
 
-class ProfileUtilizationSerializer(serializers.Serializer):
-    profile_id = serializers.CharField()
-    held_seconds = serializers.FloatField()
-    utilization = serializers.FloatField(help_text="share of the window the profile was held, 0–1")
-
-
-class AgentEfficiencySerializer(serializers.Serializer):
-    agent_id = serializers.CharField()
-    assignments = serializers.IntegerField()
-    successful = serializers.IntegerField()
-    failed = serializers.IntegerField()
-    average_duration_seconds = serializers.FloatField(allow_null=True)
-    efficiency = serializers.FloatField(allow_null=True, help_text="successful / ended, 0–1")
+class MetricsQuerySerializer(WindowQuerySerializer):
+    pass
 
 
 class MetricsSerializer(serializers.Serializer):
-    window_seconds = serializers.IntegerField()
+    since = serializers.DateTimeField(help_text="start of the window (inclusive)")
+    until = serializers.DateTimeField(help_text="end of the window (exclusive)")
+    window_seconds = serializers.FloatField()
+    pool = serializers.CharField(allow_null=True, help_text="the pool asked for, or null for all")
+    total_assignments = serializers.IntegerField(help_text="assignments created in the window")
+    active_assignments = serializers.IntegerField(
+        help_text="live assignments now (pending, active, idle or releasing), whatever the window")
+    successful_assignments = serializers.IntegerField(
+        help_text="of the assignments created in the window, those that ended before `until` released by "
+        "their own agent (release reason `released`). Force-released, cancelled and 'agent lost while "
+        "releasing' are neither successful nor failed")
+    failed_assignments = serializers.IntegerField(
+        help_text="of the assignments created in the window, those that ended `failed` or `expired` before `until`")
+    average_assignment_duration = serializers.FloatField(
+        allow_null=True,
+        help_text="seconds from creation to end, averaged over the assignments created in the window that "
+        "ended before `until`; null when none did")
+    profile_utilization_rates = serializers.DictField(
+        child=serializers.FloatField(),
+        help_text="profile_id → share (0–1) of the window the profile was held by an agent (active, idle or "
+        "releasing; time spent pending, waiting for an agent or for the profile, is not held). At most 100 "
+        "profiles, the busiest first; profiles never held in the window are left out (0)")
+    agent_efficiency_scores = serializers.DictField(
+        child=serializers.FloatField(),
+        help_text="agent_id → share (0–1) of its holdings that ended in the window which it finished well: "
+        "released by itself, out of those plus the ones that failed, expired, were lost while releasing or "
+        "were moved away from it by failover (stale, drained, deregistered). After a failover each agent is "
+        "judged on its own stretch: the time and outcome of a reassigned assignment are split between the "
+        "agents that held it (its `assignment.reassigned` events). Force-released holdings count neither "
+        "way. At most 100 agents, the busiest first")
+    conflicts = serializers.IntegerField(help_text="refused takes (`assignment.conflict` events) in the window")
+    conflict_frequency = serializers.FloatField(
+        help_text="conflicts per take attempt: conflicts / (assignments created + conflicts) in the window, 0–1")
+
+
+BUCKETS = ("hour", "day")
+MAX_HOUR_BUCKETS = 24 * 31
+MAX_DAY_BUCKETS = 366
+
+
+class SeriesQuerySerializer(WindowQuerySerializer):
+    bucket = serializers.ChoiceField(choices=BUCKETS, required=False, default="hour",
+                                     help_text="hour (default window 24h, at most 31 days) or day (default 30 days, "
+                                     "at most 366 days); buckets are UTC hours or days")
+
+    def validate(self, attrs):
+        if "since" not in attrs and "window" not in attrs and attrs.get("bucket") == "day":
+            attrs["window"] = 30 * 86400
+        return super().validate(attrs)
+
+    def max_seconds(self, attrs) -> int:
+        return MAX_DAY_BUCKETS * 86400 if attrs.get("bucket") == "day" else MAX_HOUR_BUCKETS * 3600
+
+
+class RankingQuerySerializer(WindowQuerySerializer):
+    limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=500)
+
+
+class AgentRankingQuerySerializer(RankingQuerySerializer):
+    sort = serializers.ChoiceField(choices=["busy", "assignments", "failovers", "tasks"], required=False, default="busy")
+
+
+class UtilizationPointSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(help_text="the bucket's start (UTC)")
+    assignments = serializers.IntegerField(help_text="assignments created in the bucket")
+    busy_seconds = serializers.FloatField(help_text="profile-seconds held by agents in the bucket (waiting excluded)")
+    average_held = serializers.FloatField(help_text="busy_seconds / the bucket's length: profiles held on average")
+    utilization = serializers.FloatField(
+        allow_null=True, help_text="average_held / enabled profiles (of the pool, or of the fleet), 0–1; null with none")
+    successes = serializers.IntegerField(help_text="assignments released by their own agent")
+    failures = serializers.IntegerField(help_text="assignments that failed")
+    expirations = serializers.IntegerField()
+    conflicts = serializers.IntegerField(help_text="refused takes")
+    waits = serializers.IntegerField(help_text="assignments that began waiting (created pending or failed over to pending)")
+    wait_seconds = serializers.FloatField(help_text="assignment-seconds spent waiting")
+    failovers = serializers.IntegerField(help_text="`assignment.reassigned` events")
+
+
+class UtilizationSerializer(serializers.Serializer):
+    bucket = serializers.CharField()
     since = serializers.DateTimeField()
     until = serializers.DateTimeField()
-    total = serializers.IntegerField(help_text="assignments made in the window")
-    active = serializers.IntegerField(help_text="live assignments now")
-    successful = serializers.IntegerField()
-    failed = serializers.IntegerField(help_text="failed or expired")
-    average_duration_seconds = serializers.FloatField(allow_null=True)
-    conflicts = serializers.IntegerField()
-    conflict_rate = serializers.FloatField(help_text="conflicts / (assignments made + conflicts)")
-    profile_utilization = ProfileUtilizationSerializer(many=True)
-    agent_efficiency = AgentEfficiencySerializer(many=True)
+    pool = serializers.CharField(allow_null=True)
+    profiles = serializers.IntegerField(help_text="enabled profiles now (of the pool when given)")
+    series = UtilizationPointSerializer(many=True, help_text="one point per bucket, oldest first, zeros included")
+
+
+class ContentionSerializer(serializers.Serializer):
+    profile_id = serializers.CharField()
+    conflicts = serializers.IntegerField(help_text="refused takes of this profile")
+    waits = serializers.IntegerField()
+    wait_seconds = serializers.FloatField(help_text="time its assignments spent waiting")
+    failovers = serializers.IntegerField()
+    assignments = serializers.IntegerField()
+    busy_seconds = serializers.FloatField()
+
+
+class ContentionPageSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    pool = serializers.CharField(allow_null=True)
+    results = ContentionSerializer(many=True, help_text="ranked by conflicts, then wait time, then failovers")
+
+
+class AgentAnalyticsSerializer(serializers.Serializer):
+    agent_id = serializers.CharField()
+    pool = serializers.CharField(allow_null=True)
+    assignments = serializers.IntegerField(help_text="assignments created for it or handed to it by failover")
+    busy_seconds = serializers.FloatField(help_text="profile-seconds it held (its own stretch only, after a failover)")
+    busy_share = serializers.FloatField(allow_null=True, help_text="busy_seconds / (window × its capacity), 0–1")
+    successes = serializers.IntegerField()
+    failures = serializers.IntegerField()
+    expirations = serializers.IntegerField()
+    failovers = serializers.IntegerField(help_text="assignments moved away from it")
+    efficiency = serializers.FloatField(
+        allow_null=True, help_text="successes / (successes + failures + expirations + failovers); null when none")
+    tasks_completed = serializers.IntegerField()
+    tasks_failed = serializers.IntegerField(help_text="tasks that failed for good (not retried)")
+    average_task_seconds = serializers.FloatField(allow_null=True, help_text="from start (or assignment) to the end")
+
+
+class AgentAnalyticsPageSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    pool = serializers.CharField(allow_null=True)
+    results = AgentAnalyticsSerializer(many=True)
+
+
+class TaskPointSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    enqueued = serializers.IntegerField(help_text="tasks submitted or requeued")
+    dequeued = serializers.IntegerField(help_text="tasks that left the queue: assigned, cancelled or expired")
+    queue_depth = serializers.IntegerField(help_text="queued tasks at the bucket's end")
+    assigned = serializers.IntegerField()
+    average_wait_seconds = serializers.FloatField(allow_null=True, help_text="of the tasks assigned in the bucket")
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+    expired = serializers.IntegerField()
+
+
+class TaskSeriesSerializer(serializers.Serializer):
+    bucket = serializers.CharField()
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    pool = serializers.CharField(allow_null=True)
+    tasks_recorded = serializers.BooleanField(help_text="whether any task.* event exists (false: all zeros)")
+    series = TaskPointSerializer(many=True)
 
 
 # --- Events --------------------------------------------------------------------------------------

@@ -9,4 +9,8 @@ urlpatterns = [
     route("assignments/metrics", views.AssignmentMetricsView.as_view(), "assignment-metrics"),
     route("assignments/(?P<assignment_id>{uuid})", views.AssignmentDetailView.as_view(), "assignment-detail"),
     route("events", views.EventListView.as_view(), "event-list"),
+    route("analytics/utilization", views.UtilizationView.as_view(), "analytics-utilization"),
+    route("analytics/contention", views.ContentionView.as_view(), "analytics-contention"),
+    route("analytics/agents", views.AgentAnalyticsView.as_view(), "analytics-agents"),
+    route("analytics/tasks", views.TaskAnalyticsView.as_view(), "analytics-tasks"),
 ]

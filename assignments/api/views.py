@@ -5,19 +5,26 @@ from rest_framework import exceptions, status
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 
-from assignments import selectors, services
+from assignments import analytics, selectors, services
 from assignments.api.serializers import (
     AssignmentCreateSerializer,
     AssignmentSerializer,
     AssignmentUpdateSerializer,
     EventPageSerializer,
     EventQuerySerializer,
+    AgentAnalyticsPageSerializer,
+    AgentRankingQuerySerializer,
+    ContentionPageSerializer,
     MetricsQuerySerializer,
     MetricsSerializer,
     ProfileAssignmentSerializer,
     ProfileCreateSerializer,
     ProfileSerializer,
+    RankingQuerySerializer,
     ReleaseSerializer,
+    SeriesQuerySerializer,
+    TaskSeriesSerializer,
+    UtilizationSerializer,
 )
 from assignments.events import event_payload
 from assignments.filters import AssignmentFilter, ProfileFilter
@@ -154,14 +161,77 @@ class AssignmentDetailView(APIView):
 
 
 class AssignmentMetricsView(APIView):
+    """The seed's assignment metrics over a window (default the last 24 h), for a pool or all."""
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(parameters=[MetricsQuerySerializer], responses={200: MetricsSerializer})
     def get(self, request):
-        query = MetricsQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        metrics = selectors.assignment_metrics(window_seconds=query.validated_data["window"])
-        return Response(MetricsSerializer(metrics).data)
+        q = _query(MetricsQuerySerializer, request)
+        return Response(MetricsSerializer(analytics.assignment_metrics(since=q["since"], until=q["until"],
+                                                                       pool=q.get("pool"))).data)
+
+
+def _query(serializer_class, request) -> dict:
+    query = serializer_class(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return query.validated_data
+
+
+# --- Analytics (from the hourly rollups) ----------------------------------------------------------
+# The rollup job recomputes the current hour every TETHER_JOB_ROLLUP_INTERVAL_SECONDS: the newest
+# bucket is as fresh as its last run.
+
+
+class UtilizationView(APIView):
+    """Utilization over time (hour or day buckets) of a pool or the fleet."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(parameters=[SeriesQuerySerializer], responses={200: UtilizationSerializer})
+    def get(self, request):
+        q = _query(SeriesQuerySerializer, request)
+        return Response(UtilizationSerializer(analytics.utilization_series(
+            bucket=q["bucket"], since=q["since"], until=q["until"], pool=q.get("pool"))).data)
+
+
+class ContentionView(APIView):
+    """Profiles ranked by refused takes, then time waiting, then failovers."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(parameters=[RankingQuerySerializer], responses={200: ContentionPageSerializer})
+    def get(self, request):
+        q = _query(RankingQuerySerializer, request)
+        rows = analytics.contention_ranking(since=q["since"], until=q["until"], pool=q.get("pool"), limit=q["limit"])
+        return Response(ContentionPageSerializer(
+            {"since": q["since"], "until": q["until"], "pool": q.get("pool"), "results": rows}).data)
+
+
+class AgentAnalyticsView(APIView):
+    """Per agent: assignments, busy share, failovers, efficiency, tasks."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(parameters=[AgentRankingQuerySerializer], responses={200: AgentAnalyticsPageSerializer})
+    def get(self, request):
+        q = _query(AgentRankingQuerySerializer, request)
+        rows = analytics.agent_ranking(since=q["since"], until=q["until"], pool=q.get("pool"), sort=q["sort"],
+                                       limit=q["limit"])
+        return Response(AgentAnalyticsPageSerializer(
+            {"since": q["since"], "until": q["until"], "pool": q.get("pool"), "results": rows}).data)
+
+
+class TaskAnalyticsView(APIView):
+    """Queue depth and waits over time, from the `task.*` events (zeros while none is recorded)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(parameters=[SeriesQuerySerializer], responses={200: TaskSeriesSerializer})
+    def get(self, request):
+        q = _query(SeriesQuerySerializer, request)
+        return Response(TaskSeriesSerializer(analytics.task_series(
+            bucket=q["bucket"], since=q["since"], until=q["until"], pool=q.get("pool"))).data)
 
 
 # --- Events --------------------------------------------------------------------------------------

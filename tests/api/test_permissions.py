@@ -41,6 +41,10 @@ MATRIX = {
     "release held assignment": (("DELETE", "/api/assignments/{held}", None), {ANON: 401, SELF: 200, OTHER: 403, OPERATOR: 200, USER: 403}),
     "metrics": (("GET", "/api/assignments/metrics", None), {ANON: 401, SELF: 200, OTHER: 200, OPERATOR: 200, USER: 200}),
     "events": (("GET", "/api/events", None), {ANON: 401, SELF: 200, OTHER: 200, OPERATOR: 200, USER: 200}),
+    **{
+        f"analytics {name}": (("GET", f"/api/analytics/{name}", None), {ANON: 401, SELF: 200, OTHER: 200, OPERATOR: 200, USER: 200})
+        for name in ("utilization", "contention", "agents", "tasks")
+    },
 }
 
 CASES = [(name, caller) for name in MATRIX for caller in (ANON, SELF, OTHER, OPERATOR, USER)]

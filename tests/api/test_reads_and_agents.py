@@ -163,12 +163,12 @@ def test_metrics_over_a_window(api, make_agent, make_profile, operator_token):
     api.post("/api/assignments", {"profile_id": "p2"}, token=t2)
     m = api.get("/api/assignments/metrics?window=1h", token=operator_token).json()
     assert m["window_seconds"] == 3600
-    assert (m["total"], m["active"], m["successful"], m["failed"], m["conflicts"]) == (3, 1, 1, 1, 1)
-    assert m["conflict_rate"] == 0.25
-    assert m["average_duration_seconds"] is not None
-    assert {p["profile_id"] for p in m["profile_utilization"]} == {"p1", "p2"}
-    by_agent = {a["agent_id"]: a for a in m["agent_efficiency"]}
-    assert by_agent["a1"]["efficiency"] == 1.0 and by_agent["a2"]["efficiency"] == 0.0
+    assert (m["total_assignments"], m["active_assignments"], m["successful_assignments"], m["failed_assignments"],
+            m["conflicts"]) == (3, 1, 1, 1, 1)
+    assert m["conflict_frequency"] == 0.25
+    assert m["average_assignment_duration"] is not None
+    assert set(m["profile_utilization_rates"]) == {"p1", "p2"}
+    assert m["agent_efficiency_scores"] == {"a1": 1.0, "a2": 0.0}
     assert api.get("/api/assignments/metrics", token=operator_token).json()["window_seconds"] == 86400
     assert_error(api.get("/api/assignments/metrics?window=0", token=operator_token), 400, "validation_error")
 
