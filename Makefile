@@ -42,10 +42,14 @@ run: demo
 
 # Production-style serving: uvicorn (HTTP and WebSockets), psycopg's connection pool, one worker
 # per CPU by default (Django runs sync views on one thread per worker, so workers give parallelism).
+# GET /metrics sums the workers' request histograms from PROMETHEUS_MULTIPROC_DIR (emptied at start:
+# prometheus_client's multiprocess mode, see dashboard/metrics.py).
 SERVE_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+PROMETHEUS_MULTIPROC_DIR ?= var/prometheus
 serve: migrate
 	@$(PY) manage.py collectstatic --no-input -v0
-	TETHER_DB_POOL=$${TETHER_DB_POOL:-1} $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
+	@rm -rf $(PROMETHEUS_MULTIPROC_DIR) && mkdir -p $(PROMETHEUS_MULTIPROC_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(PROMETHEUS_MULTIPROC_DIR) TETHER_DB_POOL=$${TETHER_DB_POOL:-1} $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
 		--workers $(SERVE_WORKERS) --loop uvloop --http httptools --no-access-log
 
 # PYTEST_ARGS="-k fencing" narrows a run; CI passes --create-db (a fresh test database every time).

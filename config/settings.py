@@ -76,6 +76,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "dashboard.metrics.request_latency_middleware",  # outermost: times the whole request (GET /metrics)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -229,6 +230,7 @@ TETHER_EVENT_CONSUMERS = [
     "assignments.cache.cache_refresh_for_events",  # first: a subscriber that hears an event reads the new state
     "dashboard.publish.publish_events",  # to live subscribers (pages, agents) through the channel layer
     "pools.services.pools_rebalance_freed",  # room freed on an agent: give it to work waiting in its pool
+    "assignments.webhooks.alert_webhook_enqueue",  # alert.* → TETHER_ALERT_WEBHOOK_URL, by a background sender
 ]
 
 # --- Background jobs (Celery beat; see config/celery.py for the one schedule) ----------------------
@@ -257,6 +259,26 @@ TETHER_ASSIGNMENT_CACHE_SECONDS = env_int("TETHER_ASSIGNMENT_CACHE_SECONDS", 600
 # Default on the in-memory broker (embedded mode): there, a separate worker could neither receive the
 # beat's messages nor reach the web process's in-memory channel layer with its events.
 TETHER_EMBEDDED_JOBS = env_bool("TETHER_EMBEDDED_JOBS", default=CELERY_BROKER_URL.startswith("memory://"))
+
+# --- Monitoring (GET /metrics, dashboard/metrics.py) and alert notifications -----------------------
+# A bearer token /metrics asks for (`Authorization: Bearer <token>`); open when unset.
+TETHER_METRICS_TOKEN = env_str("TETHER_METRICS_TOKEN", "") or ""
+# prometheus_client's multiprocess mode for the request latency histograms: each web worker writes
+# its observations here and a scrape sums them (`make serve` sets it; prometheus_client reads the
+# same variable when it loads, so it must be in the environment, not only here).
+TETHER_METRICS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "") or ""
+# Alerts (alert.* events) are POSTed here as JSON after commit, by a background sender with retries
+# (assignments/webhooks.py); nothing is sent when unset. With a secret, each body is signed:
+# `X-Tether-Signature: sha256=<HMAC-SHA256 of the body>`.
+TETHER_ALERT_WEBHOOK_URL = env_str("TETHER_ALERT_WEBHOOK_URL", "") or ""
+TETHER_ALERT_WEBHOOK_SECRET = env_str("TETHER_ALERT_WEBHOOK_SECRET", "") or ""
+TETHER_ALERT_WEBHOOK_EVENTS = env_list("TETHER_ALERT_WEBHOOK_EVENTS", default=["alert.raised", "alert.resolved"])
+TETHER_ALERT_WEBHOOK_TIMEOUT_SECONDS = env_float("TETHER_ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=60.0)
+# Attempts per notification (first try included) and the first retry's delay (doubling each time).
+TETHER_ALERT_WEBHOOK_ATTEMPTS = env_int("TETHER_ALERT_WEBHOOK_ATTEMPTS", 6, minimum=1, maximum=50)
+TETHER_ALERT_WEBHOOK_BACKOFF_SECONDS = env_float("TETHER_ALERT_WEBHOOK_BACKOFF_SECONDS", 1.0, minimum=0.0, maximum=600.0)
+# Notifications waiting to be sent, per process; beyond it new ones are dropped (and logged).
+TETHER_ALERT_WEBHOOK_QUEUE_SIZE = env_int("TETHER_ALERT_WEBHOOK_QUEUE_SIZE", 1000, minimum=1)
 
 # --- REST API (config/api/) ---------------------------------------------------------------------
 # Form posts (admin, dashboard) are small; the API reads JSON itself with its own limit.

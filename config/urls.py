@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard import views as dashboard_views
+from dashboard.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -10,6 +11,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", include("config.api.urls")),
     path("health", dashboard_views.health, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("dashboard.urls")),
 ]
 
