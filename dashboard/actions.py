@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods
 
 from agents.models import Agent
 from agents.services import agent_drain, agent_mark_stale
-from assignments.alerts import alert_acknowledge
+from assignments.alerts import alert_acknowledge, alert_resolve
 from assignments.models import Alert, Assignment
 from assignments.services import assignment_release
 from config.actors import Actor, user_is_operator
@@ -155,4 +155,25 @@ def alert_acknowledge_view(request, alert_id):
         done="Alert acknowledged.",
         back="/",
         danger=False,
+    ))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def alert_resolve_view(request, alert_id):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may resolve alerts")
+    alert = Alert.objects.filter(alert_id=alert_id).first()
+    if alert is None:
+        raise Http404("no such alert")
+    return _run(request, Action(
+        title="Resolve alert",
+        button="Resolve",
+        explanation=f"“{alert.message}” ({alert.get_kind_display()}, {alert.status}) — the condition is over. "
+                    "If it comes back, a new alert is raised.",
+        subject=alert,
+        perform=lambda actor: alert_resolve(alert_id=alert.alert_id, actor=actor,
+                                            reason=f"resolved by {request.user.get_username()} on the dashboard"),
+        done="Alert resolved.",
+        back="/alerts/",
     ))

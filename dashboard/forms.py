@@ -5,7 +5,7 @@ from datetime import timezone as dt_timezone
 from django import forms
 
 from agents.models import Agent
-from assignments.models import Assignment
+from assignments.models import Alert, Assignment
 from config.validation import IDENTIFIER_RE
 from dashboard.selectors import ASSIGNMENT_SORTS
 
@@ -100,3 +100,28 @@ class HistoryFilterForm(forms.Form):
 class AsOfForm(forms.Form):
     as_of_profile = _identifier("Profile", required=True)
     as_of = UTCDateTimeField(required=True, label="At (UTC)")
+
+
+ANALYTICS_RANGES = {"24h": (86400, "hour"), "7d": (7 * 86400, "hour"), "30d": (30 * 86400, "day")}
+
+
+class AnalyticsFilterForm(forms.Form):
+    range = forms.ChoiceField(required=False, choices=[(k, k) for k in ANALYTICS_RANGES])
+    pool = forms.SlugField(required=False, max_length=64)
+
+    def window(self) -> tuple[int, str]:
+        """(seconds back from now, bucket)."""
+        return ANALYTICS_RANGES[self.cleaned_data.get("range") or "24h"]
+
+
+class AlertFilterForm(PageForm):
+    status = forms.ChoiceField(required=False, choices=[("unresolved", "Unresolved"), ("all", "All")]
+                               + list(Alert.Status.choices))
+    kind = forms.ChoiceField(required=False, choices=[("", "Any")] + list(Alert.Kind.choices))
+    severity = forms.ChoiceField(required=False, choices=[("", "Any")] + list(Alert.Severity.choices))
+    pool = forms.SlugField(required=False, max_length=64)
+
+    def filters(self) -> dict:
+        d = self.cleaned_data
+        return {"status": d.get("status") or "unresolved", "kind": d.get("kind") or "",
+                "severity": d.get("severity") or "", "pool": d.get("pool") or ""}

@@ -6,12 +6,12 @@ lists page by `seq` (keyset), never by OFFSET/COUNT(*).
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import BigIntegerField, Count, F, Max, Q, Subquery, Value
+from django.db.models import BigIntegerField, Count, F, Max, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent
-from assignments.models import Assignment, Event, Profile
+from assignments.models import Alert, Assignment, Event, Profile
 from assignments.selectors import event_filter_q
 from pools.models import AgentPool
 from pools.selectors import PoolCounts, pool_counts
@@ -449,3 +449,64 @@ def event_types() -> list[str]:
 
 def newest_activity() -> datetime | None:
     return Assignment.objects.aggregate(m=Max("last_activity"))["m"]
+
+
+# --- Alerts ---------------------------------------------------------------------------------------
+
+
+def alert_page(*, status: str = "unresolved", kind: str = "", severity: str = "", pool: str = "", page: int = 1,
+               per_page: int = PAGE_SIZE) -> Page:
+    """Alerts, newest first, filtered (1 query: one row more than the page says if there is a next)."""
+    qs = alert_queryset(status=status, kind=kind, severity=severity, pool=pool)
+    offset = (page - 1) * per_page
+    rows = list(qs.order_by("-raised_at", "-pk")[offset : offset + per_page + 1])
+    return Page(rows=rows[:per_page], number=page, has_next=len(rows) > per_page, start=offset)
+
+
+def alert_queryset(*, status: str = "unresolved", kind: str = "", severity: str = "", pool: str = ""):
+    qs = Alert.objects.all()
+    if status == "unresolved":
+        qs = qs.filter(status__in=Alert.UNRESOLVED_STATUSES)
+    elif status and status != "all":
+        qs = qs.filter(status=status)
+    if kind:
+        qs = qs.filter(kind=kind)
+    if severity:
+        qs = qs.filter(severity=severity)
+    if pool:
+        qs = qs.filter(pool=pool)
+    return qs
+
+
+def iter_by_pk(queryset, *, chunk: int = 2000):
+    """Every row of `queryset` in primary-key order, read in keyset chunks (the CSV exports: memory
+    stays flat and no server-side cursor outlives a chunk)."""
+    last = None
+    while True:
+        qs = queryset.order_by("pk")
+        if last is not None:
+            qs = qs.filter(pk__gt=last)
+        rows = list(qs[:chunk])
+        yield from rows
+        if len(rows) < chunk:
+            return
+        last = rows[-1].pk
+
+
+def assignment_queryset(*, status: str = "live", pool: str = "", agent_id: str = "", profile_id: str = "",
+                        workflow_id: str = "", sort: str = "") -> QuerySet:
+    """The assignments of the /assignments/ filters (for the CSV export; the page pages them)."""
+    qs = Assignment.objects.select_related("profile", "pool", "agent")
+    if status == "live":
+        qs = qs.filter(status__in=LIVE)
+    elif status and status != "all":
+        qs = qs.filter(status=status)
+    if pool:
+        qs = qs.filter(pool__name=pool)
+    if agent_id:
+        qs = qs.filter(agent__agent_id=agent_id)
+    if profile_id:
+        qs = qs.filter(profile__profile_id__startswith=profile_id)
+    if workflow_id:
+        qs = qs.filter(workflow_id=workflow_id)
+    return qs

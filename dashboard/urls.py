@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import actions, pages
+from dashboard import actions, analytics_pages, exports, pages
 
 urlpatterns = [
     path("", pages.overview, name="dash-overview"),
@@ -13,7 +13,16 @@ urlpatterns = [
     path("pools/", pages.pools, name="dash-pools"),
     path("profiles/", pages.profiles, name="dash-profiles"),
     path("profiles/<str:profile_id>/", pages.profile_detail, name="dash-profile"),
+    path("alerts/", analytics_pages.alerts_page, name="dash-alerts"),
+    path("alerts/export.csv", exports.alerts_export, name="dash-alerts-export"),
     path("alerts/<uuid:alert_id>/acknowledge/", actions.alert_acknowledge_view, name="dash-alert-acknowledge"),
+    path("alerts/<uuid:alert_id>/resolve/", actions.alert_resolve_view, name="dash-alert-resolve"),
+    path("analytics/", analytics_pages.analytics_page, name="dash-analytics"),
+    path("analytics/export/<slug:table>.csv", exports.analytics_export, name="dash-analytics-export"),
+    path("assignments/export.csv", exports.assignments_export, name="dash-assignments-export"),
+    path("agents/export.csv", exports.agents_export, name="dash-agents-export"),
+    path("pools/export.csv", exports.pools_export, name="dash-pools-export"),
+    path("profiles/export.csv", exports.profiles_export, name="dash-profiles-export"),
     path("history/", pages.history, name="dash-history"),
     path("history/export.csv", pages.history_export, name="dash-history-export"),
 ]
