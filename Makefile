@@ -12,7 +12,7 @@ help:
 	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT) with its jobs and a simulated fleet"
 	@echo "make test   — run the test suite (PostgreSQL and Redis when reachable, else SQLite)"
 	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
-	@echo "make bench-dashboard — render time of each dashboard page with 10k live assignments, 1M events"
+	@echo "make bench-dashboard — render time of each dashboard page and analytics endpoint with 100k assignments, 1M events"
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,7 +70,8 @@ bench: install
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache
 
-# Dashboard: render time of every page with 10,000 live assignments and 1,000,000 events (scratch
+# Dashboard: render time of every page and analytics endpoint with 100,000 assignments (10,000 live)
+# and 1,000,000 events plus their rollups (scratch
 # database <name>_dashbench beside DATABASE_URL's), and screenshots with the demo data (docs/*.png).
 .PHONY: bench-dashboard screenshot-dashboard
 bench-dashboard: install

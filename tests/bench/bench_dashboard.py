@@ -1,11 +1,13 @@
 """How long each dashboard page takes to render with a large fleet (not a test: `make bench-dashboard`).
 
 Builds a scratch database (`<DATABASE_URL's name>_dashbench`) with bulk inserts — bulk_create for pools,
-agents, profiles and assignments, COPY for the event log — not through the services: 10,000 live
-assignments (plus ended ones), 1,000,000 events. Then renders every page through Django's test client
+agents, profiles and assignments, COPY for the event log and the usage rollups — not through the
+services: 10,000 live assignments plus 90,000 ended ones (100,000), 1,000,000 events, and the hourly
+rollups those assignments and events make. Then renders every page through Django's test client
 (middleware, session, the operator check, the template) and prints the median, p95 and the number of
-queries of each. Target: every page under 200 ms. Writes the table to docs/bench-dashboard.md unless
-TETHER_BENCH_NO_WRITE is set.
+queries of each. Targets: every page under 200 ms; the analytics endpoints and pages (issue 13) well
+under a second. Also times one run of the rollup job. Writes the table to docs/bench-dashboard.md
+unless TETHER_BENCH_NO_WRITE is set.
 """
 
 import json
@@ -24,11 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench._harness import REPO, django_on, scratch_database  # noqa: E402
 
 LIVE = int(os.environ.get("TETHER_BENCH_LIVE", "10000"))
-ENDED = int(os.environ.get("TETHER_BENCH_ENDED", "40000"))
+ENDED = int(os.environ.get("TETHER_BENCH_ENDED", "90000"))
 EVENTS = int(os.environ.get("TETHER_BENCH_EVENTS", "1000000"))
 POOLS, AGENTS_PER_POOL, PROFILES = 20, 50, 30000
 RUNS = int(os.environ.get("TETHER_BENCH_RUNS", "15"))
 TARGET_MS = 200
+ANALYTICS_TARGET_MS = 1000  # /api/analytics/*, /api/assignments/metrics, /analytics/, /metrics
 
 
 def build() -> dict:
@@ -103,8 +106,73 @@ def build() -> dict:
                     f"octo-{rng.randrange(PROFILES):06d}", agent.agent_id, agent.pool.name, "",
                     "active", "released", json.dumps({"fencing_token": 3}),
                 ))
+    rollup_rows = build_rollups(now)
+    with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    return {"build_seconds": time.perf_counter() - started, "events": Event.objects.order_by("-seq").first().seq}
+    return {"build_seconds": time.perf_counter() - started, "events": Event.objects.order_by("-seq").first().seq,
+            "rollup_rows": rollup_rows}
+
+
+def build_rollups(now) -> int:
+    """The hourly rollups (UsageRollup) these assignments and events make, COPYed in: each assignment
+    gives busy time to its profile, agent and pool in every hour it spans (and counts where it began
+    and how it ended); conflicts, failovers and expiries come from the event log, grouped by hour in SQL.
+    As many rows as the real job would write for this history, without running it 720 times."""
+    from collections import defaultdict
+
+    from django.db import connection
+
+    from assignments.models import Assignment
+
+    hour = timedelta(hours=1)
+    stats = defaultdict(lambda: defaultdict(float))
+    for profile_id, agent_id, pool, status, assigned_at, released_at in (
+        Assignment.objects.values_list("profile__profile_id", "agent__agent_id", "pool__name", "status",
+                                       "assigned_at", "released_at").iterator(chunk_size=5000)
+    ):
+        end = min(released_at or now, now)
+        at = assigned_at.replace(minute=0, second=0, microsecond=0)
+        keys = [("profile", profile_id), ("pool", pool)] + ([("agent", agent_id)] if agent_id else [])
+        first = True
+        while at < end:
+            busy = (min(end, at + hour) - max(assigned_at, at)).total_seconds()
+            for scope, key in keys:
+                row = stats[(scope, key, at)]
+                row["busy_seconds"] += busy if agent_id else 0.0
+                row["wait_seconds"] += 0.0 if agent_id else busy
+                row["assignments"] += 1 if first else 0
+            first = False
+            at += hour
+        if released_at is not None:
+            outcome = {"released": "successes", "failed": "failures", "expired": "expirations"}[status]
+            for scope, key in keys:
+                stats[(scope, key, released_at.replace(minute=0, second=0, microsecond=0))][outcome] += 1
+    with connection.cursor() as cursor:
+        for scope, column in (("profile", "profile_id"), ("agent", "agent_id"), ("pool", "pool")):
+            cursor.execute(f"""
+                SELECT date_trunc('hour', occurred_at), {column}, type, count(*) FROM assignments_event
+                WHERE type IN ('assignment.conflict', 'assignment.reassigned') GROUP BY 1, 2, 3""")
+            for at, key, type_, n in cursor.fetchall():
+                stats[(scope, key, at)]["conflicts" if type_ == "assignment.conflict" else "failovers"] += n
+        columns = ["assignments", "busy_seconds", "conflicts", "failures", "expirations", "successes", "failovers",
+                   "waits", "wait_seconds", "tasks_enqueued", "tasks_dequeued", "tasks_assigned", "task_wait_seconds",
+                   "tasks_completed", "tasks_failed", "tasks_cancelled", "tasks_expired", "task_run_seconds"]
+        sql = f"COPY assignments_usagerollup (hour, scope, key, computed_at, {', '.join(columns)}) FROM STDIN"
+        with cursor.cursor.copy(sql) as copy:
+            for (scope, key, at), values in stats.items():
+                copy.write_row([at, scope, key, now] + [values.get(c, 0) if c.endswith("seconds") else int(values.get(c, 0))
+                                                        for c in columns])
+    return len(stats)
+
+
+def time_rollup_job() -> float:
+    """One run of the real rollup job (the current hour and TETHER_ROLLUP_HOURS_BACK before it), in ms."""
+    from assignments.jobs import usage_rollup_recent
+    from config.actors import Actor
+
+    t0 = time.perf_counter()
+    usage_rollup_recent(actor=Actor.system("bench"))
+    return (time.perf_counter() - t0) * 1000
 
 
 def measure(urls: list[str]) -> list[dict]:
@@ -112,7 +180,7 @@ def measure(urls: list[str]) -> list[dict]:
     from django.db import connection
     from django.test import Client
 
-    user = User.objects.create_user("bench", is_staff=True)
+    user = User.objects.filter(username="bench").first() or User.objects.create_user("bench", is_staff=True)
     client = Client()
     client.force_login(user)
     results = []
@@ -218,9 +286,33 @@ def main() -> None:
         f"/history/?as_of_profile={profile}&as_of={when}",
         f"/history/export.csv?profile_id={profile}",
     ]
+    analytics_urls = [
+        "/api/assignments/metrics",
+        f"/api/assignments/metrics?pool={pool}",
+        "/api/analytics/utilization?bucket=hour",
+        "/api/analytics/utilization?bucket=hour&window=7d",
+        "/api/analytics/utilization?bucket=day",
+        f"/api/analytics/utilization?bucket=day&pool={pool}",
+        "/api/analytics/contention",
+        "/api/analytics/contention?window=30d",
+        "/api/analytics/agents",
+        "/api/analytics/agents?window=30d",
+        "/api/analytics/tasks?bucket=day",
+        "/analytics/",
+        "/analytics/?range=30d",
+        "/alerts/",
+        "/analytics/export/agents.csv?range=30d",
+        "/metrics",
+    ]
     results = measure(urls)
     worst = max(r["median"] for r in results)
     print(f"slowest median: {worst:.1f} ms (target < {TARGET_MS} ms)")
+    print(f"analytics ({built.get('rollup_rows', '?')} rollup rows):", flush=True)
+    analytics_results = measure(analytics_urls)
+    worst_analytics = max(r["median"] for r in analytics_results)
+    print(f"slowest analytics median: {worst_analytics:.1f} ms (target < {ANALYTICS_TARGET_MS} ms)")
+    rollup_ms = time_rollup_job()
+    print(f"one rollup job run: {rollup_ms:.0f} ms")
     if os.environ.get("TETHER_BENCH_NO_WRITE"):
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
@@ -245,7 +337,16 @@ def main() -> None:
     for r in results:
         mark = "" if r["median"] < TARGET_MS else " ⚠"
         lines.append(f"| `{r['url']}` | {r['median']:.1f}{mark} | {r['p95']:.1f} | {r['queries']} | {r['kb']:.1f} |")
-    lines += ["", f"Slowest median: **{worst:.1f} ms**.", ""]
+    lines += ["", f"Slowest median: **{worst:.1f} ms**.", "",
+              "## Analytics (issue 13)", "",
+              f"The same data with its hourly rollups ({built.get('rollup_rows', 0):,} rows). Target: well under "
+              f"{ANALYTICS_TARGET_MS} ms.", "",
+              "| request | median ms | p95 ms | queries | KiB |", "|---|---:|---:|---:|---:|"]
+    for r in analytics_results:
+        mark = "" if r["median"] < ANALYTICS_TARGET_MS else " ⚠"
+        lines.append(f"| `{r['url']}` | {r['median']:.1f}{mark} | {r['p95']:.1f} | {r['queries']} | {r['kb']:.1f} |")
+    lines += ["", f"Slowest median: **{worst_analytics:.1f} ms**. One run of the rollup job (current hour and "
+              f"the hours back it recomputes): {rollup_ms:.0f} ms.", ""]
     (REPO / "docs" / "bench-dashboard.md").write_text("\n".join(lines))
     print("wrote docs/bench-dashboard.md")
 
