@@ -70,9 +70,9 @@ bench: install
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache
 
-# Dashboard: render time of every page and analytics endpoint with 100,000 assignments (10,000 live)
-# and 1,000,000 events plus their rollups (scratch
-# database <name>_dashbench beside DATABASE_URL's), and screenshots with the demo data (docs/*.png).
+# Dashboard: render time of every page and analytics endpoint with 100,000 assignments (10,000 live),
+# 1,000,000 events and their rollups (scratch database <name>_dashbench beside DATABASE_URL's), and
+# screenshots with the demo data (docs/*.png).
 .PHONY: bench-dashboard screenshot-dashboard
 bench-dashboard: install
 	$(PY) tests/bench/bench_dashboard.py
