@@ -27,6 +27,7 @@ from datetime import timedelta
 from asgiref.sync import iscoroutinefunction
 from django.apps import apps
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Count, Sum
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
@@ -224,5 +225,13 @@ def metrics_view(request):
                                            "details": {}}}, status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    body, content_type = scrape(request.headers.get("Accept", ""))
+    try:
+        body, content_type = scrape(request.headers.get("Accept", ""))
+    except DatabaseError as exc:
+        # The gauges and counters come from the database: without it there is nothing true to say.
+        # A 503 (not a 500) makes the scrape fail visibly (`up == 0`) and says why.
+        response = JsonResponse({"error": {"code": "service_unavailable", "message": "the database is unavailable",
+                                           "details": {"reason": type(exc).__name__}}}, status=503)
+        response["Retry-After"] = "5"
+        return response
     return HttpResponse(body, content_type=content_type)

@@ -109,3 +109,18 @@ def test_multiprocess_mode_sums_the_histograms_of_every_worker(client, db, tmp_p
     labels = (("method", "GET"), ("route", "api/assignments"), ("status", "200"))
     assert s[("tether_http_request_duration_seconds_count", labels)] == 2
     assert s[("tether_http_request_duration_seconds_bucket", (("le", "0.025"),) + labels)] == 2
+
+
+def test_a_database_outage_is_a_503_not_a_500(client, db, monkeypatch):
+    from django.db import OperationalError
+
+    from dashboard import metrics
+
+    def down(self):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(metrics.DatabaseCollector, "collect", down)
+    response = client.get("/metrics")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response["Retry-After"] == "5"
