@@ -142,3 +142,28 @@ def test_every_table_exports_as_csv_with_its_filters(viewer_client, busy_scene):
 def test_anonymous_visitors_are_sent_to_log_in(client, db, url):
     response = client.get(url)
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_analytics_reads_cost_the_same_number_of_queries_whatever_the_fleet_size(viewer_client, db):
+    """Rankings and series are grouped queries over the rollups: ten times the rows, the same queries."""
+    from tests.dashboard.conftest import make_scene
+
+    def count(url):
+        with CaptureQueriesContext(connection) as ctx:
+            response = viewer_client.get(url)
+            assert response.status_code == 200, url
+            if response.streaming:
+                b"".join(response.streaming_content)
+        return len(ctx.captured_queries)
+
+    urls = ["/analytics/", "/alerts/?status=all", "/api/analytics/utilization", "/api/analytics/contention",
+            "/api/analytics/agents", "/api/analytics/tasks", "/api/assignments/metrics", "/metrics"]
+    make_scene(pools=1, agents=2, profiles=2, held=1, prefix="s-")
+    usage_rollup_recent(actor=Actor.system("test-rollup"))
+    small = {url: count(url) for url in urls}
+    make_scene(pools=3, agents=5, profiles=10, held=10, prefix="l-")
+    for agent_id in ("l-agent-0-0", "l-agent-1-0"):
+        agent_mark_stale(agent_id=agent_id, actor=OPERATOR)
+    usage_rollup_recent(actor=Actor.system("test-rollup"))
+    large = {url: count(url) for url in urls}
+    assert large == small
