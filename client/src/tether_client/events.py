@@ -108,8 +108,11 @@ class EventStream:
     def _connect(self) -> None:
         headers = {"Authorization": f"Token {self.http.token}"} if self.http.token else None
         try:
-            self.connection = connect(self.ws_url(), additional_headers=headers, open_timeout=15,
-                                      close_timeout=2, max_size=2**22)
+            connection = connect(self.ws_url(), additional_headers=headers, open_timeout=15,
+                                 close_timeout=2, max_size=2**22)
+            # Held across calls rather than in a `with` block; entering it says so (websockets ≥ 17.1
+            # warns about connections used without one). `close()` ends it.
+            self.connection = connection.__enter__()
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
