@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from tether_client import __version__
-from tether_client.errors import ApiError, ConnectionFailed, error_for
+from tether_client.errors import ApiError, ConnectionFailed, TetherError, error_for
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _RETRY_STATUS_ANY = frozenset({429, 503})
@@ -159,6 +159,13 @@ class Http:
             if not isinstance(body, dict) or not body.get("next"):
                 return
             page += 1
+
+
+def as_object(value: Any) -> dict[str, Any]:
+    """The JSON object an endpoint answers with (a TetherError when it answered something else)."""
+    if not isinstance(value, dict):
+        raise TetherError(f"expected a JSON object from Tether, got {type(value).__name__}")
+    return value
 
 
 def _param(value: Any) -> str:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tether_client._http import Http, new_idempotency_key
+from tether_client._http import Http, as_object, new_idempotency_key
 from tether_client.errors import (
     ApiError,
     ConnectionFailed,
@@ -267,7 +267,7 @@ class Agent:
             return list(self._held.values())
 
     def info(self) -> dict[str, Any]:
-        return self.http.get(f"/api/agents/{self.agent_id}")
+        return as_object(self.http.get(f"/api/agents/{self.agent_id}"))
 
     def assignments(self, status: str | None = None) -> list[Assignment]:
         """What the server says this agent holds (live ones by default; `status="all"`)."""
@@ -280,7 +280,7 @@ class Agent:
             body["load_metrics"] = dict(load_metrics)
         data = self.http.request("PUT", f"/api/agents/{self.agent_id}/status", json=body)
         self.status = data.get("status")
-        return data
+        return as_object(data)
 
     def deregister(self) -> dict[str, Any]:
         """Leave the pool: the token stops working and what the agent held fails over."""
@@ -289,7 +289,7 @@ class Agent:
             self._stop_browser(lease.profile_id)
             lease._revoked.set()
             self._forget(lease.assignment_id)
-        return self.http.request("DELETE", f"/api/agents/{self.agent_id}")
+        return as_object(self.http.request("DELETE", f"/api/agents/{self.agent_id}"))
 
     # --- taking profiles ------------------------------------------------------------------------
 
@@ -430,7 +430,7 @@ class Agent:
                idempotency_key: str | None = None, **fields: Any) -> dict[str, Any]:
         """Submit a task to this agent's pool (agents of a pool may)."""
         body = {"pool": pool, "payload": dict(payload), "priority": priority, **fields}
-        return self.http.post("/api/tasks", body, idempotency_key=idempotency_key or new_idempotency_key())
+        return as_object(self.http.post("/api/tasks", body, idempotency_key=idempotency_key or new_idempotency_key()))
 
     # --- heartbeats -----------------------------------------------------------------------------
 
@@ -482,7 +482,7 @@ class Agent:
                     for profile_id in running - held_profiles:
                         log.warning("stopping the browser of %s: this agent does not hold it", profile_id)
                         self._stop_browser(profile_id)
-            return reply
+            return as_object(reply)
 
     def _revoke(self, assignment_id: str) -> None:
         with self._lock:

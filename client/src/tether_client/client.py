@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tether_client._http import Http, new_idempotency_key
+from tether_client._http import Http, as_object, new_idempotency_key
 from tether_client.events import EventStream
 from tether_client.models import Assignment
 
@@ -40,14 +40,14 @@ class Client:
         return list(self.http.iterate("/api/pools", params=filters, limit=limit))
 
     def pool(self, name: str) -> Json:
-        return self.http.get(f"/api/pools/{name}")
+        return as_object(self.http.get(f"/api/pools/{name}"))
 
     def create_pool(self, name: str, **fields: Any) -> Json:
         """The reply carries the pool's `enrollment_token`, once."""
-        return self.http.post("/api/pools", {"name": name, **fields})
+        return as_object(self.http.post("/api/pools", {"name": name, **fields}))
 
     def update_pool(self, name: str, **fields: Any) -> Json:
-        return self.http.request("PATCH", f"/api/pools/{name}", json=fields)
+        return as_object(self.http.request("PATCH", f"/api/pools/{name}", json=fields))
 
     # --- agents ---------------------------------------------------------------------------------
 
@@ -55,17 +55,17 @@ class Client:
         return list(self.http.iterate("/api/agents", params=filters, limit=limit))
 
     def agent(self, agent_id: str) -> Json:
-        return self.http.get(f"/api/agents/{agent_id}")
+        return as_object(self.http.get(f"/api/agents/{agent_id}"))
 
     def discover(self, **filters: Any) -> list[Json]:
         return list(self.http.post("/api/agents/discover", filters, retry_safe=True).get("results", []))
 
     def drain(self, agent_id: str) -> Json:
         """Stop new work for the agent and move its assignments away (operators)."""
-        return self.http.post(f"/api/agents/{agent_id}/drain", retry_safe=True)
+        return as_object(self.http.post(f"/api/agents/{agent_id}/drain", retry_safe=True))
 
     def deregister(self, agent_id: str) -> Json:
-        return self.http.request("DELETE", f"/api/agents/{agent_id}")
+        return as_object(self.http.request("DELETE", f"/api/agents/{agent_id}"))
 
     # --- profiles -------------------------------------------------------------------------------
 
@@ -73,14 +73,14 @@ class Client:
         return list(self.http.iterate("/api/profiles", params=filters, limit=limit))
 
     def profile(self, profile_id: str) -> Json:
-        return self.http.get(f"/api/profiles/{profile_id}")
+        return as_object(self.http.get(f"/api/profiles/{profile_id}"))
 
     def create_profile(self, profile_id: str, **fields: Any) -> Json:
-        return self.http.post("/api/profiles", {"profile_id": profile_id, **fields})
+        return as_object(self.http.post("/api/profiles", {"profile_id": profile_id, **fields}))
 
     def holder(self, profile_id: str) -> Json:
         """`{"profile_id", "available", "assignment"}`: who holds the profile now."""
-        return self.http.get(f"/api/profiles/{profile_id}/assignment")
+        return as_object(self.http.get(f"/api/profiles/{profile_id}/assignment"))
 
     def is_available(self, profile_id: str) -> bool:
         return bool(self.holder(profile_id).get("available"))
@@ -101,7 +101,7 @@ class Client:
         return Assignment.from_json(self.http.request("DELETE", f"/api/assignments/{assignment_id}", json=body))
 
     def metrics(self, **params: Any) -> Json:
-        return self.http.get("/api/assignments/metrics", params=params)
+        return as_object(self.http.get("/api/assignments/metrics", params=params))
 
     # --- tasks ----------------------------------------------------------------------------------
 
@@ -114,7 +114,7 @@ class Client:
             body["requirements"] = dict(requirements)
         if task_id is not None:
             body["task_id"] = task_id
-        return self.http.post("/api/tasks", body, idempotency_key=idempotency_key or new_idempotency_key())
+        return as_object(self.http.post("/api/tasks", body, idempotency_key=idempotency_key or new_idempotency_key()))
 
     def submit_batch(self, tasks: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None) -> list[Json]:
         data = self.http.post("/api/tasks/batch", {"tasks": [dict(t) for t in tasks]},
@@ -126,19 +126,19 @@ class Client:
         return list(self.http.iterate("/api/tasks", params=filters, limit=limit))
 
     def task(self, task_id: str) -> Json:
-        return self.http.get(f"/api/tasks/{task_id}")
+        return as_object(self.http.get(f"/api/tasks/{task_id}"))
 
     def cancel_task(self, task_id: str) -> Json:
-        return self.http.post(f"/api/tasks/{task_id}/cancel", retry_safe=True)
+        return as_object(self.http.post(f"/api/tasks/{task_id}/cancel", retry_safe=True))
 
     def task_status(self, pool: str | None = None) -> Json:
-        return self.http.get("/api/tasks/status", params={"pool": pool})
+        return as_object(self.http.get("/api/tasks/status", params={"pool": pool}))
 
     def queues(self, pool: str | None = None) -> Json:
-        return self.http.get("/api/tasks/queues", params={"pool": pool})
+        return as_object(self.http.get("/api/tasks/queues", params={"pool": pool}))
 
     def clear_queue(self, priority: str, pool: str | None = None) -> Json:
-        return self.http.post(f"/api/tasks/queues/{priority}/clear", params={"pool": pool}, retry_safe=True)
+        return as_object(self.http.post(f"/api/tasks/queues/{priority}/clear", params={"pool": pool}, retry_safe=True))
 
     # --- events ---------------------------------------------------------------------------------
 
@@ -153,7 +153,7 @@ class Client:
 
     def events_page(self, since: int = 0, *, limit: int | None = None, **filters: Any) -> Json:
         """One page of the log over HTTP: `{"next", "last_seq", "results"}`."""
-        return self.http.get("/api/events", params={"since": since, "limit": limit, **filters})
+        return as_object(self.http.get("/api/events", params={"since": since, "limit": limit, **filters}))
 
     def health(self) -> Json:
-        return self.http.get("/health")
+        return as_object(self.http.get("/health"))

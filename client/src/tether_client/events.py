@@ -22,10 +22,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import ClientConnection, connect
 
 from tether_client._http import Http
-from tether_client.errors import ConnectionFailed, Forbidden, NotAuthenticated, TetherError, ValidationError
+from tether_client.errors import ApiError, ConnectionFailed, Forbidden, NotAuthenticated, ValidationError
 from tether_client.models import Event
 
-_CLOSE_ERRORS: dict[int, type[TetherError]] = {4400: ValidationError, 4401: NotAuthenticated, 4403: Forbidden}
+_CLOSE_ERRORS: dict[int, type[ApiError]] = {4400: ValidationError, 4401: NotAuthenticated, 4403: Forbidden}
 
 
 class EventStream:
