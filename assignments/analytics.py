@@ -30,7 +30,6 @@ R = Assignment.ReleaseReason
 
 # Per-profile and per-agent maps in the metrics are capped: the busiest first.
 METRICS_TOP = 100
-_CHUNK = 500
 
 
 # --- The holding timeline ---------------------------------------------------------------------------
@@ -51,34 +50,43 @@ class Span:
         return max((min(self.end, until) - max(self.start, since)).total_seconds(), 0.0)
 
 
-# The events that change who holds an assignment.
+# The events that change who holds an assignment, besides its creation by a free take: moves
+# (failover, rebalancing, drain), a pending assignment handed to its agent, and a creation as
+# `pending` (a request queued for the profile). All rare next to takes and releases.
 _HOLDER_Q = (
-    Q(type=Event.Type.ASSIGNMENT_CREATED)
-    | Q(type=Event.Type.ASSIGNMENT_REASSIGNED)
+    Q(type=Event.Type.ASSIGNMENT_REASSIGNED)
     | Q(type=Event.Type.ASSIGNMENT_STATUS_CHANGED, from_status=S.PENDING)
     | Q(type=Event.Type.ASSIGNMENT_STATUS_CHANGED, to_status=S.PENDING)
+    | Q(type=Event.Type.ASSIGNMENT_CREATED, to_status=S.PENDING)
 )
 
 
-def holder_changes(assignment_ids: list) -> dict:
-    """assignment_id → its holder-changing events, oldest first, as (at, type, agent_id, from_status,
-    to_status, from_agent_id, to_agent_id). One query per 500 assignments."""
+def holder_changes(assignment_ids, *, since: datetime, until: datetime) -> dict:
+    """assignment_id → its holder-changing events (`_HOLDER_Q`) that happened in [since, until),
+    oldest first, as (at, type, agent_id, from_status, to_status, from_agent_id, to_agent_id); pass
+    the earliest `assigned_at` of the assignments as `since`. One query over the rare event types in
+    that time range (`occurred_at` index), not one per assignment: an assignment with none was held
+    by its agent from creation to end."""
+    wanted = set(assignment_ids)
     changes = defaultdict(list)
-    for offset in range(0, len(assignment_ids), _CHUNK):
-        for row in (
-            Event.objects.filter(_HOLDER_Q, assignment_id__in=assignment_ids[offset:offset + _CHUNK])
-            .order_by("seq")
-            .values_list("assignment_id", "occurred_at", "type", "agent_id", "from_status", "to_status",
-                         "data__from_agent_id", "data__to_agent_id")
-        ):
+    if not wanted:
+        return changes
+    for row in (
+        Event.objects.filter(_HOLDER_Q, occurred_at__gte=since, occurred_at__lt=until)
+        .order_by("seq")
+        .values_list("assignment_id", "occurred_at", "type", "agent_id", "from_status", "to_status",
+                     "data__from_agent_id", "data__to_agent_id")
+        .iterator(chunk_size=2000)
+    ):
+        if row[0] in wanted:
             changes[row[0]].append(row[1:])
     return changes
 
 
 def holding_spans(*, agent_id, status, assigned_at, released_at, changes, now) -> list[Span]:
     """The stretches of one assignment, from its holder-changing events (`holder_changes`), up to
-    its end (or `now` while it lives). Without its creation event (archived history) the first
-    holder is the first move's source, else its current agent."""
+    its end (or `now` while it lives). The first holder: nobody when it was created pending, else
+    the first move's source, else its current agent (created by a take, never moved)."""
     created = next((c for c in changes if c[1] == Event.Type.ASSIGNMENT_CREATED), None)
     moves = [c for c in changes if c[1] != Event.Type.ASSIGNMENT_CREATED]
     if created is not None:
@@ -122,7 +130,7 @@ def holding_spans(*, agent_id, status, assigned_at, released_at, changes, now) -
 def assignment_metrics(*, since: datetime, until: datetime, pool: str | None = None, now=None) -> dict:
     """The seed's metrics over [since, until), for one pool or all (see the module docstring for the
     definitions). Reads the assignments that overlap the window and their holder-changing events
-    (one query per 500 assignments), the live count and the conflict count."""
+    (one query), the live count and the conflict count."""
     now = now or timezone.now()
     horizon = min(until, now)
     window_seconds = max((until - since).total_seconds(), 1.0)
@@ -139,7 +147,7 @@ def assignment_metrics(*, since: datetime, until: datetime, pool: str | None = N
         .values_list("assignment_id", "profile__profile_id", "agent__agent_id", "status", "assigned_at",
                      "released_at", "release_reason")
     )
-    changes = holder_changes([r[0] for r in rows])
+    changes = holder_changes([r[0] for r in rows], since=min((r[4] for r in rows), default=since), until=until)
     total = successful = failed = 0
     durations: list[float] = []
     held: dict[str, float] = defaultdict(float)

@@ -166,7 +166,7 @@ def _rollup_hour(start, now) -> list:
     )
     # Failover and rebalancing move an assignment between agents (or leave it waiting, held by
     # nobody): its holder-changing events split its time between the agents that held it.
-    changes = holder_changes([row[0] for row in rows])
+    changes = holder_changes([row[0] for row in rows], since=min((row[5] for row in rows), default=start), until=end)
     for assignment_id, profile_id, pool_name, agent_id, status, assigned_at, released_at in rows:
         for span in holding_spans(agent_id=agent_id, status=status, assigned_at=assigned_at, released_at=released_at,
                                   changes=changes.get(assignment_id, []), now=now):
