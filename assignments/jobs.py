@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from assignments import cache as live_cache
@@ -150,8 +150,8 @@ _ROLLUP_FIELDS = ("assignments", "busy_seconds", "conflicts", "failures", "expir
 _SECONDS_FIELDS = ("busy_seconds", "wait_seconds", "task_wait_seconds", "task_run_seconds")
 
 
-def _rollup_hour(start, now) -> list:
-    """Usage rows (UsageRollup, unsaved) of the hour starting at `start`, from the assignments held
+def _rollup_hour(start, now) -> list[tuple]:
+    """Usage rows (tuples of `_ROLLUP_COLUMNS`) of the hour starting at `start`, from the assignments held
     during it (split between agents by their reassignments: `assignments.analytics.holding_spans`)
     and the events that happened in it."""
     end = start + timedelta(hours=1)
@@ -233,10 +233,28 @@ def _rollup_hour(start, now) -> list:
 
     _rollup_task_times(start, end, stats)
     return [
-        UsageRollup(hour=start, scope=scope, key=key, computed_at=now,
-                    **(values | {f: round(values[f], 3) for f in _SECONDS_FIELDS}))
+        (start, scope, key, now) + tuple(round(values[f], 3) if f in _SECONDS_FIELDS else values[f] for f in _ROLLUP_FIELDS)
         for (scope, key), values in stats.items()
     ]
+
+
+# The columns of the rows `_rollup_hour` returns (plain tuples: 10,000 live assignments make
+# ~11,000 rows an hour, and model instances cost more than the rest of the job).
+_ROLLUP_COLUMNS = ("hour", "scope", "key", "computed_at") + _ROLLUP_FIELDS
+
+
+def _rollups_write(rows: list[tuple]) -> None:
+    """Insert the rollup rows. On PostgreSQL with COPY: a live fleet makes one row per held profile
+    per hour, and profiling the job with 10,000 live assignments showed bulk_create's per-value
+    preparation (22 columns × ~11,000 rows an hour) costing most of the run; COPY sends plain rows."""
+    if connection.vendor != "postgresql":
+        UsageRollup.objects.bulk_create((UsageRollup(**dict(zip(_ROLLUP_COLUMNS, row))) for row in rows), batch_size=1000)
+        return
+    table = UsageRollup._meta.db_table
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {table} ({', '.join(_ROLLUP_COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 def _rollup_task_times(start, end, stats) -> None:
@@ -295,7 +313,7 @@ def usage_rollup_recent(*, actor: Actor, now=None, limit: int = 200) -> dict:
         for hour in hours:
             rows = _rollup_hour(hour, now)
             UsageRollup.objects.filter(hour=hour).delete()
-            UsageRollup.objects.bulk_create(rows, batch_size=1000)
+            _rollups_write(rows)
             written += len(rows)
     return {"hours": len(hours), "rows": written}
 
