@@ -267,6 +267,8 @@ TETHER_METRICS_TOKEN = env_str("TETHER_METRICS_TOKEN", "") or ""
 # its observations here and a scrape sums them (`make serve` sets it; prometheus_client reads the
 # same variable when it loads, so it must be in the environment, not only here).
 TETHER_METRICS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "") or ""
+if TETHER_METRICS_MULTIPROC_DIR:
+    Path(TETHER_METRICS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)  # its files are made on first use
 # Alerts (alert.* events) are POSTed here as JSON after commit, by a background sender with retries
 # (assignments/webhooks.py); nothing is sent when unset. With a secret, each body is signed:
 # `X-Tether-Signature: sha256=<HMAC-SHA256 of the body>`.

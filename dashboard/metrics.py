@@ -21,6 +21,7 @@ reaches, and count what every web process and Celery worker did:
 """
 
 import hmac
+import logging
 import time
 from datetime import timedelta
 
@@ -45,6 +46,8 @@ from assignments.models import Assignment, Event, UsageRollup
 from pools.models import AgentPool
 from pools.selectors import pool_counts
 
+log = logging.getLogger(__name__)
+
 TASK_PRIORITIES = ("urgent", "critical", "high", "normal", "low")
 TASK_OUTCOMES = ("completed", "failed", "cancelled", "expired")
 
@@ -59,7 +62,10 @@ REQUEST_SECONDS = Histogram(
 
 
 def observe_request(method: str, route: str, status: int | str, seconds: float) -> None:
-    REQUEST_SECONDS.labels(method=method, route=route, status=str(status)).observe(seconds)
+    try:
+        REQUEST_SECONDS.labels(method=method, route=route, status=str(status)).observe(seconds)
+    except OSError:  # multiprocess mode's file could not be written (disk full, directory removed)
+        log.warning("request latency not recorded (PROMETHEUS_MULTIPROC_DIR unwritable)", exc_info=True)
 
 
 def _route(request) -> str:
