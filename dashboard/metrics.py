@@ -161,14 +161,19 @@ class DatabaseCollector:
         counts = pool_counts()
         live = GaugeMetricFamily("tether_assignments_live", "Live assignments by pool and status.",
                                  labels=["pool", "status"])
-        waiting = GaugeMetricFamily("tether_assignments_waiting",
-                                    "Assignments waiting for an agent (pending, no agent), by pool.", labels=["pool"])
+        waiting = GaugeMetricFamily(
+            "tether_assignments_waiting",
+            "Waiting requests by pool: for an agent (pending with no agent: failed over, no room) or for the "
+            "profile (pending for a requesting agent: a take that asked to wait while the profile is held).",
+            labels=["pool", "waiting_for"])
         agents = GaugeMetricFamily("tether_agents", "Registered agents by pool and status.", labels=["pool", "status"])
         for pk, name in sorted(pools.items(), key=lambda kv: kv[1]):
             c = counts.get(pk)
             for status in Assignment.LIVE_STATUSES:
                 live.add_metric([name, status], c.live_by_status.get(status, 0) if c else 0)
-            waiting.add_metric([name], c.waiting if c else 0)
+            no_agent = c.waiting if c else 0
+            waiting.add_metric([name, "agent"], no_agent)
+            waiting.add_metric([name, "profile"], (c.live_by_status.get("pending", 0) - no_agent) if c else 0)
             for status in Agent.Status.values:
                 agents.add_metric([name, status], c.agents_by_status.get(status, 0) if c else 0)
         yield live

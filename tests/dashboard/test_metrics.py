@@ -50,7 +50,8 @@ def test_gauges_and_counters_match_the_scene(client, scene):
     s = scrape(client)
     assert value(s, "tether_assignments_live", pool="pool-0", status="active") == 2
     assert value(s, "tether_assignments_live", pool="pool-0", status="pending") == 0
-    assert value(s, "tether_assignments_waiting", pool="pool-0") == 0
+    assert value(s, "tether_assignments_waiting", pool="pool-0", waiting_for="agent") == 0
+    assert value(s, "tether_assignments_waiting", pool="pool-0", waiting_for="profile") == 0
     assert value(s, "tether_agents", pool="pool-0", status="active") == 1
     assert value(s, "tether_agents", pool="pool-0", status="stale") == 1
     assert value(s, "tether_tasks_queued", pool="pool-0", priority="urgent") == 0
@@ -124,3 +125,12 @@ def test_a_database_outage_is_a_503_not_a_500(client, db, monkeypatch):
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "service_unavailable"
     assert response["Retry-After"] == "5"
+
+
+def test_an_assignment_failed_over_with_nowhere_to_go_is_waiting_for_an_agent(client, scene):
+    for agent_id in ("agent-0-0", "agent-0-1"):
+        agent_mark_stale(agent_id=agent_id, actor=OPERATOR)
+    s = scrape(client)
+    assert value(s, "tether_assignments_waiting", pool="pool-0", waiting_for="agent") == 2
+    assert value(s, "tether_assignments_live", pool="pool-0", status="pending") == 2
+    assert value(s, "tether_assignments_waiting", pool="pool-0", waiting_for="profile") == 0
