@@ -56,6 +56,13 @@ CASES = {
     "unknown status filter": ("GET", "/api/assignments?status=bogus", None, 400, "validation_error"),
     "unknown status of agent's assignments": ("GET", "/api/agents/a1/assignments?status=bogus", None, 400, "validation_error"),
     "bad metrics window": ("GET", "/api/assignments/metrics?window=forever", None, 400, "validation_error"),
+    "metrics since after until": ("GET", "/api/assignments/metrics?since=2030-01-02T00:00:00Z&until=2030-01-01T00:00:00Z", None, 400, "validation_error"),
+    "metrics since not a time": ("GET", "/api/assignments/metrics?since=%00", None, 400, "validation_error"),
+    "metrics pool too long": ("GET", "/api/assignments/metrics?pool=" + "p" * 65, None, 400, "validation_error"),
+    "unknown analytics bucket": ("GET", "/api/analytics/utilization?bucket=minute", None, 400, "validation_error"),
+    "hourly series too long": ("GET", "/api/analytics/tasks?bucket=hour&window=60d", None, 400, "validation_error"),
+    "ranking limit not a number": ("GET", "/api/analytics/contention?limit=lots", None, 400, "validation_error"),
+    "unknown agents sort": ("GET", "/api/analytics/agents?sort=random", None, 400, "validation_error"),
     "bad events since": ("GET", "/api/events?since=-1", None, 400, "validation_error"),
     "bad events type": ("GET", "/api/events?types=DROP TABLE", None, 400, "validation_error"),
     # missing fields
