@@ -2,7 +2,8 @@
 
 Where each value comes from, and why — the answer must be the same whichever web process a scrape
 reaches, and count what every web process and Celery worker did:
-- **Gauges** (live assignments, agents, waiting requests, queued tasks, open alerts) are read from
+- **Gauges** (live assignments, agents, waiting requests, queued tasks, open alerts, the age of each
+  background job's last run) are read from
   the database at scrape time: it is the truth every process shares. A few grouped queries.
 - **Counters** (takes, conflicts, failovers, expiries, tasks by outcome) are derived from the event
   log, which every process writes: the hourly rollups (`UsageRollup`, pool rows) for the hours the
@@ -43,6 +44,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from agents.models import Agent
 from assignments.analytics import bucket_floor, open_alert_counts
 from assignments.models import Assignment, Event, UsageRollup
+from config.jobs import job_status
 from pools.models import AgentPool
 from pools.selectors import pool_counts
 
@@ -191,6 +193,18 @@ class DatabaseCollector:
         for (kind, severity), n in sorted(open_alert_counts().items()):
             alerts.add_metric([kind, severity], n)
         yield alerts
+
+        # The jobs: when each last finished, and whether that run succeeded. The counters above lean
+        # on the rollup job (usage_rollup_recent): alert when it stops.
+        age = GaugeMetricFamily("tether_job_last_run_age_seconds",
+                                "Seconds since each background job last finished (absent: never ran).", labels=["job"])
+        ok = GaugeMetricFamily("tether_job_last_run_ok", "1 when the job's last run succeeded, else 0.", labels=["job"])
+        for name, job in sorted(job_status().items()):
+            if job["age_seconds"] is not None:
+                age.add_metric([name], job["age_seconds"])
+                ok.add_metric([name], 1 if job["ok"] else 0)
+        yield age
+        yield ok
 
         totals = counter_values()
         for name, (_, help_text, _) in _COUNTERS.items():

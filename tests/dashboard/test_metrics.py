@@ -134,3 +134,14 @@ def test_an_assignment_failed_over_with_nowhere_to_go_is_waiting_for_an_agent(cl
     assert value(s, "tether_assignments_waiting", pool="pool-0", waiting_for="agent") == 2
     assert value(s, "tether_assignments_live", pool="pool-0", status="pending") == 2
     assert value(s, "tether_assignments_waiting", pool="pool-0", waiting_for="profile") == 0
+
+
+def test_each_jobs_last_run_is_exposed_once_it_ran(client, db):
+    from config.jobs import job_run
+
+    s = scrape(client)
+    assert not [k for k in s if k[0] == "tether_job_last_run_age_seconds"]  # nothing ran yet
+    job_run("usage_rollup_recent")
+    s = scrape(client)
+    assert 0 <= value(s, "tether_job_last_run_age_seconds", job="usage_rollup_recent") < 60
+    assert value(s, "tether_job_last_run_ok", job="usage_rollup_recent") == 1
