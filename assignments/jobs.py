@@ -11,8 +11,8 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from assignments import cache as live_cache
-from assignments.events import recorded_transaction
 from assignments.analytics import holder_changes, holding_spans
+from assignments.events import recorded_transaction
 from assignments.models import Assignment, Event, EventArchive, UsageRollup
 from assignments.services import assignment_expire, assignment_release, assignment_update
 from config import locks
