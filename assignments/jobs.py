@@ -248,7 +248,8 @@ def _rollups_write(rows: list[tuple]) -> None:
     per hour, and profiling the job with 10,000 live assignments showed bulk_create's per-value
     preparation (22 columns × ~11,000 rows an hour) costing most of the run; COPY sends plain rows."""
     if connection.vendor != "postgresql":
-        UsageRollup.objects.bulk_create((UsageRollup(**dict(zip(_ROLLUP_COLUMNS, row))) for row in rows), batch_size=1000)
+        UsageRollup.objects.bulk_create(
+            (UsageRollup(**dict(zip(_ROLLUP_COLUMNS, row, strict=True))) for row in rows), batch_size=1000)
         return
     table = UsageRollup._meta.db_table
     with connection.cursor() as cursor:

@@ -193,7 +193,7 @@ def test_analytics_series_and_rankings_read_the_rollups(scene, hour, operator_to
     assert later["series"][0]["queue_depth"] == 1  # carried over from the hours before the window
 
 
-def test_task_series_is_all_zeros_while_no_task_event_exists(fleet, operator_token):  # noqa: F811
+def test_task_series_is_all_zeros_while_no_task_event_exists(fleet, operator_token):  # noqa: F811 — the fixture
     tasks = _get("/api/analytics/tasks?window=3h", operator_token)
     assert tasks["tasks_recorded"] is False
     assert len(tasks["series"]) in (3, 4)

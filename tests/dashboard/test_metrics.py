@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from agents.services import agent_mark_stale
 from assignments.models import Event, UsageRollup
 from assignments.services import assignment_create
-from config.actors import Actor
 from config.errors import ProfileTaken
 from dashboard.metrics import counter_values
 from tests.dashboard.conftest import OPERATOR
