@@ -197,6 +197,68 @@ def assignment_metrics(*, since: datetime, until: datetime, pool: str | None = N
     }
 
 
+# --- Counting events per profile, agent and pool (the rollup job, and the live current hour) -------------
+
+
+def event_counts(start: datetime, end: datetime, stats, *, pool: str | None = None) -> None:
+    """Add to `stats[(scope, key)][column]` the rollup counts of the events in [start, end):
+    assignments created (and handed over by failover, for the receiving agent), successes, failures,
+    expirations, conflicts, waits, failovers (for the losing agent), and the tasks' queue moves and
+    outcomes. One grouped query (of one pool's events with `pool`)."""
+    Scope = UsageRollup.Scope
+    events = Event.objects.filter(pool=pool) if pool else Event.objects.all()
+    counted = (
+        events.filter(occurred_at__gte=start, occurred_at__lt=end).filter(
+            Q(type__in=[
+                Event.Type.ASSIGNMENT_CREATED, Event.Type.ASSIGNMENT_REASSIGNED, Event.Type.ASSIGNMENT_CONFLICT,
+                Event.Type.ASSIGNMENT_EXPIRED, Event.Type.ASSIGNMENT_STATUS_CHANGED, Event.Type.ASSIGNMENT_RELEASED,
+            ]) | Q(type__startswith="task.")
+        )
+        .values_list("type", "from_status", "to_status", "profile_id", "agent_id", "pool",
+                     "data__from_agent_id", "data__release_reason")
+        .annotate(n=Count("seq"))
+        .order_by()
+    )
+    for type_, from_status, to_status, profile_id, agent_id, pool_name, from_agent, release_reason, n in counted:
+        everyone = ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
+        updates = []
+        if type_ == Event.Type.ASSIGNMENT_CREATED:
+            updates.append(("assignments", everyone))
+            if to_status == S.PENDING:
+                updates.append(("waits", everyone[:2]))
+        elif type_ == Event.Type.ASSIGNMENT_REASSIGNED:
+            updates.append(("failovers", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, from_agent))))
+            if to_status == S.ACTIVE:
+                updates.append(("assignments", ((Scope.AGENT, agent_id),)))  # handed to it by failover or rebalancing
+            elif to_status == S.PENDING:
+                updates.append(("waits", everyone[:2]))
+        elif type_ == Event.Type.ASSIGNMENT_CONFLICT:
+            updates.append(("conflicts", everyone))
+        elif type_ == Event.Type.ASSIGNMENT_EXPIRED:
+            updates.append(("expirations", everyone))
+        elif type_ == Event.Type.ASSIGNMENT_RELEASED:
+            if release_reason == Assignment.ReleaseReason.RELEASED:
+                updates.append(("successes", everyone))
+        elif type_ == Event.Type.ASSIGNMENT_STATUS_CHANGED:
+            if to_status == S.FAILED:
+                updates.append(("failures", everyone))
+        else:  # task.*
+            if to_status == "queued":
+                updates.append(("tasks_enqueued", everyone[1:2]))
+            if from_status == "queued":
+                updates.append(("tasks_dequeued", everyone[1:2]))
+            outcome = {"task.completed": "tasks_completed", "task.cancelled": "tasks_cancelled",
+                       "task.expired": "tasks_expired"}.get(type_)
+            if type_ == "task.failed" and to_status == "failed":
+                outcome = "tasks_failed"
+            if outcome:
+                updates.append((outcome, everyone[1:]))
+        for what, scopes in updates:
+            for scope, key in scopes:
+                if key:
+                    stats[(scope, key)][what] += n
+
+
 # --- Series and rankings from the rollups ---------------------------------------------------------------
 
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
@@ -242,11 +304,40 @@ def _zero() -> dict:
     return dict.fromkeys(ROLLUP_SUMS, 0)
 
 
+# Counted from events: for the current hour they are read live from the log at request time, so a
+# page or a client sees a take or a conflict at once; busy and wait time (from the holding timeline)
+# stay as fresh as the rollup job's last run.
+LIVE_COUNT_FIELDS = ("assignments", "successes", "failures", "expirations", "conflicts", "waits", "failovers",
+                     "tasks_enqueued", "tasks_dequeued", "tasks_completed", "tasks_failed", "tasks_cancelled",
+                     "tasks_expired")
+
+
+def _overlay_current_hour(by_bucket: dict, *, bucket: str, since: datetime, until: datetime, pool: str | None,
+                          now=None) -> None:
+    """Replace the current hour's counts in `by_bucket` (as last rolled up) by the event log's. Two
+    queries: the hour's pool rollups, the hour's events grouped."""
+    hour = bucket_floor(now or timezone.now(), "hour")
+    if not bucket_floor(since, "hour") <= hour < until:
+        return
+    rolled = UsageRollup.objects.filter(scope=UsageRollup.Scope.POOL, hour=hour)
+    if pool:
+        rolled = rolled.filter(key=pool)
+    stale = rolled.aggregate(**{f: Sum(f) for f in LIVE_COUNT_FIELDS})
+    counted = defaultdict(lambda: defaultdict(int))
+    event_counts(hour, hour + timedelta(hours=1), counted, pool=pool)
+    row = by_bucket.setdefault(bucket_floor(hour, bucket), _zero())
+    for field in LIVE_COUNT_FIELDS:
+        fresh = sum(values[field] for (scope, _key), values in counted.items() if scope == UsageRollup.Scope.POOL)
+        row[field] = (row[field] or 0) - (stale[field] or 0) + fresh
+
+
 def utilization_series(*, bucket: str, since: datetime, until: datetime, pool: str | None = None) -> dict:
     """Per bucket, the pool's (or the fleet's) busy time, average profiles held, utilization (average
-    held / enabled profiles of the pool, or of the fleet), and the counts of the bucket. One grouped
-    query on the pool rollups, one count of profiles."""
+    held / enabled profiles of the pool, or of the fleet), and the counts of the bucket (the current
+    hour's live from the event log). One grouped query on the pool rollups, two for the current
+    hour, one count of profiles."""
     by_bucket = _series(UsageRollup.Scope.POOL, pool, bucket=bucket, since=since, until=until)
+    _overlay_current_hour(by_bucket, bucket=bucket, since=since, until=until, pool=pool)
     profiles = Profile.objects.filter(enabled=True)
     if pool:
         profiles = profiles.filter(pool__name=pool)
@@ -356,6 +447,7 @@ def task_series(*, bucket: str, since: datetime, until: datetime, pool: str | No
     tasks ended. All zero while no task event has been recorded (tasks not in use, or not yet built
     on this installation). Two grouped queries on the pool rollups."""
     by_bucket = _series(UsageRollup.Scope.POOL, pool, bucket=bucket, since=since, until=until)
+    _overlay_current_hour(by_bucket, bucket=bucket, since=since, until=until, pool=pool)
     first = bucket_floor(since, bucket)
     before = UsageRollup.objects.filter(scope=UsageRollup.Scope.POOL, hour__lt=first)
     if pool:

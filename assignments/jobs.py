@@ -11,7 +11,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from assignments import cache as live_cache
-from assignments.analytics import holder_changes, holding_spans
+from assignments.analytics import event_counts, holder_changes, holding_spans
 from assignments.events import recorded_transaction
 from assignments.models import Assignment, Event, EventArchive, UsageRollup
 from assignments.services import assignment_expire, assignment_release, assignment_update
@@ -180,57 +180,7 @@ def _rollup_hour(start, now) -> list[tuple]:
             for scope, key in ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, span.agent_id)):
                 stats[(scope, key)]["busy_seconds"] += seconds
 
-    counted = (
-        Event.objects.filter(occurred_at__gte=start, occurred_at__lt=end).filter(
-            models.Q(type__in=[
-                Event.Type.ASSIGNMENT_CREATED, Event.Type.ASSIGNMENT_REASSIGNED, Event.Type.ASSIGNMENT_CONFLICT,
-                Event.Type.ASSIGNMENT_EXPIRED, Event.Type.ASSIGNMENT_STATUS_CHANGED, Event.Type.ASSIGNMENT_RELEASED,
-            ]) | models.Q(type__startswith="task.")
-        )
-        .values_list("type", "from_status", "to_status", "profile_id", "agent_id", "pool",
-                     "data__from_agent_id", "data__release_reason")
-        .annotate(n=models.Count("seq"))
-        .order_by()
-    )
-    for type_, from_status, to_status, profile_id, agent_id, pool_name, from_agent, release_reason, n in counted:
-        everyone = ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
-        updates = []
-        if type_ == Event.Type.ASSIGNMENT_CREATED:
-            updates.append(("assignments", everyone))
-            if to_status == S.PENDING:
-                updates.append(("waits", everyone[:2]))
-        elif type_ == Event.Type.ASSIGNMENT_REASSIGNED:
-            updates.append(("failovers", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, from_agent))))
-            if to_status == S.ACTIVE:
-                updates.append(("assignments", ((Scope.AGENT, agent_id),)))  # handed to it by failover or rebalancing
-            elif to_status == S.PENDING:
-                updates.append(("waits", everyone[:2]))
-        elif type_ == Event.Type.ASSIGNMENT_CONFLICT:
-            updates.append(("conflicts", everyone))
-        elif type_ == Event.Type.ASSIGNMENT_EXPIRED:
-            updates.append(("expirations", everyone))
-        elif type_ == Event.Type.ASSIGNMENT_RELEASED:
-            if release_reason == Assignment.ReleaseReason.RELEASED:
-                updates.append(("successes", everyone))
-        elif type_ == Event.Type.ASSIGNMENT_STATUS_CHANGED:
-            if to_status == S.FAILED:
-                updates.append(("failures", everyone))
-        else:  # task.*
-            if to_status == "queued":
-                updates.append(("tasks_enqueued", everyone[1:2]))
-            if from_status == "queued":
-                updates.append(("tasks_dequeued", everyone[1:2]))
-            outcome = {"task.completed": "tasks_completed", "task.cancelled": "tasks_cancelled",
-                       "task.expired": "tasks_expired"}.get(type_)
-            if type_ == "task.failed" and to_status == "failed":
-                outcome = "tasks_failed"
-            if outcome:
-                updates.append((outcome, everyone[1:]))
-        for what, scopes in updates:
-            for scope, key in scopes:
-                if key:
-                    stats[(scope, key)][what] += n
-
+    event_counts(start, end, stats)
     _rollup_task_times(start, end, stats)
     return [
         (start, scope, key, now) + tuple(round(values[f], 3) if f in _SECONDS_FIELDS else values[f] for f in _ROLLUP_FIELDS)

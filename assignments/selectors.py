@@ -2,7 +2,6 @@
 
 from django.db import connection
 from django.db.models import Q, QuerySet
-from django.utils import timezone
 
 from assignments import cache
 from assignments.models import Alert, Assignment, Event, Profile

@@ -7,14 +7,14 @@ from rest_framework.response import Response
 
 from assignments import analytics, selectors, services
 from assignments.api.serializers import (
+    AgentAnalyticsPageSerializer,
+    AgentRankingQuerySerializer,
     AssignmentCreateSerializer,
     AssignmentSerializer,
     AssignmentUpdateSerializer,
+    ContentionPageSerializer,
     EventPageSerializer,
     EventQuerySerializer,
-    AgentAnalyticsPageSerializer,
-    AgentRankingQuerySerializer,
-    ContentionPageSerializer,
     MetricsQuerySerializer,
     MetricsSerializer,
     ProfileAssignmentSerializer,

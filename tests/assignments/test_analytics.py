@@ -132,11 +132,11 @@ def test_holding_spans_treat_pending_as_waiting_and_a_move_as_the_end_of_a_stret
     assert spans == [Span(None, t0, t0 + 5 * M, "moved"), Span("w", t0 + 5 * M, t0 + 20 * M, "open")]
 
 
-def _task_events(fleet, hour):
+def _task_events(fleet_, hour):
     """A task submitted at H, assigned to agent-b at H+10, started at H+11, completed at H+21; a second
     task submitted at H+30 that is still queued."""
     actor = Actor.system("test-tasks")
-    pool = fleet.pool.name
+    pool = fleet_.pool.name
     steps = [
         ("task.submitted", "t1", "", "", "queued", 0), ("task.assigned", "t1", "agent-b", "queued", "assigned", 10),
         ("task.started", "t1", "agent-b", "assigned", "running", 11),
@@ -209,3 +209,24 @@ def test_analytics_refuse_bad_buckets_and_too_long_windows(db, operator_token):
         assert response.status_code == 400, path
         assert response.json()["error"]["code"] == "validation_error"
     assert len(_get("/api/analytics/utilization?bucket=day", operator_token)["series"]) in (30, 31)
+
+
+@override_settings(TETHER_ROLLUP_HOURS_BACK=4)
+def test_the_current_hours_counts_are_live_before_the_next_rollup(scene, hour, operator_token, job_actor):  # noqa: F811
+    usage_rollup_recent(actor=job_actor)
+    now = timezone.now()
+    current = now.replace(minute=0, second=0, microsecond=0)
+    window = f"since={_iso(current)}&until={_iso(current + 60 * M)}"
+    before = _get(f"/api/analytics/utilization?{window}", operator_token)["series"][0]
+    assert (before["assignments"], before["conflicts"]) == (0, 0)
+    scene.take(scene.profiles[0], scene.b)  # no rollup run after this
+    with pytest.raises(ProfileTaken):
+        scene.take(scene.profiles[0], scene.b)
+    after = _get(f"/api/analytics/utilization?{window}", operator_token)["series"][0]
+    assert (after["assignments"], after["conflicts"]) == (1, 1)
+    day = _get(f"/api/analytics/utilization?bucket=day&since={_iso(current)}&until={_iso(current + 60 * M)}",
+               operator_token)["series"][-1]
+    assert (day["assignments"], day["conflicts"]) == (1, 1)
+    usage_rollup_recent(actor=job_actor)  # rolled up: the same numbers, not twice
+    again = _get(f"/api/analytics/utilization?{window}", operator_token)["series"][0]
+    assert (again["assignments"], again["conflicts"]) == (1, 1)
