@@ -4,7 +4,10 @@ agent frees a slot or registers, and on the sweep) and pull by an agent (`task_c
 Both follow one rule for handing out a task exactly once, whatever the number of web instances and
 workers: the agent row is locked first (it guards the agent's `task_capacity`: every path that hands
 it a task holds it), then queued task rows with `SELECT … FOR UPDATE SKIP LOCKED` — a row another
-placer holds is skipped, never waited for and never taken twice. Which agent gets which task is
+placer holds is skipped, never waited for and never taken twice. Agent rows are locked `FOR NO KEY
+UPDATE`: exclusive against every other locker of the row, but not against the foreign-key checks
+(`FOR KEY SHARE`) that other transactions run on it at COMMIT, after taking the event-order lock —
+a placer holding the agent while waiting for that lock would otherwise deadlock with them. Which agent gets which task is
 decided in memory by `pools.balancing.plan_moves` (the six strategies, pure functions).
 
 Lock order (config/locks.py): agent rows → task rows → profile rows (a profile-backed task takes
@@ -23,7 +26,6 @@ from assignments.models import Assignment, Event
 from assignments.services import assignment_create
 from config.actors import Actor, require_self_or_operator
 from config.errors import NotFound, TetherError
-from config.locks import lock_one
 from pools.balancing import Candidate, Requirements, Work, plan_moves
 from pools.models import AgentPool, Task
 from pools.queue import task_check_transition, task_event
@@ -129,7 +131,7 @@ def tasks_place(*, pool: AgentPool, actor: Actor = DISPATCH_ACTOR, limit: int = 
     placed: list[Task] = []
     with recorded_transaction():
         agents = {
-            a.pk: a for a in Agent.objects.select_for_update(skip_locked=True, of=("self",))
+            a.pk: a for a in Agent.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
             .filter(pool_id=pool.pk, status=Agent.Status.ACTIVE, health_score__gte=pool.min_health_score)
             .order_by("pk")
         }
@@ -171,11 +173,12 @@ def task_claim(*, agent_id: str, actor: Actor, max_tasks: int = 1) -> list[Task]
     require_self_or_operator(actor, agent_id, "claim tasks")
     now = timezone.now()
     with recorded_transaction():
-        try:
-            # The agent's row first: it guards the agent's task capacity against concurrent claims.
-            agent = lock_one(Agent, related=("pool",), agent_id=agent_id)
-        except Agent.DoesNotExist:
-            raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
+        # The agent's row first: it guards the agent's task capacity against concurrent claims.
+        agent = (Agent.objects.select_for_update(no_key=True, of=("self",)).filter(agent_id=agent_id)
+                 .values_list("pk", flat=True).first())
+        if agent is None:
+            raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id})
+        agent = Agent.objects.select_related("pool").get(pk=agent)  # read after the lock: current
         pool = agent.pool
         if agent.status == Agent.Status.ACTIVE and agent.health_score >= pool.min_health_score:
             held = _held_counts([agent.pk]).get(agent.pk, 0)

@@ -179,7 +179,10 @@ def task_check_transition(task: Task, to_status: str) -> None:
     TASK_TRANSITIONS.check(task.status, to_status, subject=repr(task.task_id), details={"task_id": task.task_id})
 
 
-def _transition(task: Task, to_status: str, *, actor: Actor, event_type: str, now, update=(), data=None) -> None:
+def _transition(task: Task, to_status: str, *, actor: Actor, event_type: str, now, update=(), data=None,
+                save: bool = True) -> None:
+    """Ask the table, change the status, save (unless `save=False`: the caller saves it with its
+    next change, in one UPDATE) and record the event."""
     task_check_transition(task, to_status)
     from_status, agent_id = task.status, (task.agent.agent_id if task.agent_id else "")
     task.status = to_status
@@ -187,7 +190,12 @@ def _transition(task: Task, to_status: str, *, actor: Actor, event_type: str, no
     if to_status in Task.TERMINAL_STATUSES:
         task.finished_at = now
         fields.append("finished_at")
-    task.save(update_fields=fields)
+    if save:
+        # One UPDATE per task per transaction, keeping its agent: PostgreSQL then skips the
+        # deferred foreign-key check on the agent row at COMMIT. A second UPDATE of a row this
+        # transaction already wrote would run it — a KEY SHARE lock on the agent taken after the
+        # event-order lock, which can deadlock against a placer holding that agent's row.
+        task.save(update_fields=fields)
     task_event(event_type, task, actor=actor, from_status=from_status, to_status=to_status, agent_id=agent_id, data=data)
 
 
@@ -293,9 +301,13 @@ def task_start(*, task_id: str, actor: Actor, attempt) -> Task:
     return task
 
 
-def _start(task: Task, *, actor: Actor, now) -> None:
+def _start(task: Task, *, actor: Actor, now, save: bool = True) -> list[str]:
+    """assigned → running. With `save=False` (complete or fail right after) the fields to save with
+    the next change are returned."""
     task.started_at = now
-    _transition(task, T.RUNNING, actor=actor, event_type=Event.Type.TASK_STARTED, now=now, update=["started_at"])
+    _transition(task, T.RUNNING, actor=actor, event_type=Event.Type.TASK_STARTED, now=now, update=["started_at"],
+                save=save)
+    return [] if save else ["status", "started_at"]
 
 
 def task_complete(*, task_id: str, actor: Actor, attempt, result=None) -> Task:
@@ -310,10 +322,10 @@ def task_complete(*, task_id: str, actor: Actor, attempt, result=None) -> Task:
             return task
         _require_holder_or_operator(task, actor, "complete")
         now = timezone.now()
-        if task.status == T.ASSIGNED:
-            _start(task, actor=actor, now=now)
+        pending = _start(task, actor=actor, now=now, save=False) if task.status == T.ASSIGNED else []
         task.result = result
-        _transition(task, T.COMPLETED, actor=actor, event_type=Event.Type.TASK_COMPLETED, now=now, update=["result"])
+        _transition(task, T.COMPLETED, actor=actor, event_type=Event.Type.TASK_COMPLETED, now=now,
+                    update=sorted({"result", *pending} - {"status"}))
         _give_back_profile(task, actor=actor)
     return task
 
@@ -338,14 +350,14 @@ def task_fail(*, task_id: str, actor: Actor, attempt, error: str = "", retry: bo
             return task
         _require_holder_or_operator(task, actor, "fail")
         now = timezone.now()
-        if task.status == T.ASSIGNED:
-            _start(task, actor=actor, now=now)
+        pending = _start(task, actor=actor, now=now, save=False) if task.status == T.ASSIGNED else []
         if task.status != T.RUNNING:
             raise InvalidTransition(f"task {task.task_id!r} is {task.status}, not running",
                                     details={"task_id": task.task_id, "status": task.status})
         _give_back_profile(task, actor=actor)
         task.error = error
-        _requeue_or_fail(task, actor=actor, now=now, retry=retry, reason="retry" if retry else "failed")
+        _requeue_or_fail(task, actor=actor, now=now, retry=retry, reason="retry" if retry else "failed",
+                         pending=pending)
     return task
 
 
@@ -362,7 +374,7 @@ def _clean_error(error) -> str:
     return error
 
 
-def _requeue_or_fail(task: Task, *, actor: Actor, now, retry: bool, reason: str) -> None:
+def _requeue_or_fail(task: Task, *, actor: Actor, now, retry: bool, reason: str, pending=()) -> None:
     """Back to the queue with attempt + 1 while attempts remain (and `retry`), else `failed`."""
     if retry and task.attempt < task.max_attempts:
         from_agent = task.agent.agent_id if task.agent_id else ""
@@ -381,7 +393,8 @@ def _requeue_or_fail(task: Task, *, actor: Actor, now, retry: bool, reason: str)
     data = {"reason": reason, "error": task.error[:200]}
     if retry:
         data["attempts_exhausted"] = True
-    _transition(task, T.FAILED, actor=actor, event_type=Event.Type.TASK_FAILED, now=now, update=["error"], data=data)
+    _transition(task, T.FAILED, actor=actor, event_type=Event.Type.TASK_FAILED, now=now,
+                update=sorted({"error", *pending} - {"status"}), data=data)
 
 
 def tasks_requeue_for_agent(*, agent: Agent, actor: Actor) -> tuple[list[Task], list[Task]]:

@@ -51,16 +51,14 @@ class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not declare (DESIGN.md: a client must learn at once that a field it
     sends does nothing) — 400 `validation_error` naming them."""
 
-    def validate(self, attrs):
-        if isinstance(self.initial_data, dict):
-            unknown = sorted(set(self.initial_data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return super().validate(attrs)
-
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             raise serializers.ValidationError({"non_field_errors": ["expected a JSON object"]})
+        # Checked here, not in validate(): nested serializers (and each item of a list) see their
+        # own data only here.
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
         return super().to_internal_value(data)
 
 
