@@ -31,6 +31,7 @@ class PoolCounts:
     held: int = 0  # live assignments an agent is driving (active, idle, releasing)
     waiting: int = 0  # waiting for an agent (`waiting_q`)
     profiles: int = 0  # counted only when asked for (`pool_counts(profiles=True)`)
+    queued_tasks: int = 0  # counted only by `pools_attach_counts` (the API's pools)
 
     @property
     def capacity_used_fraction(self) -> float:
@@ -91,10 +92,15 @@ def pool_list():
 
 
 def pools_attach_counts(pools: list[AgentPool]) -> None:
-    """Set `pool.counts` (a `PoolCounts`) on each pool."""
+    """Set `pool.counts` (a `PoolCounts`, with its queued tasks) on each pool."""
     counts = pool_counts([p.pk for p in pools], profiles=True)
+    queued = dict(
+        Task.objects.filter(pool_id__in=[p.pk for p in pools], status=Task.Status.QUEUED)
+        .values_list("pool_id").annotate(n=Count("pk")).order_by()
+    ) if pools else {}
     for pool in pools:
         pool.counts = counts.get(pool.pk, PoolCounts())
+        pool.counts.queued_tasks = queued.get(pool.pk, 0)
 
 
 def older_than_pool_timeout(queryset, *, since_field: str, timeout_field: str, now):

@@ -12,6 +12,7 @@ class PoolCountsSerializer(serializers.Serializer):
         source="waiting", help_text="live assignments waiting for an agent (pending, with no agent)"
     )
     profiles = serializers.IntegerField()
+    queued_tasks = serializers.IntegerField(help_text="tasks of the pool waiting in its queues")
 
 
 class PoolSerializer(serializers.Serializer):

@@ -229,3 +229,10 @@ def test_push_placement_then_claim_returns_what_was_pushed(api, operator_token, 
     _submit(api, operator_token, task_id="pushed")
     assert [t.task_id for t in tasks_place(pool=pool)] == ["pushed"]
     assert [t["task_id"] for t in api.post("/api/agents/w1/tasks/claim", {}, token=worker).json()["tasks"]] == ["pushed"]
+
+
+def test_pools_show_their_queue_size(api, operator_token, pool):
+    for _ in range(3):
+        _submit(api, operator_token)
+    assert api.get("/api/pools/k8s-prod", token=operator_token).json()["counts"]["queued_tasks"] == 3
+    assert api.get("/api/pools", token=operator_token).json()["results"][0]["counts"]["queued_tasks"] == 3
