@@ -478,3 +478,29 @@ def test_the_placement_sweep_places_every_pools_queue():
         _submit(pool=name)
     assert tasks_place_all(actor=OPERATOR) == {"placed": 2, "pools": 2}
     assert tasks_place_all(actor=OPERATOR) == {"placed": 0, "pools": 0}
+
+
+def test_after_commit_a_submit_is_placed_and_a_freed_slot_takes_the_next_task(django_capture_on_commit_callbacks):
+    pool = make_pool("q")
+    make_agent(pool, "w")
+    with django_capture_on_commit_callbacks(execute=True):
+        _submit(task_id="first")
+        _submit(task_id="second")
+    assert _task("first").status == "assigned" and _task("second").status == "queued"
+    with django_capture_on_commit_callbacks(execute=True):
+        task_complete(task_id="first", actor=as_agent("w"), attempt=1)
+    assert _task("second").status == "assigned" and _task("second").agent.agent_id == "w"
+
+
+def test_after_a_failover_commits_the_requeued_tasks_go_to_a_healthy_agent(django_capture_on_commit_callbacks):
+    pool = make_pool("q")
+    make_agent(pool, "lost")
+    make_agent(pool, "healthy")
+    Agent.objects.filter(agent_id="healthy").update(status=Agent.Status.BUSY)  # no room for new work yet
+    _submit(task_id="t")
+    task_claim(agent_id="lost", actor=as_agent("lost"))
+    Agent.objects.filter(agent_id="healthy").update(status=Agent.Status.ACTIVE)
+    with django_capture_on_commit_callbacks(execute=True):
+        agent_mark_stale(agent_id="lost", actor=OPERATOR)
+    task = _task("t")
+    assert (task.status, task.attempt, task.agent.agent_id) == ("assigned", 2, "healthy")
