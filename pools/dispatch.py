@@ -222,6 +222,7 @@ def task_claim(*, agent_id: str, actor: Actor, max_tasks: int = 1) -> list[Task]
 _TRIGGERS = frozenset({
     Event.Type.TASK_SUBMITTED, Event.Type.TASK_REQUEUED, Event.Type.TASK_COMPLETED, Event.Type.TASK_FAILED,
     Event.Type.TASK_CANCELLED, Event.Type.TASK_EXPIRED, Event.Type.AGENT_REGISTERED, Event.Type.AGENT_UPDATED,
+    Event.Type.POOL_UPDATED,
 })
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from assignments.events import event_record, recorded_transaction
-from assignments.models import Assignment, Event
+from assignments.models import Assignment, Event, Profile
 from assignments.services import assignment_release
 from config.actors import Actor, require_operator
 from config.errors import Conflict, Forbidden, InvalidTransition, NotFound, StaleFencingToken, ValidationFailed
@@ -237,6 +237,23 @@ def _give_back_profile(task: Task, *, actor: Actor) -> None:
                            reason=Assignment.ReleaseReason.RELEASED)
 
 
+def _check_profiles(tasks: list[Task]) -> None:
+    """A task's profile must exist and may not belong to another pool (it could never be placed)."""
+    wanted = {t.req_profile_id for t in tasks if t.req_profile_id}
+    if not wanted:
+        return
+    pools = dict(Profile.objects.filter(profile_id__in=wanted).values_list("profile_id", "pool_id"))
+    for task in tasks:
+        if not task.req_profile_id:
+            continue
+        if task.req_profile_id not in pools:
+            raise ValidationFailed(f"profile {task.req_profile_id!r} does not exist",
+                                   details={"requirements": {"profile_id": ["unknown profile"]}})
+        if pools[task.req_profile_id] not in (None, task.pool.pk):
+            raise ValidationFailed(f"profile {task.req_profile_id!r} belongs to another pool than {task.pool.name!r}",
+                                   details={"requirements": {"profile_id": ["profile of another pool"]}})
+
+
 # --- Submit -----------------------------------------------------------------------------------------
 
 
@@ -265,6 +282,7 @@ def task_submit_batch(*, actor: Actor, tasks: list[dict]) -> list[Task]:
             if len(tasks) == 1:
                 raise
             raise ValidationFailed(f"tasks[{i}]: {exc.message}", details={"tasks": {str(i): exc.details}}) from None
+    _check_profiles(built)
     ids = [t.task_id for t in built]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -432,10 +450,8 @@ def task_cancel(*, task_id: str, actor: Actor) -> Task:
         if task.status == T.CANCELLED:
             return task
         _give_back_profile(task, actor=actor)
-        task.agent = None
-        task.assignment = None
-        _transition(task, T.CANCELLED, actor=actor, event_type=Event.Type.TASK_CANCELLED, now=timezone.now(),
-                    update=["agent", "assignment"])
+        # The agent it was assigned to stays named: its late calls get 409 invalid_transition.
+        _transition(task, T.CANCELLED, actor=actor, event_type=Event.Type.TASK_CANCELLED, now=timezone.now())
     return task
 
 
@@ -449,11 +465,8 @@ def task_expire(*, task_id: str, actor: Actor, now=None) -> Task:
         if task.status not in (T.QUEUED, T.ASSIGNED) or task.deadline is None or task.deadline > now:
             return task
         _give_back_profile(task, actor=actor)
-        agent_id = task.agent.agent_id if task.agent_id else ""
-        task.agent = None
-        task.assignment = None
         _transition(task, T.EXPIRED, actor=actor, event_type=Event.Type.TASK_EXPIRED, now=now,
-                    update=["agent", "assignment"], data={"deadline": task.deadline.isoformat(), "agent_id": agent_id})
+                    data={"deadline": task.deadline.isoformat()})
     return task
 
 

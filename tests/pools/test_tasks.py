@@ -504,3 +504,28 @@ def test_after_a_failover_commits_the_requeued_tasks_go_to_a_healthy_agent(djang
         agent_mark_stale(agent_id="lost", actor=OPERATOR)
     task = _task("t")
     assert (task.status, task.attempt, task.agent.agent_id) == ("assigned", 2, "healthy")
+
+
+def test_a_task_naming_an_unknown_profile_or_one_of_another_pool_is_refused():
+    make_pool("q")
+    make_pool("other")
+    make_profile("elsewhere", pool="other")
+    make_profile("free-floating")
+    with pytest.raises(ValidationFailed):
+        _submit(requirements={"profile_id": "ghost"})
+    with pytest.raises(ValidationFailed):
+        _submit(requirements={"profile_id": "elsewhere"})
+    assert _submit(requirements={"profile_id": "free-floating"}).req_profile_id == "free-floating"
+
+
+def test_a_late_call_on_a_cancelled_or_expired_task_is_a_conflict_not_a_forbidden():
+    pool = make_pool("q")
+    make_agent(pool, "w", task_capacity=2)
+    _submit(task_id="c")
+    _submit(task_id="e", deadline=timezone.now() + timedelta(seconds=5))
+    task_claim(agent_id="w", actor=as_agent("w"), max_tasks=2)
+    task_cancel(task_id="c", actor=OPERATOR)
+    tasks_expire_overdue(actor=OPERATOR, now=timezone.now() + timedelta(seconds=10))
+    for task_id in ("c", "e"):
+        with pytest.raises(InvalidTransition):
+            task_start(task_id=task_id, actor=as_agent("w"), attempt=1)
