@@ -81,9 +81,13 @@ def _servable_q(agent: Agent) -> Q:
 
 def _queued(pool: AgentPool, servable: Q, window: int) -> list[Task]:
     # SKIP LOCKED: a task another placer holds right now is being handed out by it — never twice.
+    # Tasks waiting for a profile someone holds are left out in SQL, so that any number of them at
+    # the head of the queue cannot crowd the tasks behind them out of the window.
+    held_profiles = Assignment.objects.filter(status__in=Assignment.LIVE_STATUSES).values("profile__profile_id")
     rows = (
         Task.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(pool_id=pool.pk, status=T.QUEUED).filter(servable)
+        .exclude(req_profile_id__in=held_profiles)
         .order_by("queue_order", "pk")[:window]
     )
     tasks = list(rows)

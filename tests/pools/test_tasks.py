@@ -529,3 +529,16 @@ def test_a_late_call_on_a_cancelled_or_expired_task_is_a_conflict_not_a_forbidde
     for task_id in ("c", "e"):
         with pytest.raises(InvalidTransition):
             task_start(task_id=task_id, actor=as_agent("w"), attempt=1)
+
+
+def test_tasks_waiting_for_a_held_profile_do_not_hold_up_the_tasks_behind_them():
+    pool = make_pool("q")
+    make_profile("busy-profile", pool="q")
+    make_agent(pool, "holder", capacity=1)
+    make_agent(pool, "w")
+    for i in range(10):
+        _submit(task_id=f"needs-{i}", priority="urgent", requirements={"profile_id": "busy-profile"})
+    _submit(task_id="plain", priority="low")
+    (first,) = task_claim(agent_id="holder", actor=as_agent("holder"))
+    assert first.task_id == "needs-0"  # it holds the profile now; the other nine wait for it
+    assert [t.task_id for t in task_claim(agent_id="w", actor=as_agent("w"))] == ["plain"]
