@@ -113,7 +113,7 @@ def _build(fields: dict, *, actor: Actor, now, pools: dict) -> Task:
     pool = pools.get(pool_name) if isinstance(pool_name, str) else None
     if pool is None:
         pool = pools[pool_name] = _pool_named(pool_name)
-    _require_submitter(actor, pool)
+        _require_submitter(actor, pool)  # once per pool of a batch
     priority = clean_choice("priority", fields.get("priority", Task.Priority.NORMAL), Task.Priority)
     requirements = clean_requirements(fields.get("requirements"))
     max_attempts = clean_int("max_attempts", fields.get("max_attempts", 3), minimum=1, maximum=100)
