@@ -5,7 +5,9 @@ input answered with a clear 4xx in the one error shape, with nothing written."""
 import time
 
 import pytest
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from agents.services import agent_mark_stale
 from assignments.models import Event
@@ -236,3 +238,20 @@ def test_pools_show_their_queue_size(api, operator_token, pool):
         _submit(api, operator_token)
     assert api.get("/api/pools/k8s-prod", token=operator_token).json()["counts"]["queued_tasks"] == 3
     assert api.get("/api/pools", token=operator_token).json()["results"][0]["counts"]["queued_tasks"] == 3
+
+
+def test_task_list_and_queue_reads_do_a_fixed_number_of_queries(api, operator_token, worker, pool):
+    def count(path):
+        with CaptureQueriesContext(connection) as ctx:
+            assert api.get(path, token=operator_token).status_code == 200
+        return len(ctx)
+
+    paths = ["/api/tasks", "/api/tasks/status", "/api/tasks/queues", "/api/tasks/queues/stats"]
+    for i in range(3):
+        _submit(api, operator_token, task_id=f"a{i}")
+    api.post("/api/agents/w1/tasks/claim", {"max": 3}, token=worker)
+    small = [count(p) for p in paths]
+    for i in range(30):
+        _submit(api, operator_token, task_id=f"b{i}", priority=["low", "high"][i % 2])
+    api.post("/api/agents/w1/tasks/claim", {"max": 3}, token=worker)
+    assert [count(p) for p in paths] == small
