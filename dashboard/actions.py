@@ -22,7 +22,7 @@ from assignments.models import Alert, Assignment
 from assignments.services import assignment_release
 from config.actors import Actor, user_is_operator
 from pools.models import AgentPool, Task
-from pools.queue import queue_clear, task_cancel
+from pools.queue import queue_clear, task_cancel, task_resubmit
 from config.errors import TetherError
 
 
@@ -208,4 +208,28 @@ def queue_clear_view(request, priority):
         perform=lambda actor: queue_clear(priority=priority, pool=pool, actor=actor),
         done=f"{priority} queue of {where} cleared.",
         back="/tasks/",
+    ))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def task_resubmit_view(request, task_id):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may resubmit tasks")
+    task = Task.objects.select_related("pool").filter(task_id=task_id).first()
+    if task is None:
+        raise Http404("no such task")
+    return _run(request, Action(
+        title="Resubmit task",
+        button="Resubmit",
+        explanation=(
+            f"Task {task.task_id} ({task.priority}, pool {task.pool.name}) is {task.status}"
+            f"{': ' + task.error[:200] if task.error else ''}. A new task with the same payload and "
+            "requirements is queued; this one stays as it is."
+        ),
+        subject=task,
+        perform=lambda actor: task_resubmit(task_id=task.task_id, actor=actor),
+        done=f"Task {task.task_id} resubmitted.",
+        back="/tasks/",
+        danger=False,
     ))

@@ -4,7 +4,7 @@ from django.contrib.admin.views.main import ChangeList
 from config.actors import Actor
 from config.admin import ServiceCheckedAdmin, apply_to_each
 from pools.models import AgentPool, Task
-from pools.queue import task_cancel
+from pools.queue import task_cancel, task_resubmit
 from pools.selectors import PoolCounts, pool_counts
 from pools.services import pool_check_name, pool_clean_fields, pool_create, pool_update
 
@@ -102,7 +102,7 @@ class TaskAdmin(admin.ModelAdmin):
     list_select_related = ("pool", "agent")
     raw_id_fields = ("pool", "agent", "assignment")
     date_hierarchy = "submitted_at"
-    actions = ("cancel",)
+    actions = ("cancel", "resubmit")
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields]
@@ -119,3 +119,8 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected tasks (queued or assigned)")
     def cancel(self, request, queryset):
         apply_to_each(self, request, queryset.values_list("task_id", flat=True), task_cancel, "task_id", "Cancelled")
+
+    @admin.action(description="Resubmit selected tasks (failed, expired or cancelled) as new tasks")
+    def resubmit(self, request, queryset):
+        apply_to_each(self, request, queryset.values_list("task_id", flat=True), task_resubmit, "task_id",
+                      "Resubmitted")

@@ -516,3 +516,26 @@ def agent_tasks_requeue(*, agent_id: str, actor: Actor) -> tuple[list[Task], lis
         if agent.status in (Agent.Status.ACTIVE, Agent.Status.BUSY):
             return [], []
         return tasks_requeue_for_agent(agent=agent, actor=actor)
+
+
+def task_resubmit(*, task_id: str, actor: Actor) -> Task:
+    """Operators queue a failed, expired or cancelled task again (a dead letter back to work): a new
+    task with a new id, the same pool, priority, requirements, payload and max_attempts, attempt 1.
+    The old one stays as it was, for the record. Emits `task.submitted` (data `resubmitted_from`)."""
+    require_operator(actor, "resubmit a task")
+    old = Task.objects.select_related("pool").filter(task_id=task_id).first() if isinstance(task_id, str) else None
+    if old is None:
+        raise NotFound(f"task {str(task_id)[:128]!r} does not exist", details={"task_id": str(task_id)[:128]})
+    if old.status not in (T.FAILED, T.EXPIRED, T.CANCELLED):
+        raise InvalidTransition(f"task {old.task_id!r} is {old.status}: only failed, expired or cancelled tasks "
+                                "are resubmitted", details={"task_id": old.task_id, "status": old.status})
+    now = timezone.now()
+    fields = {"pool": old.pool.name, "priority": old.priority, "requirements": old.requirements,
+              "payload": old.payload, "max_attempts": old.max_attempts}
+    task = _build(fields, actor=actor, now=now, pools={})
+    _check_profiles([task])
+    with recorded_transaction():
+        task.save(force_insert=True)
+        task_event(Event.Type.TASK_SUBMITTED, task, actor=actor, to_status=T.QUEUED,
+                   data={"resubmitted_from": old.task_id})
+    return task

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from assignments.models import Event
 from pools.dispatch import task_claim
 from pools.models import Task
-from pools.queue import task_submit_batch
+from pools.queue import task_fail, task_submit_batch
 from tests.dashboard.conftest import OPERATOR, make_scene
 from tests.helpers import as_agent
 
@@ -89,3 +89,15 @@ def test_operator_clears_a_queue_after_confirming(operator_client, viewer_only):
     assert Event.objects.get(type="queue.cleared").data["cleared"] == 3
     assert operator_client.get("/tasks/queues/someday/clear/").status_code == 404
     assert operator_client.get("/tasks/queues/low/clear/?pool=nowhere").status_code == 404
+
+
+def test_operator_resubmits_a_failed_task_after_confirming(operator_client):
+    make_scene()
+    _queue(1)
+    (task,) = task_claim(agent_id="agent-0-0", actor=as_agent("agent-0-0"))
+    task_fail(task_id=task.task_id, actor=as_agent("agent-0-0"), attempt=1, error="site down")
+    assert f'data-testid="resubmit-{task.task_id}"' in operator_client.get("/tasks/?status=failed").content.decode()
+    confirm = operator_client.get(f"/tasks/{task.task_id}/resubmit/")
+    assert confirm.status_code == 200 and b"site down" in confirm.content
+    assert operator_client.post(f"/tasks/{task.task_id}/resubmit/").status_code == 302
+    assert Task.objects.filter(status="queued").count() == 1

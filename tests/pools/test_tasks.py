@@ -28,6 +28,7 @@ from pools.queue import (
     task_cancel,
     task_complete,
     task_fail,
+    task_resubmit,
     task_start,
     task_submit,
     task_submit_batch,
@@ -542,3 +543,21 @@ def test_tasks_waiting_for_a_held_profile_do_not_hold_up_the_tasks_behind_them()
     (first,) = task_claim(agent_id="holder", actor=as_agent("holder"))
     assert first.task_id == "needs-0"  # it holds the profile now; the other nine wait for it
     assert [t.task_id for t in task_claim(agent_id="w", actor=as_agent("w"))] == ["plain"]
+
+
+def test_an_operator_resubmits_a_dead_letter_as_a_new_task():
+    pool = make_pool("q")
+    make_agent(pool, "w")
+    _submit(task_id="dead", priority="high", payload={"n": 1}, requirements={"capabilities": ["chrome"]})
+    with pytest.raises(InvalidTransition):
+        task_resubmit(task_id="dead", actor=OPERATOR)  # still queued
+    Agent.objects.filter(agent_id="w").update(capabilities=["chrome"])
+    task_claim(agent_id="w", actor=as_agent("w"))
+    task_fail(task_id="dead", actor=as_agent("w"), attempt=1, error="bad")
+    with pytest.raises(Forbidden):
+        task_resubmit(task_id="dead", actor=as_agent("w"))
+    again = task_resubmit(task_id="dead", actor=OPERATOR)
+    assert again.task_id != "dead" and (again.status, again.attempt, again.priority) == ("queued", 1, "high")
+    assert again.payload == {"n": 1} and again.requirements == {"capabilities": ["chrome"]}
+    assert _task("dead").status == "failed"
+    assert Event.objects.filter(type="task.submitted", data__resubmitted_from="dead").count() == 1
