@@ -110,7 +110,7 @@ def tasks(request):
     d = form.cleaned_data
     pool = d.get("pool") or ""
     ctx.update({
-        "queues": selectors.queue_rows(pool=pool),
+        "queues": selectors.queue_rows(pool=pool, names=ctx["pools"]),
         "page": selectors.task_page(pool=pool, status=d.get("status") or "", priority=d.get("priority") or "",
                                     page=form.page_number()),
         "live_seq": seq,

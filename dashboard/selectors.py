@@ -468,11 +468,11 @@ class QueueRow:
         return sum(cell["size"] for cell in self.cells)
 
 
-def queue_rows(*, pool: str = "") -> list[QueueRow]:
+def queue_rows(*, pool: str = "", names: list[str] | None = None) -> list[QueueRow]:
     """Each pool's queues by priority, with size, oldest age and wait (`pools.selectors.queue_stats`;
-    a fixed number of queries), pools with nothing queued included."""
+    two queries), pools with nothing queued included (`names`: every pool's, if the caller has them)."""
     stats = queue_stats(pool=pool or None)
-    names = [pool] if pool else pool_names()
+    names = [pool] if pool else (names if names is not None else pool_names())
     rows = []
     for name in names:
         per_priority = stats["pools"].get(name, {})
