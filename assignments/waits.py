@@ -208,6 +208,9 @@ def wait_enqueue(
                 f"{len(cycle)} agents waiting for each other",
                 details={"profile_id": profile.profile_id, "agent_id": agent.agent_id, "cycle": cycle_details(cycle)},
             )
+    # Arrival is when the profile's lock let this request in: requests for one profile queue in the
+    # order they held its lock, so fifo order, positions and the events all agree.
+    now = timezone.now()
     request = Assignment(
         profile=profile,
         pool=agent.pool,
