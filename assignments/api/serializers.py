@@ -5,6 +5,18 @@ from rest_framework import serializers
 from assignments.models import Assignment, Event
 from assignments.selectors import MAX_EVENT_PAGE
 
+class RefuseUnknownFields(serializers.Serializer):
+    """Refuse a body field this serializer does not know (400 `validation_error` naming it), so a
+    client learns at once that a field it sends does nothing (DESIGN.md, REST API)."""
+
+    def validate(self, attrs):
+        if isinstance(self.initial_data, dict):
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().validate(attrs)
+
+
 # --- Profiles ------------------------------------------------------------------------------------
 
 
@@ -99,7 +111,7 @@ class AssignmentSerializer(serializers.Serializer):
         }
 
 
-class AssignmentCreateSerializer(serializers.Serializer):
+class AssignmentCreateSerializer(RefuseUnknownFields):
     """Exactly one of `profile_id`, `profile_ids`, `profile_requirements`."""
 
     profile_id = serializers.CharField(max_length=128, required=False)
@@ -127,12 +139,12 @@ class AssignmentsTakenSerializer(serializers.Serializer):
     assignments = AssignmentSerializer(many=True)
 
 
-class ProfileReportSerializer(serializers.Serializer):
+class ProfileReportSerializer(RefuseUnknownFields):
     outcome = serializers.ChoiceField(choices=["success", "failure", "captcha", "banned"])
     detail = serializers.CharField(max_length=500, required=False, allow_blank=True)
 
 
-class QuarantineClearSerializer(serializers.Serializer):
+class QuarantineClearSerializer(RefuseUnknownFields):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
 
 
