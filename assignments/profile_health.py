@@ -49,8 +49,10 @@ def _require_reporter(profile: Profile, actor: Actor) -> None:
     (a report usually follows the release)."""
     if actor.is_operator:
         return
+    # Requests that waited and were never served keep their deadline (`wait_until`); served ones
+    # and plain takes have none.
     last = (
-        Assignment.objects.filter(profile=profile)
+        Assignment.objects.filter(profile=profile, wait_until__isnull=True)
         .exclude(status=Assignment.Status.PENDING)
         .select_related("agent").order_by("-assigned_at", "-pk").first()
     )

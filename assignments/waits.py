@@ -403,7 +403,8 @@ def waits_hand_over(*, profile: Profile, fallback_pool: AgentPool, actor: Actor,
     request.fencing_token = profile.fencing_token
     request.assigned_at = now
     request.last_activity = now
-    request.save(update_fields=["status", "fencing_token", "assigned_at", "last_activity"])
+    request.wait_until = None  # served: no longer a request (a row with a deadline was never served)
+    request.save(update_fields=["status", "fencing_token", "assigned_at", "last_activity", "wait_until"])
     event_record(
         Event.Type.ASSIGNMENT_STATUS_CHANGED,
         actor=actor,
