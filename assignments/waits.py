@@ -256,9 +256,14 @@ def _preempt_if_due(holder: Assignment, *, pool: AgentPool, request_priority: in
         return
     if request_priority <= _holder_priority(holder):
         return
-    # The holder's row, after the profile's (lock order); re-read under the lock.
-    holder = Assignment.objects.select_for_update(of=("self",)).select_related("profile", "pool", "agent").get(pk=holder.pk)
-    if holder.status not in (S.ACTIVE, S.IDLE):
+    # The holder's row, after the profile's — the reverse of a release, which locks the holder's row
+    # and then the profile. SKIP LOCKED, so the two never wait for each other: a holder row someone
+    # holds is being changed right now (released, moved), and a preemption then has nothing to do.
+    holder = (
+        Assignment.objects.select_for_update(of=("self",), skip_locked=True)
+        .select_related("profile", "pool", "agent").filter(pk=holder.pk).first()
+    )
+    if holder is None or holder.status not in (S.ACTIVE, S.IDLE):
         return
     _set_status(
         holder, S.RELEASING, actor=actor, now=now, event_type=Event.Type.ASSIGNMENT_STATUS_CHANGED,

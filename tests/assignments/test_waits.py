@@ -273,3 +273,25 @@ def test_concurrent_releases_and_new_waits_never_make_two_holders(run_in_threads
     waits_sweep(actor=OPERATOR)  # serves what a release that committed first left free
     for p in range(3):
         assert Assignment.objects.holding().filter(profile__profile_id=f"hp{p}").count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_preempting_request_racing_the_holders_release_never_deadlocks(run_in_threads):
+    pool = make_pool("race-preempt", preemption=True)
+    make_agent(pool, "low", capacity=2, priority=0)
+    for i in range(6):
+        make_agent(pool, f"high{i}", capacity=2, priority=10)
+    for p in range(6):
+        make_profile(f"pp{p}", pool="race-preempt")
+    held = [take("low", f"pp{p}") for p in range(2)]
+
+    def work(i):
+        if i < 2:
+            return assignment_release(assignment_id=held[i].assignment_id, actor=as_agent("low"))
+        return take(f"high{i}", f"pp{i % 2}", wait_seconds=60)
+
+    results = run_in_threads(6, work)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    for p in range(2):
+        assert Assignment.objects.holding().filter(profile__profile_id=f"pp{p}").count() <= 1
