@@ -23,7 +23,7 @@ from assignments.guardrails import profile_check_takeable, profile_count_take, p
 from assignments.models import Assignment, Event, Profile
 from assignments.selection import clean_requirements, profile_least_contended, profile_select
 from assignments.services import assignment_create
-from assignments.waits import MAX_WAIT_SECONDS, wait_enqueue, wait_record_deadlock
+from assignments.waits import MAX_WAIT_SECONDS, wait_enqueue, wait_record_deadlock, waits_hand_over
 from config.actors import Actor, require_self_or_operator
 from config.errors import (
     AgentAtCapacity,
@@ -229,6 +229,10 @@ def _take_or_wait(*, agent_id, profile_id, actor, wait_seconds, priority, **fiel
             raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id}) from None
         _check_profile_for(profile, agent)
         holder = _holder(profile)
+        if holder is None and Assignment.objects.queued().filter(profile=profile).exists():
+            # Free with requests queued before this one (a cooldown just ended, a quota day turned,
+            # the waits sweep has not run yet): they go first.
+            holder = waits_hand_over(profile=profile, fallback_pool=agent.pool, actor=actor, now=now)
         if holder is None:
             refusal = profile_refusal(profile, agent.pool, now)
             if isinstance(refusal, ProfileCoolingDown) and wait_seconds:

@@ -7,9 +7,9 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from agents.services import agent_deregister, agent_drain, agent_mark_stale
+from agents.services import agent_deregister, agent_drain, agent_heartbeat, agent_mark_stale
 from assignments.jobs import assignments_expire_idle, waits_sweep
-from assignments.models import Assignment, Event
+from assignments.models import Assignment, Event, Profile
 from assignments.services import assignment_expire, assignment_fail, assignment_release
 from assignments.takes import assignment_take
 from assignments.waits import queue_position
@@ -215,8 +215,6 @@ def test_bad_wait_seconds_is_a_validation_error_and_writes_nothing(scene, bad):
 
 
 def test_the_heartbeat_tells_the_served_agent_in_assigned(scene):
-    from agents.services import agent_heartbeat
-
     held = take("holder", "p1")
     request = take("w1", "p1", wait_seconds=60)
     assert agent_heartbeat(agent_id="w1", actor=as_agent("w1"), reported=[]).assigned == []
@@ -295,3 +293,16 @@ def test_a_preempting_request_racing_the_holders_release_never_deadlocks(run_in_
     assert not [r for r in results if isinstance(r, BaseException)], results
     for p in range(2):
         assert Assignment.objects.holding().filter(profile__profile_id=f"pp{p}").count() <= 1
+
+
+def test_a_new_waiting_request_does_not_jump_the_queue_of_a_free_profile(scene):
+    scene.profile_cooldown_seconds = 30
+    scene.save(update_fields=["profile_cooldown_seconds"])
+    held = take("holder", "p1")
+    first = take("w1", "p1", wait_seconds=60)
+    assignment_release(assignment_id=held.assignment_id, actor=as_agent("holder"))
+    assert fresh(first).status == S.PENDING  # resting
+    Profile.objects.filter(profile_id="p1").update(last_released_at=timezone.now() - timedelta(seconds=31))
+    late = take("w2", "p1", wait_seconds=60)  # before the sweep ran: w1 is served first
+    assert fresh(first).status == S.ACTIVE
+    assert late.status == S.PENDING and late.queue_position == 1
