@@ -154,6 +154,7 @@ def _rollup_hour(start, now) -> list:
     rows = list(
         Assignment.objects.filter(assigned_at__lt=end)
         .exclude(released_at__lte=start)
+        .filter(wait_until__isnull=True)  # a request never served held nothing (a served one counts from its hand-over)
         .values_list("assignment_id", "profile__profile_id", "pool__name", "agent__agent_id", "assigned_at", "released_at")
     )
     # Failover and rebalancing move an assignment between agents (or leave it waiting, held by
@@ -187,12 +188,19 @@ def _rollup_hour(start, now) -> list:
             Event.Type.ASSIGNMENT_CREATED, Event.Type.ASSIGNMENT_REASSIGNED, Event.Type.ASSIGNMENT_CONFLICT,
             Event.Type.ASSIGNMENT_EXPIRED, Event.Type.ASSIGNMENT_STATUS_CHANGED,
         ])
-        .values_list("type", "to_status", "profile_id", "agent_id", "pool")
+        .values_list("type", "from_status", "to_status", "profile_id", "agent_id", "pool")
         .annotate(n=models.Count("seq"))
         .order_by()
     )
-    for type_, to_status, profile_id, agent_id, pool_name, n in counted:
-        if type_ == Event.Type.ASSIGNMENT_CREATED:
+    for type_, from_status, to_status, profile_id, agent_id, pool_name, n in counted:
+        if type_ == Event.Type.ASSIGNMENT_CREATED and to_status == S.PENDING:
+            continue  # a request queued for a profile (assignments/waits.py), not an assignment yet
+        if type_ == Event.Type.ASSIGNMENT_EXPIRED and from_status == S.PENDING and agent_id:
+            continue  # a wait that ran out (or was broken out of a cycle): nothing held expired
+        if type_ == Event.Type.ASSIGNMENT_STATUS_CHANGED and (from_status, to_status) == (S.PENDING, S.ACTIVE):
+            # A queued request handed the profile: an assignment made then.
+            what, scopes = "assignments", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
+        elif type_ == Event.Type.ASSIGNMENT_CREATED:
             what, scopes = "assignments", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
         elif type_ == Event.Type.ASSIGNMENT_REASSIGNED:
             if to_status != S.ACTIVE:

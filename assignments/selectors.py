@@ -119,6 +119,9 @@ def assignment_metrics(*, window_seconds: int, now=None) -> dict:
     rows = (
         Assignment.objects.filter(assigned_at__lt=now)
         .filter(Q(released_at__isnull=True) | Q(released_at__gt=start))
+        # A request that waited for a profile and was never served keeps its deadline: not an
+        # assignment (a served one loses it and counts from its hand-over).
+        .filter(wait_until__isnull=True)
         .values_list("profile__profile_id", "agent__agent_id", "status", "assigned_at", "released_at")
     )
     total = successful = failed = 0

@@ -8,8 +8,9 @@ from django.test import override_settings
 from django.utils import timezone
 
 from agents.services import agent_deregister, agent_drain, agent_heartbeat, agent_mark_stale
-from assignments.jobs import assignments_expire_idle, waits_sweep
-from assignments.models import Assignment, Event, Profile
+from assignments.jobs import assignments_expire_idle, usage_rollup_recent, waits_sweep
+from assignments.models import Assignment, Event, Profile, UsageRollup
+from assignments.selectors import assignment_metrics
 from assignments.services import assignment_expire, assignment_fail, assignment_release
 from assignments.takes import assignment_take
 from assignments.waits import queue_position
@@ -306,3 +307,20 @@ def test_a_new_waiting_request_does_not_jump_the_queue_of_a_free_profile(scene):
     late = take("w2", "p1", wait_seconds=60)  # before the sweep ran: w1 is served first
     assert fresh(first).status == S.ACTIVE
     assert late.status == S.PENDING and late.queue_position == 1
+
+
+def test_waiting_is_not_holding_in_metrics_and_rollups(scene):
+    held = take("holder", "p1")
+    served = take("w1", "p1", wait_seconds=60)
+    never = take("w2", "p1", wait_seconds=1)
+    waits_sweep(actor=OPERATOR, now=timezone.now() + timedelta(seconds=5))  # w2's wait runs out
+    assignment_release(assignment_id=held.assignment_id, actor=as_agent("holder"))  # w1 is served
+    assert fresh(never).status == S.EXPIRED and fresh(served).status == S.ACTIVE
+    metrics = assignment_metrics(window_seconds=3600)
+    assert metrics["total"] == 2  # the holder's and the served request's, not the wait that ran out
+    usage_rollup_recent(actor=OPERATOR)
+    rows = {(r.scope, r.key): r for r in UsageRollup.objects.all()}
+    assert rows[("agent", "w1")].assignments == 1
+    assert ("agent", "w2") not in rows or (rows[("agent", "w2")].assignments, rows[("agent", "w2")].busy_seconds,
+                                            rows[("agent", "w2")].expirations) == (0, 0, 0)
+    assert rows[("profile", "p1")].assignments == 2
