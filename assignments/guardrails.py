@@ -11,7 +11,12 @@ The pool is the taker's (the profile's own pool when it has one: a take across p
 from datetime import date, datetime, timedelta
 
 from assignments.models import Profile
-from config.errors import ProfileCoolingDown, ProfileQuarantined, QuotaExceeded, TetherError
+from config.errors import (
+    ProfileCoolingDown,
+    ProfileQuarantined,
+    QuotaExceeded,
+    TetherError,
+)
 from pools.models import AgentPool
 
 

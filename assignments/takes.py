@@ -19,11 +19,24 @@ from django.utils import timezone
 from agents.models import Agent
 from assignments.alerts import alert_if_conflict_burst
 from assignments.events import event_record, recorded_transaction
-from assignments.guardrails import profile_check_takeable, profile_count_take, profile_refusal
+from assignments.guardrails import (
+    profile_check_takeable,
+    profile_count_take,
+    profile_refusal,
+)
 from assignments.models import Assignment, Event, Profile
-from assignments.selection import clean_requirements, profile_least_contended, profile_select
+from assignments.selection import (
+    clean_requirements,
+    profile_least_contended,
+    profile_select,
+)
 from assignments.services import assignment_create
-from assignments.waits import MAX_WAIT_SECONDS, wait_enqueue, wait_record_deadlock, waits_hand_over
+from assignments.waits import (
+    MAX_WAIT_SECONDS,
+    wait_enqueue,
+    wait_record_deadlock,
+    waits_hand_over,
+)
 from config.actors import Actor, require_self_or_operator
 from config.errors import (
     AgentAtCapacity,

@@ -26,7 +26,6 @@ from agents.services import (
 from assignments.alerts import alert_acknowledge, alert_raise, alert_resolve
 from assignments.jobs import assignments_expire_idle, waits_sweep
 from assignments.models import Alert, Assignment, Event
-from assignments.takes import assignment_take
 from assignments.services import (
     assignment_create,
     assignment_expire,
@@ -34,6 +33,7 @@ from assignments.services import (
     assignment_release,
     assignment_update,
 )
+from assignments.takes import assignment_take
 from config.actors import Actor
 from config.errors import InvalidTransition
 from config.transitions import StateMachine

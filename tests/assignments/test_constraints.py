@@ -1,9 +1,10 @@
 """The database itself holds invariant 1, even when the services are bypassed."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from datetime import timedelta
 
 from assignments.models import Assignment
 from tests.factories import AgentFactory, PoolFactory, ProfileFactory

@@ -8,7 +8,11 @@ from django.utils import timezone
 
 from assignments.jobs import waits_sweep
 from assignments.models import Alert, Assignment, Event, Profile
-from assignments.profile_health import health_after, profile_quarantine_clear, profile_report
+from assignments.profile_health import (
+    health_after,
+    profile_quarantine_clear,
+    profile_report,
+)
 from assignments.services import assignment_create, assignment_release
 from assignments.takes import assignment_take
 from config.errors import (

@@ -7,7 +7,12 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from agents.services import agent_deregister, agent_drain, agent_heartbeat, agent_mark_stale
+from agents.services import (
+    agent_deregister,
+    agent_drain,
+    agent_heartbeat,
+    agent_mark_stale,
+)
 from assignments.jobs import assignments_expire_idle, usage_rollup_recent, waits_sweep
 from assignments.models import Assignment, Event, Profile, UsageRollup
 from assignments.selectors import assignment_metrics
