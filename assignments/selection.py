@@ -107,12 +107,16 @@ def profile_select(*, requirements: dict, agent: Agent, now) -> Profile | None:
     return None
 
 
-def profile_least_contended(*, requirements: dict, agent: Agent) -> Profile | None:
-    """For a selection that may wait: the held profile matching `requirements` with the fewest
-    requests queued for it (then released longest ago). Not locked (the caller locks it)."""
-    qs = matching_profiles(requirements, agent).filter(Exists(Assignment.objects.filter(holding_q(), profile=OuterRef("pk"))))
-    rows = list(qs.select_related("pool").order_by(F("last_released_at").asc(nulls_first=True), "pk")[:200])
-    rows = [p for p in rows if tags_match(p, requirements)]
+def profile_least_contended(*, requirements: dict, agent: Agent, now) -> Profile | None:
+    """For a selection that may wait (none is free now): the matching profile with the fewest
+    requests queued for it — held, or resting after its last release — leaving out those over
+    today's quota. Not locked (the caller locks it)."""
+    pool = agent.pool
+    qs = matching_profiles(requirements, agent)
+    if pool.profile_daily_quota:
+        qs = qs.filter(Q(quota_day__isnull=True) | ~Q(quota_day=utc_day(now)) | Q(quota_takes__lt=pool.profile_daily_quota))
+    rows = [p for p in qs.select_related("pool").order_by(F("last_released_at").asc(nulls_first=True), "pk")[:200]
+            if tags_match(p, requirements)]
     if not rows:
         return None
     queued = dict(

@@ -339,8 +339,9 @@ def _take_by_requirements(*, agent_id, requirements, actor, wait_seconds, priori
                 "no free profile matches the requirements (enabled, healthy, not quarantined, not cooling down, under its quota)",
                 details={"profile_requirements": requirements},
             )
-        # Wait for the matching profile with the shortest queue.
-        candidate = profile_least_contended(requirements=requirements, agent=agent)
+        # Wait for the matching profile with the shortest queue (held, or resting: the waits sweep
+        # hands it over when its cooldown ends).
+        candidate = profile_least_contended(requirements=requirements, agent=agent, now=now)
         if candidate is None:
             raise NoProfileAvailable(
                 "no profile matches the requirements, so there is none to wait for",

@@ -254,3 +254,17 @@ def test_daily_quota_counts_takes_per_utc_day(fleet):
     Profile.objects.filter(profile_id="eu-1").update(quota_day=timezone.now().date() - timedelta(days=1))
     assert assignment_create(profile_id="eu-1", agent_id="a3", actor=as_agent("a3")).status == S.ACTIVE
     assert Profile.objects.get(profile_id="eu-1").quota_takes == 1
+
+
+def test_selection_with_wait_waits_for_a_resting_profile_too(fleet):
+    fleet.profile_cooldown_seconds = 30
+    fleet.save(update_fields=["profile_cooldown_seconds"])
+    a = select("a0", {"region": "us"}).assignments[0]
+    assignment_release(assignment_id=a.assignment_id, actor=as_agent("a0"))
+    with pytest.raises(NoProfileAvailable):
+        select("a1", {"region": "us"})
+    result = select("a1", {"region": "us"}, wait_seconds=60)
+    assert result.queued and result.assignments[0].profile.profile_id == "us-1"
+    Profile.objects.filter(profile_id="us-1").update(last_released_at=timezone.now() - timedelta(seconds=31))
+    assert waits_sweep(actor=OPERATOR)["handed_over"] == 1
+    assert Assignment.objects.get(pk=result.assignments[0].pk).status == S.ACTIVE
