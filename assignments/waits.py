@@ -443,7 +443,8 @@ def waits_serve_profile(*, profile_pk: int, actor: Actor) -> Assignment | None:
 
 def waits_break_cycle(*, actor: Actor) -> list[dict] | None:
     """Find one cycle of waits and break it by expiring its youngest request (reason `deadlock`),
-    raising a `deadlock` alert. Returns the cycle broken, or None when there is none."""
+    raising a `deadlock` alert. Returns the cycle broken, or None when there is none — or when
+    another worker is expiring that request right now (it breaks the cycle)."""
     require_operator(actor, "break wait cycles")
     cycle = find_cycle(wait_graph_edges())
     if cycle is None:
@@ -455,6 +456,7 @@ def waits_break_cycle(*, actor: Actor) -> list[dict] | None:
     details = cycle_details(cycle)
     with recorded_transaction():
         expired = wait_expire(assignment_id=assignment_id, actor=actor, reason="deadlock")
-        if expired is not None:
-            _alert_deadlock(details, pool_name=expired.pool.name, refused=False)
+        if expired is None:
+            return None
+        _alert_deadlock(details, pool_name=expired.pool.name, refused=False)
     return details
