@@ -52,7 +52,7 @@ from config.errors import (
     ValidationFailed,
 )
 from config.locks import lock_one
-from config.validation import clean_identifier, clean_int, clean_json_object, clean_text
+from config.validation import clean_float, clean_identifier, clean_int, clean_json_object, clean_text
 
 S = Assignment.Status
 MAX_PROFILES_PER_TAKE = 20
@@ -71,7 +71,7 @@ def assignment_take(
     profile_id: str | None = None,
     profile_ids: list | None = None,
     profile_requirements: dict | None = None,
-    wait_seconds: int = 0,
+    wait_seconds: float = 0,
     priority: int | None = None,
     workflow_id: str = "",
     metadata: dict | None = None,
@@ -92,7 +92,7 @@ def assignment_take(
             details={name: ["give exactly one of profile_id, profile_ids, profile_requirements"]
                      for name in (given or ["profile_id"])},
         )
-    wait_seconds = clean_int("wait_seconds", wait_seconds, minimum=0, maximum=MAX_WAIT_SECONDS)
+    wait_seconds = clean_float("wait_seconds", wait_seconds, minimum=0, maximum=MAX_WAIT_SECONDS)
     if priority is not None:
         priority = clean_int("priority", priority, minimum=-1000, maximum=1000)
     fields = {

@@ -172,7 +172,7 @@ def wait_graph_edges() -> list[Edge]:
 
 
 def wait_enqueue(
-    *, agent: Agent, profile: Profile, holder: Assignment | None, actor: Actor, now, wait_seconds: int,
+    *, agent: Agent, profile: Profile, holder: Assignment | None, actor: Actor, now, wait_seconds: float,
     priority: int | None, workflow_id: str, metadata: dict, platform_resource_id: str,
 ) -> Assignment:
     """Queue `agent`'s request for `profile`, inside the caller's transaction, with `agent` and

@@ -122,7 +122,7 @@ class AssignmentCreateSerializer(RefuseUnknownFields):
     profile_requirements = serializers.DictField(
         required=False, help_text='pick a free profile: {"tags": [...], "region": "...", "pool": "..."}'
     )
-    wait_seconds = serializers.IntegerField(
+    wait_seconds = serializers.FloatField(
         required=False, min_value=0, max_value=3600,
         help_text="0 (default): refuse a held profile at once (409); else wait up to this long → 202 with a pending assignment",
     )

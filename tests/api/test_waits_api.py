@@ -110,3 +110,10 @@ def test_pool_guardrail_fields_are_writable_and_checked(api, operator_token):
     assert "queued_requests" in api.get("/api/pools/guarded", token=operator_token).json().get("counts", {"queued_requests": 0})
     assert_error(api.post("/api/pools", {"name": "bad", "conflict_policy": "lottery"}, token=operator_token), 400, "validation_error")
     assert_error(api.post("/api/pools", {"name": "bad", "profile_cooldown_seconds": -5}, token=operator_token), 400, "validation_error")
+
+
+def test_a_fractional_wait_is_accepted(api, two):
+    t1, t2 = two
+    api.post("/api/assignments", {"profile_id": "p1"}, token=t1)
+    waiting = api.post("/api/assignments", {"profile_id": "p1", "wait_seconds": 1.5}, token=t2)
+    assert waiting.status_code == 202, waiting.content

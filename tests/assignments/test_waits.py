@@ -211,7 +211,7 @@ def test_queued_requests_count_against_capacity_and_twice_is_refused(scene):
         take("holder", "p1", wait_seconds=60)  # it holds it already
 
 
-@pytest.mark.parametrize("bad", [-1, 3601, "10", 1.5, True])
+@pytest.mark.parametrize("bad", [-1, 3601, "10", float("nan"), True, None])
 def test_bad_wait_seconds_is_a_validation_error_and_writes_nothing(scene, bad):
     take("holder", "p1")
     before = Event.objects.count()
