@@ -190,8 +190,14 @@ class Assignment(models.Model):
                 condition=~models.Q(status__in=["active", "idle", "releasing"]) | models.Q(agent__isnull=False),
                 name="%(app_label)s_%(class)s_held_has_agent",
             ),
+            # Every assignment has a token ≥ 1 — but a request that waited for the profile and was
+            # not (yet) served, which has none (0, and still its deadline): it gets the profile's
+            # next token when it is served, and until then has nothing it could present to the
+            # profile as if it were its holder. A held row always has one.
             models.CheckConstraint(
-                condition=models.Q(fencing_token__gte=1), name="%(app_label)s_%(class)s_fencing_token_positive"
+                condition=models.Q(fencing_token__gte=1)
+                | (models.Q(fencing_token=0, wait_until__isnull=False) & ~models.Q(status__in=["active", "idle", "releasing"])),
+                name="%(app_label)s_%(class)s_fencing_token_positive",
             ),
             models.CheckConstraint(
                 condition=models.Q(status__in=["pending", "active", "idle", "releasing"])

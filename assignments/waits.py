@@ -219,9 +219,9 @@ def wait_enqueue(
         status=S.PENDING,
         assigned_at=now,
         last_activity=now,
-        # Not a token to act with (a queued request can do nothing but wait or be cancelled): the
-        # hand-over issues the profile's next token.
-        fencing_token=max(profile.fencing_token, 1),
+        # No token yet (0): the hand-over issues the profile's next one. A copy of the holder's
+        # token would let a waiter pass itself off as the holder to whatever checks the tokens.
+        fencing_token=0,
         platform_resource_id=platform_resource_id,
         metadata=metadata,
         priority=priority,

@@ -77,6 +77,17 @@ def test_queued_requests_wait_behind_the_one_holder_without_breaking_invariant_1
         Assignment.objects.filter(pk=request.pk).update(status="active")
 
 
+def test_only_a_queued_request_may_have_no_fencing_token_yet():
+    pool = PoolFactory()
+    agent = AgentFactory(pool=pool)
+    profile = ProfileFactory()
+    queued = _queued(profile, agent)
+    queued.fencing_token = 0
+    queued.save()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Assignment.objects.filter(pk=queued.pk).update(status="active")  # served without a token
+
+
 def test_database_refuses_a_queued_request_without_deadline():
     pool = PoolFactory()
     agent = AgentFactory(pool=pool)

@@ -50,6 +50,7 @@ def test_a_held_profile_with_wait_seconds_queues_a_pending_request_with_its_posi
     first = take("w1", "p1", wait_seconds=60)
     second = take("w2", "p1", wait_seconds=60)
     assert (first.status, first.agent.agent_id, first.queue_position) == (S.PENDING, "w1", 1)
+    assert first.fencing_token == 0  # none yet: nothing to pass itself off as the holder with
     assert (second.status, second.queue_position) == (S.PENDING, 2)
     assert first.wait_until > timezone.now() + timedelta(seconds=50)
     created = Event.objects.get(type="assignment.created", assignment_id=first.assignment_id)
