@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('agents', '0001_initial'),
         ('assignments', '0005_alert_kind_assignment_lost'),
-        ('pools', '0002_conflict_policy_and_guardrails'),
+        ('pools', '0003_conflict_policy_and_guardrails'),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pools', '0001_initial'),
+        ('pools', '0002_task'),
     ]
 
     operations = [
