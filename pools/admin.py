@@ -11,9 +11,9 @@ from pools.services import pool_check_name, pool_clean_fields, pool_create, pool
 _EDITABLE = ("platform", "region", "strategy", "heartbeat_timeout_seconds", "assignment_idle_timeout_seconds",
              "min_health_score", "task_capacity", "conflict_policy", "preemption", "profile_cooldown_seconds",
              "profile_daily_quota")
-# Added with waits and guardrails (assignments/waits.py, guardrails.py): left empty, they keep the
-# model's default, so a form (or a script) that predates them still creates a pool.
-_OPTIONAL = ("conflict_policy", "profile_cooldown_seconds", "profile_daily_quota")
+# Added with tasks and with waits and guardrails (assignments/waits.py, guardrails.py): left empty,
+# they keep the model's default, so a form (or a script) that predates them still creates a pool.
+_OPTIONAL = ("task_capacity", "conflict_policy", "profile_cooldown_seconds", "profile_daily_quota")
 
 
 class _CountedChangeList(ChangeList):
@@ -41,12 +41,6 @@ class AgentPoolAdmin(ServiceCheckedAdmin):
 
     def get_changelist(self, request, **kwargs):
         return _CountedChangeList
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        form = super().get_form(request, obj, change=change, **kwargs)
-        if "task_capacity" in form.base_fields:
-            form.base_fields["task_capacity"].required = False
-        return form
 
     # The counts of `pools.selectors.pool_counts`, the same the API and the dashboard show.
     @admin.display(description="agents")
