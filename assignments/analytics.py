@@ -17,8 +17,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDay, TruncHour
+from django.db.models import Count, FloatField, Q, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, TruncDay, TruncHour
 from django.utils import timezone
 
 from agents.models import Agent
@@ -83,10 +84,13 @@ def holder_changes(assignment_ids, *, since: datetime, until: datetime) -> dict:
     return changes
 
 
-def holding_spans(*, agent_id, status, assigned_at, released_at, changes, now) -> list[Span]:
+def holding_spans(*, agent_id, status, assigned_at, released_at, changes, now, never_held: bool = False) -> list[Span]:
     """The stretches of one assignment, from its holder-changing events (`holder_changes`), up to
     its end (or `now` while it lives). The first holder: nobody when it was created pending, else
     the first move's source, else its current agent (created by a take, never moved)."""
+    if never_held:  # a request queued for a profile and never served: it only ever waited
+        end = min(released_at or now, now)
+        return [Span(None, assigned_at, max(end, assigned_at), "ended" if released_at and released_at <= now else "open")]
     created = next((c for c in changes if c[1] == Event.Type.ASSIGNMENT_CREATED), None)
     moves = [c for c in changes if c[1] != Event.Type.ASSIGNMENT_CREATED]
     if created is not None:
@@ -144,6 +148,9 @@ def assignment_metrics(*, since: datetime, until: datetime, pool: str | None = N
     rows = list(
         assignments.filter(assigned_at__lt=until)
         .filter(Q(released_at__isnull=True) | Q(released_at__gt=since))
+        # A request that waited for a profile and was never served keeps its deadline: not an
+        # assignment, and it held nothing (a served one counts from its hand-over).
+        .filter(wait_until__isnull=True)
         .values_list("assignment_id", "profile__profile_id", "agent__agent_id", "status", "assigned_at",
                      "released_at", "release_reason")
     )
@@ -204,7 +211,9 @@ def event_counts(start: datetime, end: datetime, stats, *, pool: str | None = No
     """Add to `stats[(scope, key)][column]` the rollup counts of the events in [start, end):
     assignments created (and handed over by failover, for the receiving agent), successes, failures,
     expirations, conflicts, waits, failovers (for the losing agent), and the tasks' queue moves and
-    outcomes. One grouped query (of one pool's events with `pool`)."""
+    outcomes; and the time served requests had waited for their profile. Two grouped queries (of one
+    pool's events with `pool`). A request queued for a profile is a wait, not a take, until it is
+    served (`pending → active`); a wait that runs out is not an expiry."""
     Scope = UsageRollup.Scope
     events = Event.objects.filter(pool=pool) if pool else Event.objects.all()
     counted = (
@@ -223,9 +232,14 @@ def event_counts(start: datetime, end: datetime, stats, *, pool: str | None = No
         everyone = ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
         updates = []
         if type_ == Event.Type.ASSIGNMENT_CREATED:
-            updates.append(("assignments", everyone))
-            if to_status == S.PENDING:
+            if to_status == S.PENDING:  # a request queued for a profile (assignments/waits.py): a wait, not a take
                 updates.append(("waits", everyone[:2]))
+            else:
+                updates.append(("assignments", everyone))
+        elif type_ == Event.Type.ASSIGNMENT_STATUS_CHANGED and (from_status, to_status) == (S.PENDING, S.ACTIVE):
+            updates.append(("assignments", everyone))  # a queued request handed the profile: a take made then
+        elif type_ == Event.Type.ASSIGNMENT_EXPIRED and from_status == S.PENDING and agent_id:
+            pass  # a wait that ran out (or was broken out of a cycle): nothing held expired
         elif type_ == Event.Type.ASSIGNMENT_REASSIGNED:
             updates.append(("failovers", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, from_agent))))
             if to_status == S.ACTIVE:
@@ -257,6 +271,18 @@ def event_counts(start: datetime, end: datetime, stats, *, pool: str | None = No
             for scope, key in scopes:
                 if key:
                     stats[(scope, key)][what] += n
+    # How long the requests served in this window had waited for their profile (the hand-over's
+    # event says; the served row itself counts from the hand-over).
+    for profile_id, pool_name, waited in (
+        events.filter(occurred_at__gte=start, occurred_at__lt=end, type=Event.Type.ASSIGNMENT_STATUS_CHANGED,
+                      from_status=S.PENDING, to_status=S.ACTIVE, data__has_key="waited_seconds")
+        .values_list("profile_id", "pool")
+        .annotate(waited=Sum(Cast(KT("data__waited_seconds"), FloatField())))
+        .order_by()
+    ):
+        for key in ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name)):
+            if key[1]:
+                stats[key]["wait_seconds"] += waited or 0.0
 
 
 # --- Series and rankings from the rollups ---------------------------------------------------------------

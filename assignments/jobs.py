@@ -15,6 +15,7 @@ from assignments.analytics import event_counts, holder_changes, holding_spans
 from assignments.events import recorded_transaction
 from assignments.models import Assignment, Event, EventArchive, UsageRollup
 from assignments.services import assignment_expire, assignment_release, assignment_update
+from assignments.waits import wait_expire, waits_break_cycle, waits_serve_profile
 from config import locks
 from config.actors import Actor, require_operator
 from pools.selectors import older_than_pool_timeout
@@ -162,14 +163,16 @@ def _rollup_hour(start, now) -> list[tuple]:
         Assignment.objects.filter(assigned_at__lt=end)
         .exclude(released_at__lte=start)
         .values_list("assignment_id", "profile__profile_id", "pool__name", "agent__agent_id", "status",
-                     "assigned_at", "released_at")
+                     "assigned_at", "released_at", "wait_until")
     )
     # Failover and rebalancing move an assignment between agents (or leave it waiting, held by
-    # nobody): its holder-changing events split its time between the agents that held it.
+    # nobody): its holder-changing events split its time between the agents that held it. A request
+    # queued for a profile and never served (it keeps its `wait_until`) held nothing: all its time
+    # is waiting (a served one counts from its hand-over; its wait is counted from the hand-over's event).
     changes = holder_changes([row[0] for row in rows], since=min((row[5] for row in rows), default=start), until=end)
-    for assignment_id, profile_id, pool_name, agent_id, status, assigned_at, released_at in rows:
+    for assignment_id, profile_id, pool_name, agent_id, status, assigned_at, released_at, wait_until in rows:
         for span in holding_spans(agent_id=agent_id, status=status, assigned_at=assigned_at, released_at=released_at,
-                                  changes=changes.get(assignment_id, []), now=now):
+                                  changes=changes.get(assignment_id, []), now=now, never_held=wait_until is not None):
             seconds = span.seconds_within(start, end)
             if seconds <= 0:
                 continue
@@ -301,4 +304,46 @@ def events_archive_old(*, actor: Actor, now=None, limit: int = 200) -> dict:
             break
     return {"archived": archived}
 
+
+def waits_sweep(*, actor: Actor, now=None, limit: int = 200) -> dict:
+    """The queued requests' sweep (assignments/waits.py), at most `limit` of each kind:
+    - a request past its `wait_until` → expired, reason "wait timeout" (`wait_expire`);
+    - a free profile with requests queued for it → handed to the next one (`waits_serve_profile`):
+      the pool's cooldown ended, a new UTC day reset its quota, or the request next in line was
+      busy when the profile was released.
+    Each in its own transaction; idempotent, safe on several workers (rows another worker holds are
+    skipped). One indexed query per kind when there is nothing to do. Returns the counts."""
+    require_operator(actor, "sweep waiting requests")
+    now = now or timezone.now()
+    counts = {"expired": 0, "handed_over": 0}
+    due = list(
+        Assignment.objects.queued().filter(wait_until__lte=now)
+        .order_by("wait_until").values_list("assignment_id", flat=True)[:limit]
+    )
+    for assignment_id in due:
+        if wait_expire(assignment_id=assignment_id, actor=actor, reason="wait timeout") is not None:
+            counts["expired"] += 1
+    free = list(
+        Assignment.objects.queued().filter(wait_until__gt=now)
+        .exclude(profile_id__in=Assignment.objects.holding().values("profile_id"))
+        .values_list("profile_id", flat=True).distinct().order_by("profile_id")[:limit]
+    )
+    for profile_pk in free:
+        if waits_serve_profile(profile_pk=profile_pk, actor=actor) is not None:
+            counts["handed_over"] += 1
+    return counts
+
+
+def wait_cycles_break(*, actor: Actor, now=None, limit: int = 200) -> dict:
+    """Break the cycles of waiting requests that formed without a refused request (a hand-over or a
+    failover made a waiting agent the holder of what another waits for): each by expiring its
+    youngest request (reason "deadlock", with a `deadlock` alert), at most `limit` per run.
+    Idempotent: two workers breaking the same cycle expire the same request once. Returns the counts."""
+    require_operator(actor, "break wait cycles")
+    broken = 0
+    for _ in range(limit):
+        if waits_break_cycle(actor=actor) is None:
+            break
+        broken += 1
+    return {"cycles_broken": broken}
 

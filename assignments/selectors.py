@@ -78,7 +78,7 @@ def assignment_live_for_profile(profile_id: str) -> Assignment | None:
 
 def assignment_live_for_profile_from_db(profile_id: str) -> Assignment | None:
     return (
-        Assignment.objects.filter(profile__profile_id=profile_id, status__in=Assignment.LIVE_STATUSES)
+        Assignment.objects.holding().filter(profile__profile_id=profile_id)
         .select_related("profile", "pool", "agent")
         .first()
     )

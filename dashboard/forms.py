@@ -8,6 +8,7 @@ from agents.models import Agent
 from assignments.models import Alert, Assignment
 from config.validation import IDENTIFIER_RE
 from dashboard.selectors import ASSIGNMENT_SORTS
+from pools.models import Task
 
 MAX_PAGE = 10_000
 
@@ -64,6 +65,12 @@ class AssignmentFilterForm(PageForm):
 class AgentFilterForm(PageForm):
     pool = forms.SlugField(required=False, max_length=64)
     status = forms.ChoiceField(required=False, choices=[("", "Any")] + list(Agent.Status.choices))
+
+
+class TaskFilterForm(PageForm):
+    pool = forms.SlugField(required=False, max_length=64)
+    status = forms.ChoiceField(required=False, choices=[("", "Open"), ("all", "All")] + list(Task.Status.choices))
+    priority = forms.ChoiceField(required=False, choices=[("", "Any")] + list(Task.Priority.choices))
 
 
 class ProfileFilterForm(PageForm):

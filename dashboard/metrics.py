@@ -24,10 +24,10 @@ reaches, and count what every web process and Celery worker did:
 import hmac
 import logging
 import time
+from collections import defaultdict
 from datetime import timedelta
 
 from asgiref.sync import iscoroutinefunction
-from django.apps import apps
 from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count, Sum
@@ -42,15 +42,14 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from agents.models import Agent
-from assignments.analytics import bucket_floor, open_alert_counts
-from assignments.models import Assignment, Event, UsageRollup
+from assignments.analytics import bucket_floor, event_counts, open_alert_counts
+from assignments.models import Assignment, UsageRollup
 from config.jobs import job_status
-from pools.models import AgentPool
+from pools.models import AgentPool, Task
 from pools.selectors import pool_counts
 
 log = logging.getLogger(__name__)
 
-TASK_PRIORITIES = ("urgent", "critical", "high", "normal", "low")
 TASK_OUTCOMES = ("completed", "failed", "cancelled", "expired")
 
 _PROCESS_REGISTRY = CollectorRegistry(auto_describe=True)
@@ -96,59 +95,50 @@ def request_latency_middleware(get_response):
 
 # --- Values read from the database at scrape time ----------------------------------------------------
 
-# Counter name → (rollup column of the pool rows, how to count the same thing in the event log).
+# Counter name → (rollup column of the pool rows, help).
 _COUNTERS = {
-    "tether_assignment_takes": ("assignments", "Profiles taken (assignments created).", "assignment.created"),
-    "tether_assignment_conflicts": ("conflicts", "Refused takes: the profile was held.", "assignment.conflict"),
-    "tether_assignment_failovers": ("failovers", "Assignments moved to another agent or to waiting (reassigned).",
-                                    "assignment.reassigned"),
-    "tether_assignment_expiries": ("expirations", "Assignments expired (idle timeout, wait timeout).",
-                                   "assignment.expired"),
+    "tether_assignment_takes": ("assignments", "Profiles taken: assignments created, and queued requests served."),
+    "tether_assignment_conflicts": ("conflicts", "Refused takes: the profile was held."),
+    "tether_assignment_failovers": ("failovers", "Assignments moved to another agent or to waiting (reassigned)."),
+    "tether_assignment_expiries": ("expirations", "Assignments expired (idle timeout); a wait that ran out is not one."),
 }
 _TASK_COLUMNS = {"completed": "tasks_completed", "failed": "tasks_failed", "cancelled": "tasks_cancelled",
                  "expired": "tasks_expired"}
 
 
 def counter_values(now=None) -> dict:
-    """(counter name, pool[, outcome]) → total, from finished rollup hours plus the newer events."""
+    """(counter name, pool[, outcome]) → total: the rollup job's pool rows for the hours it has
+    finished, plus the events since, counted by the same rules (`assignments.analytics.event_counts`)."""
     now = now or timezone.now()
     cutoff = bucket_floor(now, "hour") - timedelta(hours=settings.TETHER_ROLLUP_HOURS_BACK)
-    columns = [c for c, _, _ in _COUNTERS.values()] + list(_TASK_COLUMNS.values())
-    totals: dict[tuple, float] = {}
+    columns = [c for c, _ in _COUNTERS.values()] + list(_TASK_COLUMNS.values())
+    per_pool: dict[str, dict] = defaultdict(lambda: dict.fromkeys(columns, 0))
     for row in (
         UsageRollup.objects.filter(scope=UsageRollup.Scope.POOL, hour__lt=cutoff)
         .values("key").annotate(**{c: Sum(c) for c in columns}).order_by()
     ):
-        for name, (column, _, _) in _COUNTERS.items():
-            totals[(name, row["key"])] = row[column] or 0
+        for column in columns:
+            per_pool[row["key"]][column] += row[column] or 0
+    recent = defaultdict(lambda: defaultdict(float))
+    event_counts(cutoff, now + timedelta(hours=1), recent)
+    for (scope, pool), values in recent.items():
+        if scope == UsageRollup.Scope.POOL:
+            for column in columns:
+                per_pool[pool][column] += values[column]
+    totals: dict[tuple, float] = {}
+    for pool, values in per_pool.items():
+        for name, (column, _) in _COUNTERS.items():
+            totals[(name, pool)] = values[column]
         for outcome, column in _TASK_COLUMNS.items():
-            totals[("tether_tasks", row["key"], outcome)] = row[column] or 0
-    by_type = {event_type: name for name, (_, _, event_type) in _COUNTERS.items()}
-    task_types = {f"task.{o}": o for o in TASK_OUTCOMES}
-    for type_, to_status, pool, n in (
-        Event.objects.filter(occurred_at__gte=cutoff, type__in=list(by_type) + list(task_types))
-        .values_list("type", "to_status", "pool").annotate(n=Count("seq")).order_by()
-    ):
-        if type_ in by_type:
-            key = (by_type[type_], pool)
-        elif type_ == "task.failed" and to_status != "failed":
-            continue  # failed with a retry: back in the queue
-        else:
-            key = ("tether_tasks", pool, task_types[type_])
-        totals[key] = totals.get(key, 0) + n
+            totals[("tether_tasks", pool, outcome)] = values[column]
     return totals
 
 
 def _queued_tasks(pool_names: list[str]) -> dict:
-    """(pool, priority) → queued tasks: 0 for each until the tasks' model exists on this installation
-    (looked up by name: the tasks land in `pools` on their own branch)."""
-    counts = {(pool, priority): 0 for pool in pool_names for priority in TASK_PRIORITIES}
-    try:
-        task_model = apps.get_model("pools", "Task")
-    except LookupError:
-        return counts
+    """(pool, priority) → queued tasks, 0 where none (one grouped query)."""
+    counts = {(pool, priority): 0 for pool in pool_names for priority in Task.Priority.values}
     for pool, priority, n in (
-        task_model.objects.filter(status="queued").values_list("pool__name", "priority")
+        Task.objects.filter(status=Task.Status.QUEUED).values_list("pool__name", "priority")
         .annotate(n=Count("pk")).order_by()
     ):
         counts[(pool, priority)] = n
@@ -207,7 +197,7 @@ class DatabaseCollector:
         yield ok
 
         totals = counter_values()
-        for name, (_, help_text, _) in _COUNTERS.items():
+        for name, (_, help_text) in _COUNTERS.items():
             family = CounterMetricFamily(name, help_text, labels=["pool"])
             for pool in sorted(set(pools.values()) | {k[1] for k in totals if k[0] == name and k[1]}):
                 family.add_metric([pool], totals.get((name, pool), 0))
