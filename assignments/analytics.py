@@ -109,7 +109,10 @@ def holding_spans(*, agent_id, status, assigned_at, released_at, changes, now, n
         elif to_status == S.PENDING:
             new = None
         elif from_status == S.PENDING and to_status in HELD:
+            # A queued request served: the hand-over is the row's `assigned_at` (the event is stamped
+            # a moment later, in the same transaction); its wait before is in the event's data.
             new = event_agent or None
+            at = min(at, assigned_at)
         else:
             continue
         if at > since:

@@ -125,11 +125,18 @@ def test_holding_spans_treat_pending_as_waiting_and_a_move_as_the_end_of_a_stret
                           now=t0 + 60 * M)
     assert spans == [Span("a", t0, t0 + 10 * M, "moved"), Span(None, t0 + 10 * M, t0 + 15 * M, "moved"),
                      Span("c", t0 + 15 * M, t0 + 30 * M, "ended")]
-    # Created pending for a requester that waits for the profile, then handed to it: waiting, then held.
+    # A request queued for the profile at t0 and served at t0+5: the row counts from its hand-over
+    # (assigned_at), the event stamped a moment later; the wait before is the hand-over event's data.
+    served_at = t0 + 5 * M
     queued = [(t0, "assignment.created", "w", "", "pending", None, None),
-              (t0 + 5 * M, "assignment.status_changed", "w", "pending", "active", None, None)]
-    spans = holding_spans(agent_id="w", status="active", assigned_at=t0, released_at=None, changes=queued, now=t0 + 20 * M)
-    assert spans == [Span(None, t0, t0 + 5 * M, "moved"), Span("w", t0 + 5 * M, t0 + 20 * M, "open")]
+              (served_at + timedelta(milliseconds=20), "assignment.status_changed", "w", "pending", "active", None, None)]
+    spans = holding_spans(agent_id="w", status="active", assigned_at=served_at, released_at=None, changes=queued,
+                          now=t0 + 20 * M)
+    assert spans == [Span("w", served_at, t0 + 20 * M, "open")]
+    # Never served (it keeps wait_until): waiting all along, whatever its agent.
+    spans = holding_spans(agent_id="w", status="expired", assigned_at=t0, released_at=t0 + M, changes=queued[:1],
+                          now=t0 + 20 * M, never_held=True)
+    assert spans == [Span(None, t0, t0 + M, "ended")]
 
 
 def _task_events(fleet_, hour):
