@@ -126,7 +126,7 @@ def assignments_reconcile_cache(*, actor: Actor, now=None, limit: int = 200) -> 
                         counts["stale"] += 1
                         repairs[key] = want
                 if repairs:
-                    live_cache.cache.set_many(repairs, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+                    live_cache.cache_store(repairs)
     return counts
 
 

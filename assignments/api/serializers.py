@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from assignments.models import Assignment, Event
 from assignments.selectors import MAX_EVENT_PAGE
+from config.api.serializers import StrictInputSerializer
 
 # --- Profiles ------------------------------------------------------------------------------------
 
@@ -29,7 +30,7 @@ class ProfileSerializer(serializers.Serializer):
         }
 
 
-class ProfileCreateSerializer(serializers.Serializer):
+class ProfileCreateSerializer(StrictInputSerializer):
     profile_id = serializers.CharField(max_length=128)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     pool = serializers.CharField(max_length=64, required=False, allow_null=True)
@@ -80,7 +81,7 @@ class AssignmentSerializer(serializers.Serializer):
         }
 
 
-class AssignmentCreateSerializer(serializers.Serializer):
+class AssignmentCreateSerializer(StrictInputSerializer):
     profile_id = serializers.CharField(max_length=128)
     agent_id = serializers.CharField(max_length=128, required=False, help_text="defaults to the calling agent")
     workflow_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
@@ -88,7 +89,7 @@ class AssignmentCreateSerializer(serializers.Serializer):
     platform_resource_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
 
 
-class AssignmentUpdateSerializer(serializers.Serializer):
+class AssignmentUpdateSerializer(StrictInputSerializer):
     status = serializers.ChoiceField(
         choices=[Assignment.Status.ACTIVE, Assignment.Status.IDLE, Assignment.Status.FAILED], required=False,
         help_text="active or idle; failed reports that the work failed (with `error`)",
@@ -104,8 +105,14 @@ class AssignmentUpdateSerializer(serializers.Serializer):
         return attrs
 
 
-class ReleaseSerializer(serializers.Serializer):
+class ReleaseSerializer(StrictInputSerializer):
     fencing_token = serializers.IntegerField(required=False, min_value=0, help_text="checked when given: 409 when stale")
+
+
+class ReleaseQuerySerializer(serializers.Serializer):
+    """`?fencing_token=` on DELETE, for clients that send no body (query strings are text)."""
+
+    fencing_token = serializers.IntegerField(required=False, min_value=0, max_value=2**63 - 1)
 
 
 class StatusQuerySerializer(serializers.Serializer):

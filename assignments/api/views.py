@@ -17,6 +17,7 @@ from assignments.api.serializers import (
     ProfileAssignmentSerializer,
     ProfileCreateSerializer,
     ProfileSerializer,
+    ReleaseQuerySerializer,
     ReleaseSerializer,
 )
 from assignments.events import event_payload
@@ -144,8 +145,9 @@ class AssignmentDetailView(APIView):
         """Release (idempotent). An operator releasing one whose agent is alive makes it `releasing`."""
         body = request.data if isinstance(request.data, dict) and request.data else {}
         if not body and "fencing_token" in request.query_params:
-            body = {"fencing_token": request.query_params["fencing_token"]}
-        data = ReleaseSerializer(data=body)
+            data = ReleaseQuerySerializer(data={"fencing_token": request.query_params["fencing_token"]})
+        else:
+            data = ReleaseSerializer(data=body)
         data.is_valid(raise_exception=True)
         assignment = services.assignment_release(
             assignment_id=assignment_id, actor=request_actor(request), **data.validated_data

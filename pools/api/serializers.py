@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from config.api.serializers import StrictInputSerializer
 from pools.models import AgentPool
 
 
@@ -29,7 +30,7 @@ class PoolCreatedSerializer(PoolSerializer):
     enrollment_token = serializers.CharField(help_text="shown this once: agents send it as X-Enrollment-Token")
 
 
-class PoolCreateSerializer(serializers.Serializer):
+class PoolCreateSerializer(StrictInputSerializer):
     name = serializers.SlugField(max_length=64)
     platform = serializers.ChoiceField(choices=AgentPool.Platform.choices, required=False)
     region = serializers.CharField(max_length=64, required=False, allow_blank=True)
