@@ -265,6 +265,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TETHER_DATA_UPLOAD_MAX_MEMORY_SIZE", 256 
 TETHER_API_MAX_BODY_BYTES = env_int("TETHER_API_MAX_BODY_BYTES", 128 * 1024, minimum=1024)
 # How long an Idempotency-Key's first answer is kept for replay.
 TETHER_IDEMPOTENCY_TTL_SECONDS = env_int("TETHER_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=60)
+# How long a claimed key waits for its request's answer before a retry may run anew (a process that
+# died mid-request must not leave the key stuck); longer than any request runs.
+TETHER_IDEMPOTENCY_LEASE_SECONDS = env_int("TETHER_IDEMPOTENCY_LEASE_SECONDS", 60, minimum=5, maximum=3600)
 # Requests per credential (an agent's or a user's token, a session; else per address).
 TETHER_API_THROTTLE_RATE = env_str("TETHER_API_THROTTLE_RATE", "6000/min")
 CSRF_FAILURE_VIEW = "config.api.errors.csrf_failure"
