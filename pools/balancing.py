@@ -6,7 +6,7 @@ persists it — so every strategy is unit-testable on its own.
 
 import random
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -98,17 +98,22 @@ def plan_moves(
     now: datetime,
     rng: random.Random | None = None,
 ) -> list[tuple[Work, Candidate | None]]:
-    """Give each piece of work (in the order given) an agent, or None when none has room.
+    """Give each piece of work (in the order given) an agent, or None when none has room. Each pair
+    holds the chosen agent as it is after that choice (one more live, handed work at that turn).
 
-    Each choice counts against the chosen agent's room before the next one is made.
+    Each choice counts against the chosen agent's room before the next one is made, and is stamped
+    one microsecond after the previous one: with one shared `now`, every agent handed work in this
+    pass would tie, and round robin would fall back to agent-id order after the first cycle. The
+    stamps are what the service stores, so the next pass goes on around the circle too.
     """
     pool = {c.key: c for c in candidates}
     plan: list[tuple[Work, Candidate | None]] = []
-    for item in work:
+    for turn, item in enumerate(work):
         chosen = choose_agent(
             list(pool.values()), strategy=strategy, min_health_score=min_health_score, region=item.region, rng=rng
         )
         if chosen is not None:
-            pool[chosen.key] = replace(chosen, live=chosen.live + 1, last_assigned_at=now)
+            chosen = replace(chosen, live=chosen.live + 1, last_assigned_at=now + timedelta(microseconds=turn))
+            pool[chosen.key] = chosen
         plan.append((item, chosen))
     return plan

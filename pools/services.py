@@ -6,7 +6,7 @@ with no agent) and asks the assignment table first (`assignment_check_transition
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Case, Count, Value, When
 from django.utils import timezone
 
 from agents.models import Agent
@@ -142,7 +142,7 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
     profile_pks = sorted({assignments[work.key].profile_id for work, _ in plan})
     # Profiles are locked in primary-key order; each move bumps its profile's fencing token.
     profiles = {p.pk: p for p in Profile.objects.select_for_update().filter(pk__in=profile_pks).order_by("pk")}
-    chosen_agents = set()
+    handed_at = {}  # agent pk → when it was last handed work in this plan (round robin's turn)
     for work, chosen in plan:
         assignment = assignments[work.key]
         profile = profiles[assignment.profile_id]
@@ -158,7 +158,7 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
         if chosen is not None:
             assignment.agent = agents[chosen.key]
             assignment.status = Assignment.Status.ACTIVE
-            chosen_agents.add(chosen.key)
+            handed_at[chosen.key] = chosen.last_assigned_at or now
             moves.moved.append(assignment)
         else:
             assignment.agent = None
@@ -179,8 +179,10 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
                 "fencing_token": assignment.fencing_token,
             },
         )
-    if chosen_agents:
-        Agent.objects.filter(pk__in=chosen_agents).update(last_assigned_at=now)
+    if handed_at:
+        Agent.objects.filter(pk__in=list(handed_at)).update(
+            last_assigned_at=Case(*(When(pk=pk, then=Value(at)) for pk, at in handed_at.items()))
+        )
 
 
 def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
