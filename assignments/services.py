@@ -193,7 +193,6 @@ def assignment_create(
 
 
 def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, platform_resource_id) -> Assignment:
-    now = timezone.now()
     with recorded_transaction():
         # The agent row lock serialises this agent's takes, so its capacity count below holds.
         try:
@@ -223,6 +222,9 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
                 f"agent {agent_id!r} already holds {live} of its {agent.capacity} assignments",
                 details={"agent_id": agent_id, "live": live, "capacity": agent.capacity},
             )
+        # Taken under the profile's row lock: a clock read before the lock wait would date this
+        # assignment before the previous holder's release, and one profile's intervals would overlap.
+        now = timezone.now()
         # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.
         profile.fencing_token += 1
         profile.save(update_fields=["fencing_token"])
@@ -317,7 +319,8 @@ def _transition(assignment: Assignment, to_status: str, *, actor: Actor, event_t
 
 
 def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None = None, reason: str | None = None) -> Assignment:
-    """Release an assignment. Releasing an ended one again changes nothing and is not an error.
+    """Release an assignment. Its holder (or an operator) releasing an ended one again changes
+    nothing and is not an error; anyone else is refused (403), ended or not.
 
     - its holder (or a job) releases it: → `released`;
     - an operator releases one whose agent is alive: → `releasing` (the agent is told through its
@@ -329,9 +332,10 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
     with recorded_transaction():
         assignment = _lock_assignment(assignment_id)
         _check_fencing(assignment, fencing_token)
+        # Who may comes first: an ended assignment is still no one else's to release.
+        _require_holder_or_operator(assignment, actor, "release")
         if assignment.status in Assignment.TERMINAL_STATUSES:
             return assignment
-        _require_holder_or_operator(assignment, actor, "release")
         holder_is_actor = actor.is_agent and assignment.agent_id and assignment.agent.agent_id == actor.name
         # A draining agent is on its way out (drain releases what it was releasing, then makes it
         # inactive in the same transaction): nobody is left to confirm, so the release is final.
@@ -438,14 +442,15 @@ def assignment_expire(*, assignment_id, actor: Actor, reason: str = "idle timeou
 
 def assignment_fail(*, assignment_id, actor: Actor, error: str = "", fencing_token: int | None = None) -> Assignment:
     """The holder (or an operator) reports that the work on a live assignment failed (the browser
-    crashed, the profile is broken). Ended ones are left as they are. Emits `assignment.status_changed`."""
+    crashed, the profile is broken). Ended ones are left as they are (anyone else is refused, ended
+    or not). Emits `assignment.status_changed`."""
     error = clean_text("error", error, max_length=1000)
     with recorded_transaction():
         assignment = _lock_assignment(assignment_id)
         _check_fencing(assignment, fencing_token)
+        _require_holder_or_operator(assignment, actor, "fail")
         if assignment.status in Assignment.TERMINAL_STATUSES:
             return assignment
-        _require_holder_or_operator(assignment, actor, "fail")
         _transition(
             assignment, S.FAILED, actor=actor, event_type=Event.Type.ASSIGNMENT_STATUS_CHANGED,
             data={"error": error}, reason=Assignment.ReleaseReason.FAILED,
