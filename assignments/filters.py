@@ -13,10 +13,11 @@ class AssignmentFilter(django_filters.FilterSet):
     profile_id = django_filters.CharFilter(field_name="profile__profile_id")
     pool = django_filters.CharFilter(field_name="pool__name")
     workflow_id = django_filters.CharFilter()
+    platform_resource_id = django_filters.CharFilter(help_text="the pod, container… the holder runs the session in")
 
     class Meta:
         model = Assignment
-        fields = ["status", "agent_id", "profile_id", "pool", "workflow_id"]
+        fields = ["status", "agent_id", "profile_id", "pool", "workflow_id", "platform_resource_id"]
 
 
 class ProfileFilter(django_filters.FilterSet):

@@ -138,7 +138,8 @@ def _candidates(agents: dict[int, Agent], counts: dict[int, int], *, exclude: in
 
 def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agent], *, actor: Actor, now, moves: Moves) -> None:
     """Persist a planned pass: each assignment goes to its chosen agent (active) or waits (pending),
-    with a new fencing token either way, so whoever held it before is fenced off at once."""
+    with a new fencing token either way, so whoever held it before is fenced off at once, and
+    without the previous holder's `platform_resource_id`."""
     profile_pks = sorted({assignments[work.key].profile_id for work, _ in plan})
     # Profiles are locked in primary-key order; each move bumps its profile's fencing token.
     profiles = {p.pk: p for p in Profile.objects.select_for_update().filter(pk__in=profile_pks).order_by("pk")}
@@ -166,7 +167,9 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
             moves.waiting.append(assignment)
         assignment.fencing_token = profile.fencing_token
         assignment.last_activity = now
-        assignment.save(update_fields=["agent", "status", "fencing_token", "last_activity"])
+        # The pod or container named was the previous holder's; the new one reports its own.
+        assignment.platform_resource_id = ""
+        assignment.save(update_fields=["agent", "status", "fencing_token", "last_activity", "platform_resource_id"])
         event_record(
             Event.Type.ASSIGNMENT_REASSIGNED,
             actor=actor,
