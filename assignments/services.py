@@ -303,13 +303,20 @@ def assignment_check_transition(assignment: Assignment, to_status: str) -> None:
     )
 
 
-def _transition(assignment: Assignment, to_status: str, *, actor: Actor, event_type: str, data=None, now=None, reason="") -> None:
+def _transition(
+    assignment: Assignment, to_status: str, *, actor: Actor, event_type: str, data=None, now=None, reason="",
+    activity: bool = True,
+) -> None:
+    """`activity=False`: the change is no sign of life from the holder, so `last_activity` (from
+    which the pool's idle timeout counts) stays as it is."""
     assignment_check_transition(assignment, to_status)
     now = now or timezone.now()
     from_status = assignment.status
     assignment.status = to_status
-    update = ["status", "last_activity"]
-    assignment.last_activity = now
+    update = ["status"]
+    if activity:
+        assignment.last_activity = now
+        update.append("last_activity")
     if to_status in Assignment.TERMINAL_STATUSES:
         assignment.released_at = now
         assignment.release_reason = reason
@@ -422,6 +429,22 @@ def assignment_update(
         elif actor.is_agent:
             assignment.last_activity = now
             assignment.save(update_fields=["last_activity"])
+    return assignment
+
+
+def assignment_idle(*, assignment_id, actor: Actor) -> Assignment:
+    """The sweep: an `active` assignment with no activity for a while becomes `idle`. Being idled is
+    no activity, so `last_activity` stays: the pool's idle timeout still counts from the holder's
+    last sign of life. Other states are left as they are. Emits `assignment.status_changed`."""
+    require_operator(actor, "idle an assignment")
+    with recorded_transaction():
+        assignment = _lock_assignment(assignment_id)
+        if assignment.status != S.ACTIVE:
+            return assignment
+        _transition(
+            assignment, S.IDLE, actor=actor, event_type=Event.Type.ASSIGNMENT_STATUS_CHANGED,
+            data={"reason": "no activity"}, activity=False,
+        )
     return assignment
 
 
