@@ -1,6 +1,7 @@
 import django_filters
+from rest_framework.exceptions import ValidationError
 
-from assignments.models import Assignment, Profile
+from assignments.models import Alert, Assignment, Profile
 
 
 class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
@@ -28,3 +29,27 @@ class ProfileFilter(django_filters.FilterSet):
     class Meta:
         model = Profile
         fields = ["pool", "enabled", "region"]
+
+
+class AlertFilter(django_filters.FilterSet):
+    status = django_filters.CharFilter(
+        method="filter_status",
+        help_text="open, acknowledged, resolved, a comma-separated list, or `unresolved` (open or acknowledged)",
+    )
+    kind = ChoiceInFilter(choices=Alert.Kind.choices, help_text="one kind or a comma-separated list")
+    pool = django_filters.CharFilter()
+
+    class Meta:
+        model = Alert
+        fields = ["status", "kind", "pool"]
+
+    def filter_status(self, queryset, name, value):
+        statuses = [s for s in value.split(",") if s]
+        if statuses == ["unresolved"]:
+            return queryset.filter(status__in=Alert.UNRESOLVED_STATUSES)
+        unknown = [s for s in statuses if s not in Alert.Status.values]
+        if unknown or not statuses:
+            raise ValidationError(
+                {"status": [f"use `unresolved` or statuses among {', '.join(Alert.Status.values)}"]}
+            )
+        return queryset.filter(status__in=statuses)

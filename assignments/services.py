@@ -479,3 +479,45 @@ def assignment_fail(*, assignment_id, actor: Actor, error: str = "", fencing_tok
             data={"error": error}, reason=Assignment.ReleaseReason.FAILED,
         )
     return assignment
+
+
+def assignment_release_for_profile(
+    *, profile_id: str, agent_id: str, actor: Actor, fencing_token: int | None = None
+) -> Assignment:
+    """Release by profile (`POST /api/profiles/{profile_id}/release`, the seed's
+    `release_profile(profile_id, agent_id)`): the live assignment of `profile_id` held by `agent_id`,
+    with the rules of `assignment_release` (holder or operator, fencing, idempotent). With none live,
+    that agent's latest assignment of the profile is released again (changing nothing); a profile
+    held by another agent is a 409 `conflict` naming the holder; nothing at all is a 404."""
+    profile_id = clean_identifier("profile_id", profile_id)
+    agent_id = clean_identifier("agent_id", agent_id)
+    require_self_or_operator(actor, agent_id, "release a profile")
+    if not Profile.objects.filter(profile_id=profile_id).exists():
+        raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id})
+    live = (
+        Assignment.objects.filter(profile__profile_id=profile_id, status__in=Assignment.LIVE_STATUSES)
+        .select_related("agent")
+        .first()
+    )
+    if live is not None and (live.agent.agent_id if live.agent_id else None) != agent_id:
+        raise Conflict(
+            f"profile {profile_id!r} is not held by agent {agent_id!r}",
+            details={
+                "profile_id": profile_id,
+                "holder_agent_id": live.agent.agent_id if live.agent_id else None,
+                "holder_assignment_id": str(live.assignment_id),
+            },
+        )
+    target = live or (
+        Assignment.objects.filter(profile__profile_id=profile_id, agent__agent_id=agent_id)
+        .order_by("-assigned_at", "-pk")
+        .first()
+    )
+    if target is None:
+        raise NotFound(
+            f"agent {agent_id!r} holds no assignment of profile {profile_id!r}",
+            details={"profile_id": profile_id, "agent_id": agent_id},
+        )
+    # The row is locked and its state read again by assignment_release: if it ended meanwhile,
+    # releasing it again changes nothing.
+    return assignment_release(assignment_id=target.assignment_id, actor=actor, fencing_token=fencing_token)

@@ -15,7 +15,7 @@ from assignments.events import event_record, recorded_transaction
 from assignments.models import Alert, Assignment, Event, Profile
 from assignments.services import assignment_check_transition, assignment_release
 from config.actors import Actor, require_operator
-from config.errors import Conflict, ValidationFailed
+from config.errors import Conflict, NotFound, ValidationFailed
 from config.locks import pool_lock_moves
 from config.tokens import token_new
 from config.validation import clean_choice, clean_fields, clean_float, clean_identifier, clean_int, clean_text
@@ -69,7 +69,9 @@ def pool_update(*, name: str, actor: Actor, rotate_enrollment_token: bool = Fals
     cleaned = pool_clean_fields(fields)
     token = None
     with recorded_transaction():
-        pool = AgentPool.objects.select_for_update().get(name=name)
+        pool = AgentPool.objects.select_for_update().filter(name=name).first()
+        if pool is None:
+            raise NotFound(f"pool {name!r} does not exist", details={"name": name})
         changed = {k: v for k, v in cleaned.items() if getattr(pool, k) != v}
         for k, v in changed.items():
             setattr(pool, k, v)

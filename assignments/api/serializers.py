@@ -2,7 +2,7 @@ import re
 
 from rest_framework import serializers
 
-from assignments.models import Assignment, Event
+from assignments.models import Alert, Assignment, Event
 from assignments.selectors import MAX_EVENT_PAGE
 from config.api.serializers import StrictInputSerializer
 
@@ -113,6 +113,11 @@ class ReleaseQuerySerializer(serializers.Serializer):
     """`?fencing_token=` on DELETE, for clients that send no body (query strings are text)."""
 
     fencing_token = serializers.IntegerField(required=False, min_value=0, max_value=2**63 - 1)
+
+
+class ProfileReleaseSerializer(StrictInputSerializer):
+    agent_id = serializers.CharField(max_length=128, required=False, help_text="the holder; defaults to the calling agent")
+    fencing_token = serializers.IntegerField(required=False, min_value=0, help_text="checked when given: 409 when stale")
 
 
 class StatusQuerySerializer(serializers.Serializer):
@@ -232,3 +237,30 @@ class EventPageSerializer(serializers.Serializer):
     previous = serializers.CharField(allow_null=True)
     last_seq = serializers.IntegerField(help_text="pass as `since` to read on (unchanged when no events)")
     results = EventSerializer(many=True)
+
+
+# --- Alerts --------------------------------------------------------------------------------------
+
+
+class AlertSerializer(serializers.Serializer):
+    alert_id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=Alert.Kind.choices)
+    severity = serializers.ChoiceField(choices=Alert.Severity.choices)
+    status = serializers.ChoiceField(choices=Alert.Status.choices)
+    message = serializers.CharField()
+    pool = serializers.CharField(help_text="empty when the alert concerns no pool")
+    agent_id = serializers.CharField()
+    profile_id = serializers.CharField()
+    assignment_id = serializers.UUIDField(allow_null=True)
+    data = serializers.DictField()
+    occurrences = serializers.IntegerField(help_text="how many times the condition was raised while unresolved")
+    raised_at = serializers.DateTimeField()
+    last_raised_at = serializers.DateTimeField()
+    acknowledged_by = serializers.CharField()
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    resolved_by = serializers.CharField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+
+
+class AlertResolveSerializer(StrictInputSerializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True)

@@ -38,3 +38,14 @@ class PoolCreateSerializer(StrictInputSerializer):
     heartbeat_timeout_seconds = serializers.IntegerField(min_value=1, max_value=86400, required=False)
     assignment_idle_timeout_seconds = serializers.IntegerField(min_value=1, max_value=30 * 86400, required=False)
     min_health_score = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+
+
+class PoolUpdateSerializer(StrictInputSerializer):
+    """`PATCH /api/pools/{name}`: any writable field (the name and the enrollment token stay)."""
+
+    platform = serializers.ChoiceField(choices=AgentPool.Platform.choices, required=False)
+    region = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    strategy = serializers.ChoiceField(choices=AgentPool.Strategy.choices, required=False)
+    heartbeat_timeout_seconds = serializers.IntegerField(min_value=1, max_value=86400, required=False)
+    assignment_idle_timeout_seconds = serializers.IntegerField(min_value=1, max_value=30 * 86400, required=False)
+    min_health_score = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)

@@ -30,6 +30,8 @@ def test_schema_lists_every_endpoint_at_its_exact_path(api, db):
         "/api/agents/{agent_id}/drain", "/api/agents/{agent_id}/assignments", "/api/profiles",
         "/api/profiles/{profile_id}", "/api/profiles/{profile_id}/assignment", "/api/assignments",
         "/api/assignments/metrics", "/api/assignments/{assignment_id}", "/api/events",
+        "/api/profiles/{profile_id}/release", "/api/alerts", "/api/alerts/{alert_id}/acknowledge",
+        "/api/alerts/{alert_id}/resolve",
     }
 
 
