@@ -70,6 +70,9 @@ if TETHER_HTTPS:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("TETHER_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env_bool("TETHER_HSTS_PRELOAD", default=True)
 SESSION_COOKIE_HTTPONLY = True
+# Messages live in the (server-side, database) session, never in a cookie: a pool's enrollment
+# token, shown once in the admin, is one of them.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 X_FRAME_OPTIONS = "DENY"
 
 # Content-Security-Policy on every response (django-csp): scripts, styles, images and sockets from
