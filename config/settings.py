@@ -122,6 +122,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.HeaderLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -327,6 +328,9 @@ TETHER_EMBEDDED_JOBS = env_bool("TETHER_EMBEDDED_JOBS", default=CELERY_BROKER_UR
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TETHER_DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024, minimum=1024)
 # Largest JSON body the API accepts (metadata alone is capped at 16 KiB by the services).
 TETHER_API_MAX_BODY_BYTES = env_int("TETHER_API_MAX_BODY_BYTES", 128 * 1024, minimum=1024)
+# Requests with more headers, or more header bytes, than this get 400 / 431 (config/middleware.py).
+TETHER_MAX_REQUEST_HEADERS = env_int("TETHER_MAX_REQUEST_HEADERS", 100, minimum=10)
+TETHER_MAX_REQUEST_HEADER_BYTES = env_int("TETHER_MAX_REQUEST_HEADER_BYTES", 32 * 1024, minimum=1024)
 # How long an Idempotency-Key's first answer is kept for replay.
 TETHER_IDEMPOTENCY_TTL_SECONDS = env_int("TETHER_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=60)
 # How long a claimed key waits for its request's answer before a retry may run anew (a process that
@@ -381,6 +385,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"quiet_disallowed_host": {"()": "config.logfilters.QuietDisallowedHost"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("TETHER_LOG_LEVEL", "INFO")},
     # A line per beat tick and per task run would bury what the jobs did (logged by tether.jobs).
@@ -394,5 +399,6 @@ LOGGING = {
         "django.request": {"level": env_str("TETHER_REQUEST_LOG_LEVEL", "ERROR")},
         # django-axes logs every login and logout at INFO; lockouts are WARNING.
         "axes": {"level": "WARNING"},
+        "django.security.DisallowedHost": {"filters": ["quiet_disallowed_host"]},
     },
 }
