@@ -2,13 +2,14 @@ import django_filters
 from rest_framework.exceptions import ValidationError
 
 from assignments.models import Alert, Assignment, Profile
+from config.api.filters import StrictFilterSet
 
 
 class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
     """`?status=active,idle`"""
 
 
-class AssignmentFilter(django_filters.FilterSet):
+class AssignmentFilter(StrictFilterSet):
     status = ChoiceInFilter(choices=Assignment.Status.choices, help_text="one status or a comma-separated list")
     agent_id = django_filters.CharFilter(field_name="agent__agent_id")
     profile_id = django_filters.CharFilter(field_name="profile__profile_id")
@@ -21,7 +22,7 @@ class AssignmentFilter(django_filters.FilterSet):
         fields = ["status", "agent_id", "profile_id", "pool", "workflow_id", "platform_resource_id"]
 
 
-class ProfileFilter(django_filters.FilterSet):
+class ProfileFilter(StrictFilterSet):
     pool = django_filters.CharFilter(field_name="pool__name")
     enabled = django_filters.BooleanFilter()
     region = django_filters.CharFilter()
@@ -31,7 +32,7 @@ class ProfileFilter(django_filters.FilterSet):
         fields = ["pool", "enabled", "region"]
 
 
-class AlertFilter(django_filters.FilterSet):
+class AlertFilter(StrictFilterSet):
     status = django_filters.CharFilter(
         method="filter_status",
         help_text="open, acknowledged, resolved, a comma-separated list, or `unresolved` (open or acknowledged)",

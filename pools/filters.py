@@ -1,9 +1,10 @@
 import django_filters
 
 from pools.models import AgentPool
+from config.api.filters import StrictFilterSet
 
 
-class PoolFilter(django_filters.FilterSet):
+class PoolFilter(StrictFilterSet):
     platform = django_filters.ChoiceFilter(choices=AgentPool.Platform.choices)
     region = django_filters.CharFilter()
 

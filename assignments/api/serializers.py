@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from assignments.models import Alert, Assignment, Event
 from assignments.selectors import MAX_EVENT_PAGE
-from config.api.serializers import StrictInputSerializer
+from config.api.serializers import QuerySerializer, StrictInputSerializer
 
 # --- Profiles ------------------------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ class ReleaseSerializer(StrictInputSerializer):
     fencing_token = serializers.IntegerField(required=False, min_value=0, help_text="checked when given: 409 when stale")
 
 
-class ReleaseQuerySerializer(serializers.Serializer):
+class ReleaseQuerySerializer(QuerySerializer):
     """`?fencing_token=` on DELETE, for clients that send no body (query strings are text)."""
 
     fencing_token = serializers.IntegerField(required=False, min_value=0, max_value=2**63 - 1)
@@ -120,7 +120,7 @@ class ProfileReleaseSerializer(StrictInputSerializer):
     fencing_token = serializers.IntegerField(required=False, min_value=0, help_text="checked when given: 409 when stale")
 
 
-class StatusQuerySerializer(serializers.Serializer):
+class StatusQuerySerializer(QuerySerializer):
     status = serializers.CharField(required=False, max_length=200)
 
     def validate_status(self, value):
@@ -148,7 +148,7 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW_SECONDS = 366 * 86400
 
 
-class MetricsQuerySerializer(serializers.Serializer):
+class MetricsQuerySerializer(QuerySerializer):
     window = serializers.CharField(
         required=False, default="24h", max_length=12,
         help_text="how far back: seconds, or a number with s, m, h or d (e.g. 15m, 24h, 7d); default 24h",
@@ -199,7 +199,7 @@ class MetricsSerializer(serializers.Serializer):
 _TYPE_RE = re.compile(r"^[a-z_]+(\.[a-z_]*)?(\.\*)?$")
 
 
-class EventQuerySerializer(serializers.Serializer):
+class EventQuerySerializer(QuerySerializer):
     since = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**63 - 1)
     limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=MAX_EVENT_PAGE)
     types = serializers.CharField(

@@ -63,3 +63,20 @@ class StrictInputSerializer(serializers.Serializer):
             if errors:
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
+
+
+class QuerySerializer(serializers.Serializer):
+    """The base of serializers that read a query string: a parameter given empty (`?window=`) is
+    refused, not taken as absent (DRF reads query strings as HTML forms, where empty means unset)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            empty = [
+                name for name, field in self.fields.items()
+                if name in data and data.get(name) == "" and not getattr(field, "allow_blank", False)
+            ]
+            if empty:
+                raise serializers.ValidationError(
+                    {name: ["may not be empty: leave the parameter out instead"] for name in empty}
+                )
+        return super().to_internal_value(data)

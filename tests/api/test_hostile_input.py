@@ -133,3 +133,45 @@ def test_clean_load_metrics_refuses_integers_no_float_can_hold():
     with pytest.raises(ValidationFailed):
         clean_load_metrics({"cpu": 10**400})
     assert clean_load_metrics({"cpu": 50, "x": 10**6}) == {"cpu": 50, "x": 10**6}
+
+
+def test_paging_parameters_are_strict_and_documented_with_their_bounds(api, scene):
+    import yaml
+
+    token, _ = scene
+    for query in ("page_size=0", "page_size=501", "page_size=ten", "page_size=-1"):
+        assert_error(api.get(f"/api/agents?{query}", token=token), 400, "validation_error")
+    assert api.get("/api/agents?page_size=500", token=token).status_code == 200
+    schema = yaml.safe_load(api.get("/api/schema/", token=token).content)
+    parameters = {p["name"]: p["schema"] for p in schema["paths"]["/api/agents"]["get"]["parameters"]}
+    assert parameters["page"] == {"type": "integer", "minimum": 1}
+    assert parameters["page_size"] == {"type": "integer", "minimum": 1, "maximum": 500}
+
+
+QUERY_CASES = [
+    "/api/agents?status=",
+    "/api/agents?agent_type=",
+    "/api/pools?platform=",
+    "/api/profiles?enabled=1822",
+    "/api/profiles?enabled=yes",
+    "/api/assignments?status=",
+    "/api/assignments/metrics?window=",
+    "/api/events?profile_id=",
+    "/api/events?since=",
+    "/api/alerts?kind=",
+]
+
+
+@pytest.mark.parametrize("path", QUERY_CASES)
+def test_a_filter_given_empty_or_not_understood_is_refused_not_ignored(api, scene, path):
+    token, _ = scene
+    name = path.split("?")[1].split("=")[0]
+    error = assert_error(api.get(path, token=token), 400, "validation_error")
+    assert name in error["details"], error
+
+
+def test_well_formed_filters_still_work(api, scene):
+    token, _ = scene
+    assert api.get("/api/profiles?enabled=true", token=token).json()["count"] == 2
+    assert api.get("/api/profiles?enabled=false", token=token).json()["count"] == 0
+    assert api.get("/api/agents?status=active,busy", token=token).json()["count"] == 1
