@@ -55,6 +55,12 @@ def client_address(request) -> str:
     return remote
 
 
+def client_ip(request) -> str | None:
+    """`client_address` when it is an IP address, else None (django-axes stores it as one)."""
+    address = _address(client_address(request))
+    return str(address) if address is not None else None
+
+
 def count(key: str, ttl: int) -> int:
     """Add one to the counter `key` (expiring after `ttl` seconds) and return its new value."""
     full_key = cache.make_key(key)

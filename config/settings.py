@@ -238,16 +238,18 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Login attempts (django-axes): after TETHER_LOGIN_FAILURE_LIMIT failures for one account, or from
 # one client address, further attempts get 429 for TETHER_LOGIN_LOCKOUT_MINUTES (a success resets
-# the count). Counted in the cache (Redis in production: shared by every web instance).
+# the count). Counted in the database, so every web instance shares the count in any running mode
+# (django-axes' cache handler refuses the embedded mode's in-process cache).
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_DISABLE_ACCESS_LOG = True  # failures only: no row per successful login
 AXES_FAILURE_LIMIT = env_int("TETHER_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("TETHER_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_CLIENT_IP_CALLABLE = "config.ratelimit.client_address"
+AXES_CLIENT_IP_CALLABLE = "config.ratelimit.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
