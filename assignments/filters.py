@@ -1,5 +1,4 @@
 import django_filters
-from rest_framework.exceptions import ValidationError
 
 from assignments.models import Alert, Assignment, Profile
 from config.api.filters import StrictFilterSet
@@ -33,9 +32,10 @@ class ProfileFilter(StrictFilterSet):
 
 
 class AlertFilter(StrictFilterSet):
-    status = django_filters.CharFilter(
+    status = ChoiceInFilter(
+        choices=[*Alert.Status.choices, ("unresolved", "Open or acknowledged")],
         method="filter_status",
-        help_text="open, acknowledged, resolved, a comma-separated list, or `unresolved` (open or acknowledged)",
+        help_text="one status or a comma-separated list; `unresolved` is open or acknowledged",
     )
     kind = ChoiceInFilter(choices=Alert.Kind.choices, help_text="one kind or a comma-separated list")
     pool = django_filters.CharFilter()
@@ -45,12 +45,7 @@ class AlertFilter(StrictFilterSet):
         fields = ["status", "kind", "pool"]
 
     def filter_status(self, queryset, name, value):
-        statuses = [s for s in value.split(",") if s]
-        if statuses == ["unresolved"]:
-            return queryset.filter(status__in=Alert.UNRESOLVED_STATUSES)
-        unknown = [s for s in statuses if s not in Alert.Status.values]
-        if unknown or not statuses:
-            raise ValidationError(
-                {"status": [f"use `unresolved` or statuses among {', '.join(Alert.Status.values)}"]}
-            )
-        return queryset.filter(status__in=statuses)
+        statuses = set(value)
+        if "unresolved" in statuses:
+            statuses = (statuses - {"unresolved"}) | set(Alert.UNRESOLVED_STATUSES)
+        return queryset.filter(status__in=sorted(statuses))

@@ -159,6 +159,7 @@ QUERY_CASES = [
     "/api/events?profile_id=",
     "/api/events?since=",
     "/api/alerts?kind=",
+    "/api/alerts?status=",
 ]
 
 
