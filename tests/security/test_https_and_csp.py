@@ -71,3 +71,17 @@ def test_pages_have_no_inline_script_the_policy_would_block(staff_client, client
     assert response.status_code == 200, (path, response.status_code)
     html = response.content.decode()
     assert not INLINE_SCRIPT.findall(html), INLINE_SCRIPT.findall(html)
+
+
+def test_the_docs_pages_one_inline_style_is_the_one_its_policy_allows(client, db):
+    import base64
+    import hashlib
+
+    from config.api.urls import SWAGGER_STYLE_HASH
+
+    response = client.get("/api/docs/")
+    styles = re.findall(r"<style>(.*?)</style>", response.content.decode(), re.S)
+    assert len(styles) == 1
+    digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
+    assert SWAGGER_STYLE_HASH == f"'sha256-{digest}'"
+    assert SWAGGER_STYLE_HASH in response["Content-Security-Policy"]
