@@ -187,6 +187,15 @@ class Event(models.Model):
         ALERT_RAISED = "alert.raised"
         ALERT_ACKNOWLEDGED = "alert.acknowledged"
         ALERT_RESOLVED = "alert.resolved"
+        TASK_SUBMITTED = "task.submitted"
+        TASK_ASSIGNED = "task.assigned"
+        TASK_STARTED = "task.started"
+        TASK_COMPLETED = "task.completed"
+        TASK_FAILED = "task.failed"
+        TASK_REQUEUED = "task.requeued"
+        TASK_EXPIRED = "task.expired"
+        TASK_CANCELLED = "task.cancelled"
+        QUEUE_CLEARED = "queue.cleared"
 
     seq = models.BigAutoField(primary_key=True)
     type = models.CharField(max_length=64, db_index=True)

@@ -2,9 +2,9 @@
 (so that no two collide), the pool-move lock, and row locks that return their related rows safely.
 
 Lock order, kept by every service so that concurrent calls cannot deadlock:
-a pool's move lock → agent rows (primary-key order) → profile rows (primary-key order) →
-assignment rows → alert rows → the event-order lock (taken last, by the commit tail of
-`assignments.events.recorded_transaction`).
+a pool's move lock → agent rows (primary-key order) → task rows (queued ones SKIP LOCKED) →
+profile rows (primary-key order) → assignment rows → alert rows → the event-order lock (taken last,
+by the commit tail of `assignments.events.recorded_transaction`).
 """
 
 from django.db import connection

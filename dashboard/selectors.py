@@ -13,8 +13,8 @@ from django.utils import timezone
 from agents.models import Agent
 from assignments.models import Assignment, Event, Profile
 from assignments.selectors import event_filter_q
-from pools.models import AgentPool
-from pools.selectors import PoolCounts, pool_counts
+from pools.models import AgentPool, Task
+from pools.selectors import PoolCounts, pool_counts, queue_stats, task_list
 
 LIVE = Assignment.LIVE_STATUSES
 HELD = Assignment.HELD_STATUSES
@@ -449,3 +449,58 @@ def event_types() -> list[str]:
 
 def newest_activity() -> datetime | None:
     return Assignment.objects.aggregate(m=Max("last_activity"))["m"]
+
+
+# --- Tasks ----------------------------------------------------------------------------------------
+
+TASK_PAGE_SIZE = 100
+# What the tasks page lists by default: work not finished yet.
+OPEN_TASK_STATUSES = ("queued", "assigned", "running")
+
+
+@dataclass
+class QueueRow:
+    pool: str
+    cells: list  # one dict per priority (urgent … low): size, oldest_age_seconds, wait_p95_seconds…
+
+    @property
+    def total(self) -> int:
+        return sum(cell["size"] for cell in self.cells)
+
+
+def queue_rows(*, pool: str = "", names: list[str] | None = None) -> list[QueueRow]:
+    """Each pool's queues by priority, with size, oldest age and wait (`pools.selectors.queue_stats`;
+    two queries), pools with nothing queued included (`names`: every pool's, if the caller has them)."""
+    stats = queue_stats(pool=pool or None)
+    names = [pool] if pool else (names if names is not None else pool_names())
+    rows = []
+    for name in names:
+        per_priority = stats["pools"].get(name, {})
+        cells = [
+            {"priority": priority, **(per_priority.get(priority) or {"size": 0, "oldest_age_seconds": None,
+                                                                "wait_p50_seconds": None, "wait_p95_seconds": None,
+                                                                "assigned_last_minute": 0})}
+            for priority in Task.Priority.values
+        ]
+        rows.append(QueueRow(pool=name, cells=cells))
+    return rows
+
+
+def task_page(*, pool: str = "", status: str = "", priority: str = "", page: int = 1,
+              per_page: int = TASK_PAGE_SIZE) -> Page:
+    """Tasks, the next due first when listing open ones (one query)."""
+    qs = task_list()
+    if pool:
+        qs = qs.filter(pool__name=pool)
+    if priority:
+        qs = qs.filter(priority=priority)
+    if status == "all":
+        qs = qs.order_by("-submitted_at", "-pk")
+    elif status:
+        qs = qs.filter(status=status).order_by("queue_order", "pk") if status == "queued" else \
+            qs.filter(status=status).order_by("-submitted_at", "-pk")
+    else:
+        qs = qs.filter(status__in=OPEN_TASK_STATUSES).order_by("status", "queue_order", "pk")
+    offset = (page - 1) * per_page
+    rows = list(qs[offset : offset + per_page + 1])
+    return Page(rows=rows[:per_page], number=page, has_next=len(rows) > per_page, start=offset)

@@ -2,13 +2,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 
 from config.actors import Actor
-from config.admin import ServiceCheckedAdmin
-from pools.models import AgentPool
+from config.admin import ServiceCheckedAdmin, apply_to_each
+from pools.models import AgentPool, Task
+from pools.queue import task_cancel, task_resubmit
 from pools.selectors import PoolCounts, pool_counts
 from pools.services import pool_check_name, pool_clean_fields, pool_create, pool_update
 
 _EDITABLE = ("platform", "region", "strategy", "heartbeat_timeout_seconds", "assignment_idle_timeout_seconds",
-             "min_health_score")
+             "min_health_score", "task_capacity")
 
 
 class _CountedChangeList(ChangeList):
@@ -37,6 +38,12 @@ class AgentPoolAdmin(ServiceCheckedAdmin):
     def get_changelist(self, request, **kwargs):
         return _CountedChangeList
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "task_capacity" in form.base_fields:
+            form.base_fields["task_capacity"].required = False
+        return form
+
     # The counts of `pools.selectors.pool_counts`, the same the API and the dashboard show.
     @admin.display(description="agents")
     def agent_count(self, obj):
@@ -56,11 +63,12 @@ class AgentPoolAdmin(ServiceCheckedAdmin):
     def check_fields(self, data, obj):
         if obj is None and "name" in data:
             pool_check_name(data["name"])
-        pool_clean_fields({name: data[name] for name in _EDITABLE if name in data})
+        pool_clean_fields({name: data[name] for name in _EDITABLE if data.get(name) is not None})
 
     def save_model(self, request, obj, form, change):
         actor = Actor.for_user(request.user)
-        fields = {name: form.cleaned_data[name] for name in _EDITABLE}
+        # Left empty, `task_capacity` keeps its value (the default of 1 for a new pool).
+        fields = {name: form.cleaned_data[name] for name in _EDITABLE if form.cleaned_data.get(name) is not None}
         if change:
             saved, _ = pool_update(name=obj.name, actor=actor, **fields)
         else:
@@ -81,3 +89,38 @@ class AgentPoolAdmin(ServiceCheckedAdmin):
         for name in queryset.values_list("name", flat=True):
             _, token = pool_update(name=name, actor=actor, rotate_enrollment_token=True)
             self.message_user(request, f"New enrollment token for {name} (shown once): {token}", messages.WARNING)
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    """Read-only: tasks change through the services (the API, the dashboard, the action below)."""
+
+    list_display = ("task_id", "pool", "priority", "status", "agent", "attempt", "max_attempts", "submitted_at",
+                    "assigned_at", "finished_at")
+    list_filter = ("status", "priority", "pool")
+    search_fields = ("task_id", "agent__agent_id", "req_profile_id")
+    list_select_related = ("pool", "agent")
+    raw_id_fields = ("pool", "agent", "assignment")
+    date_hierarchy = "submitted_at"
+    actions = ("cancel", "resubmit")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # submitted through the API
+
+    def has_change_permission(self, request, obj=None):
+        return False  # a Save would bypass the services (no lock, no transition check, no event)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # ended tasks are history (dead letters an operator looks at)
+
+    @admin.action(description="Cancel selected tasks (queued or assigned)")
+    def cancel(self, request, queryset):
+        apply_to_each(self, request, queryset.values_list("task_id", flat=True), task_cancel, "task_id", "Cancelled")
+
+    @admin.action(description="Resubmit selected tasks (failed, expired or cancelled) as new tasks")
+    def resubmit(self, request, queryset):
+        apply_to_each(self, request, queryset.values_list("task_id", flat=True), task_resubmit, "task_id",
+                      "Resubmitted")

@@ -20,7 +20,8 @@ from config.locks import pool_lock_moves
 from config.tokens import token_new
 from config.validation import clean_choice, clean_fields, clean_float, clean_identifier, clean_int, clean_text
 from pools.balancing import Candidate, Work, plan_moves
-from pools.models import AgentPool
+from pools.models import AgentPool, Task
+from pools.queue import tasks_requeue_for_agent
 
 _WRITABLE_FIELDS = {
     "platform": lambda v: clean_choice("platform", v, AgentPool.Platform),
@@ -31,6 +32,7 @@ _WRITABLE_FIELDS = {
         "assignment_idle_timeout_seconds", v, minimum=1, maximum=30 * 86400
     ),
     "min_health_score": lambda v: clean_float("min_health_score", v, minimum=0.0, maximum=1.0),
+    "task_capacity": lambda v: clean_int("task_capacity", v, minimum=1, maximum=10_000),
 }
 
 
@@ -96,6 +98,8 @@ class Moves:
     moved: list[Assignment] = field(default_factory=list)  # now held by another agent
     waiting: list[Assignment] = field(default_factory=list)  # pending, no agent until one is free
     released: list[Assignment] = field(default_factory=list)  # were being released anyway
+    tasks_requeued: list[Task] = field(default_factory=list)  # the lost agent's tasks, back in the queue
+    tasks_failed: list[Task] = field(default_factory=list)  # ... or failed: that was their last attempt
 
 
 def _lock_candidates(pool_id: int, *, extra_pk: int | None = None) -> tuple[dict[int, Agent], dict[int, int]]:
@@ -194,12 +198,18 @@ def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
     """Move every live assignment of `agent` (stale, draining or deregistered) to a healthy agent of
     its pool chosen by the pool's strategy, or leave it pending with no agent until one is free.
     Assignments that were `releasing` are simply released. Emits `assignment.reassigned` for each
-    move (new fencing token) and `assignment.released` for each release."""
+    move (new fencing token) and `assignment.released` for each release.
+
+    Its assigned and running tasks go back to the queue first (attempt + 1, or failed on their last
+    attempt; `pools.queue.tasks_requeue_for_agent`), giving back the profiles they held — so those
+    assignments are released, not moved; the dispatcher places the tasks again after commit."""
     moves = Moves()
     now = timezone.now()
     with recorded_transaction():
         pool_lock_moves(agent.pool_id)
         agents, counts = _lock_candidates(agent.pool_id, extra_pk=agent.pk)
+        # Task rows after the agent rows, before profile and assignment rows (the lock order).
+        moves.tasks_requeued, moves.tasks_failed = tasks_requeue_for_agent(agent=agent, actor=actor)
         lost = list(
             Assignment.objects.select_for_update(of=("self",))
             .filter(agent_id=agent.pk, status__in=Assignment.LIVE_STATUSES)

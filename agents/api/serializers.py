@@ -2,6 +2,7 @@ from rest_framework import serializers
 
 from agents.models import Agent
 from config.api.serializers import StrictInputSerializer
+from pools.api.serializers import TaskSerializer
 
 
 def _strings(**kwargs):
@@ -21,6 +22,7 @@ class AgentSerializer(serializers.Serializer):
     version = serializers.CharField()
     region = serializers.CharField()
     capacity = serializers.IntegerField()
+    task_capacity = serializers.IntegerField(allow_null=True, help_text="tasks it may hold at once; null: its pool's")
     weight = serializers.FloatField()
     priority = serializers.IntegerField()
     load_metrics = serializers.DictField()
@@ -45,6 +47,7 @@ class AgentWritableFields(StrictInputSerializer):
     version = serializers.CharField(max_length=64, required=False, allow_blank=True)
     region = serializers.CharField(max_length=64, required=False, allow_blank=True)
     capacity = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
+    task_capacity = serializers.IntegerField(min_value=1, max_value=10_000, required=False, allow_null=True)
     weight = serializers.FloatField(min_value=0.0, max_value=1_000.0, required=False)
     priority = serializers.IntegerField(min_value=-1_000, max_value=1_000, required=False)
     load_metrics = serializers.DictField(required=False)
@@ -79,6 +82,7 @@ class HeartbeatReplySerializer(serializers.Serializer):
     health_score = serializers.FloatField()
     revoked = serializers.ListField(child=serializers.UUIDField(), help_text="drop these now")
     assigned = serializers.ListField(child=serializers.UUIDField(), help_text="given to you: pick these up")
+    tasks = TaskSerializer(many=True, help_text="your assigned and running tasks, highest priority first")
 
 
 class AgentStatusSerializer(StrictInputSerializer):

@@ -32,6 +32,11 @@ def test_schema_lists_every_endpoint_at_its_exact_path(api, db):
         "/api/assignments/metrics", "/api/assignments/{assignment_id}", "/api/events",
         "/api/profiles/{profile_id}/release", "/api/alerts", "/api/alerts/{alert_id}/acknowledge",
         "/api/alerts/{alert_id}/resolve",
+        # Tasks (DESIGN.md, "Tasks: priority queues and distribution")
+        "/api/tasks", "/api/tasks/submit", "/api/tasks/batch", "/api/tasks/status", "/api/tasks/queues",
+        "/api/tasks/queues/stats", "/api/tasks/queues/{priority}/clear", "/api/tasks/{task_id}",
+        "/api/tasks/{task_id}/start", "/api/tasks/{task_id}/complete", "/api/tasks/{task_id}/fail",
+        "/api/tasks/{task_id}/cancel", "/api/agents/{agent_id}/tasks/claim",
     }
 
 

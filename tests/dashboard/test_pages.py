@@ -27,6 +27,8 @@ PAGES = [
     "/history/?type=assignment.*&pool=pool-0",
     "/history/?as_of_profile=prof-0-0&as_of=2030-01-01T00:00:00",
     "/history/export.csv",
+    "/tasks/",
+    "/tasks/?status=all&priority=low",
 ]
 
 # Queries per page, including the session, the user and the operator check. Pinned: a page must
@@ -40,6 +42,7 @@ MAX_QUERIES = {
     "/profiles/": 7,
     "/profiles/prof-0-0/": 7,
     "/history/": 6,
+    "/tasks/": 8,
     "/history/?as_of_profile=prof-0-0&as_of=2030-01-01T00:00:00": 9,
 }
 
