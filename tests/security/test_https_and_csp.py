@@ -40,7 +40,7 @@ def test_tether_https_trusts_the_proxys_scheme_header_and_secures_the_cookies():
     assert out.stdout.strip().splitlines()[-1] == "('HTTP_X_FORWARDED_PROTO', 'https') True True True True", out.stderr
 
 
-PAGES = ["/admin/", "/admin/assignments/assignment/", "/admin/pools/agentpool/add/", "/admin/agents/agent/", "/api/docs/", "/", "/agents/", "/history/"]
+PAGES = ["/tasks/", "/pools/", "/admin/", "/admin/assignments/assignment/", "/admin/pools/agentpool/add/", "/admin/agents/agent/", "/api/docs/", "/", "/agents/", "/history/"]
 LOGIN_PAGES = ["/accounts/login/", "/admin/login/"]
 ANSWERS = ["/api/pools", "/api/schema/", "/health", "/nothing-here", "/api/nothing-here"] + PAGES
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>", re.I)
