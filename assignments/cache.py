@@ -22,7 +22,7 @@ from django.core.cache import cache
 from django.db.models import Q
 
 from agents.models import Agent
-from assignments.models import Assignment, Profile
+from assignments.models import Assignment, Profile, holding_q
 from pools.models import AgentPool
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,8 @@ def _live():
 def truth_for_profiles(profile_ids) -> dict[str, dict]:
     """What the cache should hold for these profiles, from the database (one query)."""
     entries = {profile_key(pid): {"a": None} for pid in profile_ids}
-    for assignment in _live().filter(profile__profile_id__in=list(profile_ids)):
+    # The profile's holder only: requests queued for it (pending with an agent) are not.
+    for assignment in _live().filter(holding_q(), profile__profile_id__in=list(profile_ids)):
         entries[profile_key(assignment.profile.profile_id)] = {"a": snapshot(assignment)}
     return entries
 
@@ -123,7 +124,7 @@ def cache_refresh(*, profile_ids=(), agent_ids=()) -> None:
         Q(profile__profile_id__in=list(profile_ids)) | Q(agent__agent_id__in=list(agent_ids))
     ).order_by("pk"):
         item = snapshot(assignment)
-        if item["profile_id"] in profile_ids:
+        if item["profile_id"] in profile_ids and not (assignment.status == Assignment.Status.PENDING and assignment.agent_id):
             entries[profile_key(item["profile_id"])] = {"a": item}
         if item["agent_id"] in agent_ids:
             entries[agent_key(item["agent_id"])]["a"].append(item)

@@ -14,7 +14,9 @@ from django.utils import timezone
 from agents.models import Agent
 from assignments.alerts import alert_if_conflict_burst
 from assignments.events import event_record, recorded_transaction
+from assignments.guardrails import profile_check_takeable, profile_count_take
 from assignments.models import ASSIGNMENT_TRANSITIONS, Assignment, Event, Profile
+from assignments.waits import frees_profile, waits_profile_freed
 from config.actors import Actor, require_operator, require_self_or_operator
 from config.errors import (
     AgentAtCapacity,
@@ -118,11 +120,8 @@ def _lock_profile(profile_id: str) -> Profile:
 
 
 def _live_holder(profile: Profile) -> Assignment | None:
-    return (
-        Assignment.objects.filter(profile=profile, status__in=Assignment.LIVE_STATUSES)
-        .select_related("agent")
-        .first()
-    )
+    """The profile's holder (`holding_q`); queued requests waiting for it are not."""
+    return Assignment.objects.holding().filter(profile=profile).select_related("agent").first()
 
 
 def _taken(profile_id: str, holder: Assignment | None, pool_name: str) -> ProfileTaken:
@@ -206,6 +205,9 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
             )
         # The profile row lock serialises every take of this profile, across all web instances.
         profile = _lock_profile(profile_id)
+        # Read under the profile's row lock: a clock read before the lock wait would date this
+        # assignment before the previous holder's release, and one profile's intervals would overlap.
+        now = timezone.now()
         if not profile.enabled:
             raise ProfileDisabled(f"profile {profile_id!r} is disabled", details={"profile_id": profile_id})
         if profile.pool_id and profile.pool_id != agent.pool_id:
@@ -216,18 +218,18 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
         holder = _live_holder(profile)
         if holder is not None:
             raise _taken(profile_id, holder, agent.pool.name)
+        # Quarantine, the pool's cooldown and daily quota (assignments/guardrails.py).
+        profile_check_takeable(profile, agent.pool, now)
+        # Queued requests count: they become held assignments without another capacity check.
         live = Assignment.objects.filter(agent=agent, status__in=Assignment.LIVE_STATUSES).count()
         if live >= agent.capacity:
             raise AgentAtCapacity(
                 f"agent {agent_id!r} already holds {live} of its {agent.capacity} assignments",
                 details={"agent_id": agent_id, "live": live, "capacity": agent.capacity},
             )
-        # Taken under the profile's row lock: a clock read before the lock wait would date this
-        # assignment before the previous holder's release, and one profile's intervals would overlap.
-        now = timezone.now()
         # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.
         profile.fencing_token += 1
-        profile.save(update_fields=["fencing_token"])
+        profile.save(update_fields=["fencing_token", *profile_count_take(profile, now)])
         assignment = Assignment(
             profile=profile,
             pool=agent.pool,
@@ -323,6 +325,9 @@ def _transition(
         update += ["released_at", "release_reason"]
     assignment.save(update_fields=update)
     event_record(event_type, actor=actor, assignment=assignment, from_status=from_status, to_status=to_status, data=data)
+    if frees_profile(from_status, to_status, assignment):
+        # The profile is free: the next queued request gets it in this same transaction.
+        waits_profile_freed(assignment=assignment, actor=actor, now=now)
 
 
 def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None = None, reason: str | None = None) -> Assignment:
@@ -351,7 +356,7 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
             Agent.Status.INACTIVE,
             Agent.Status.DRAINING,
         )
-        if actor.kind == "user" and not holder_is_actor and agent_alive:
+        if actor.kind == "user" and not holder_is_actor and agent_alive and assignment.status in Assignment.HELD_STATUSES:
             if assignment.status == S.RELEASING:
                 return assignment
             _transition(
@@ -360,7 +365,9 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
             )
             return assignment
         if reason is None:
-            if holder_is_actor and assignment.status == S.RELEASING:
+            if assignment.status == S.PENDING:
+                reason = Assignment.ReleaseReason.CANCELLED  # a queued request, or one waiting for an agent
+            elif holder_is_actor and assignment.status == S.RELEASING:
                 reason = Assignment.ReleaseReason.FORCE_RELEASED  # the agent confirms an operator's release
             elif holder_is_actor:
                 reason = Assignment.ReleaseReason.RELEASED

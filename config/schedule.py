@@ -47,6 +47,10 @@ JOBS: dict[str, Job] = {
             "assignments.rollup_usage", "TETHER_JOB_ROLLUP_INTERVAL_SECONDS"),
         Job("events_archive_old", "assignments.jobs.events_archive_old",
             "assignments.archive_events", "TETHER_JOB_ARCHIVE_INTERVAL_SECONDS"),
+        Job("waits_sweep", "assignments.jobs.waits_sweep",
+            "assignments.waits_sweep", "TETHER_JOB_WAITS_INTERVAL_SECONDS"),
+        Job("wait_cycles_break", "assignments.jobs.wait_cycles_break",
+            "assignments.wait_cycles_break", "TETHER_JOB_WAIT_CYCLES_INTERVAL_SECONDS"),
         Job("idempotency_keys_prune", "config.api.idempotency.idempotency_keys_prune_expired",
             "assignments.prune_idempotency_keys", "TETHER_JOB_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS"),
     ]

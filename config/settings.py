@@ -309,6 +309,10 @@ TETHER_JOB_RECONCILE_INTERVAL_SECONDS = env_float("TETHER_JOB_RECONCILE_INTERVAL
 TETHER_JOB_ROLLUP_INTERVAL_SECONDS = env_float("TETHER_JOB_ROLLUP_INTERVAL_SECONDS", 60.0, minimum=0.1)
 TETHER_JOB_ARCHIVE_INTERVAL_SECONDS = env_float("TETHER_JOB_ARCHIVE_INTERVAL_SECONDS", 3600.0, minimum=0.1)
 TETHER_JOB_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS = env_float("TETHER_JOB_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS", 3600.0, minimum=0.1)
+# Queued requests (assignments/waits.py): wait timeouts, hand-overs a cooldown or quota held back,
+# and the wait cycles formed by failover or hand-over (one indexed query each when there is nothing).
+TETHER_JOB_WAITS_INTERVAL_SECONDS = env_float("TETHER_JOB_WAITS_INTERVAL_SECONDS", 2.0, minimum=0.1)
+TETHER_JOB_WAIT_CYCLES_INTERVAL_SECONDS = env_float("TETHER_JOB_WAIT_CYCLES_INTERVAL_SECONDS", 10.0, minimum=0.1)
 TETHER_JOB_TASKS_INTERVAL_SECONDS = env_float("TETHER_JOB_TASKS_INTERVAL_SECONDS", 5.0, minimum=0.1)
 # At most this many rows per job run; the rest waits for the next run.
 TETHER_JOB_BATCH_SIZE = env_int("TETHER_JOB_BATCH_SIZE", 200, minimum=1, maximum=100_000)
@@ -316,6 +320,8 @@ TETHER_JOB_BATCH_SIZE = env_int("TETHER_JOB_BATCH_SIZE", 200, minimum=1, maximum
 TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS = env_int("TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS", 300, minimum=1)
 # A force-released (`releasing`) assignment whose agent has not confirmed within this is released.
 TETHER_RELEASE_GRACE_SECONDS = env_int("TETHER_RELEASE_GRACE_SECONDS", 60, minimum=1)
+# Selection by requirements skips profiles whose health (from outcome reports) is below this.
+TETHER_PROFILE_MIN_HEALTH_SCORE = env_float("TETHER_PROFILE_MIN_HEALTH_SCORE", 0.2, minimum=0.0, maximum=1.0)
 # Events older than this move to the archive table (assignments.EventArchive).
 TETHER_EVENT_RETENTION_DAYS = env_int("TETHER_EVENT_RETENTION_DAYS", 30, minimum=1)
 # How many past hours the rollup job recomputes on each run (besides the current one).

@@ -18,7 +18,8 @@ from django.views.decorators.http import require_http_methods
 from agents.models import Agent
 from agents.services import agent_drain, agent_mark_stale
 from assignments.alerts import alert_acknowledge
-from assignments.models import Alert, Assignment
+from assignments.models import Alert, Assignment, Profile
+from assignments.profile_health import profile_quarantine_clear
 from assignments.services import assignment_release
 from config.actors import Actor, user_is_operator
 from pools.models import AgentPool, Task
@@ -156,6 +157,29 @@ def alert_acknowledge_view(request, alert_id):
         perform=lambda actor: alert_acknowledge(alert_id=alert.alert_id, actor=actor),
         done="Alert acknowledged.",
         back="/",
+        danger=False,
+    ))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def profile_quarantine_clear_view(request, profile_id):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may clear a quarantine")
+    profile = Profile.objects.filter(profile_id=profile_id).first()
+    if profile is None:
+        raise Http404(f"profile {profile_id!r} does not exist")
+    return _run(request, Action(
+        title="Clear quarantine",
+        button="Clear quarantine",
+        explanation=(
+            f"Profile {profile.profile_id} was quarantined ({profile.quarantine_reason or 'reported banned'}). "
+            "Cleared, it may be taken and selected again, with its health reset to 1, and its alert is resolved."
+        ),
+        subject=profile,
+        perform=lambda actor: profile_quarantine_clear(profile_id=profile.profile_id, actor=actor),
+        done=f"Quarantine of {profile.profile_id} cleared.",
+        back=f"/profiles/{profile.profile_id}/",
         danger=False,
     ))
 

@@ -92,7 +92,8 @@ def agent_detail(request, agent_id):
 @require_GET
 def pools(request):
     seq = selectors.latest_seq()
-    return _render(request, "dashboard/pools.html", {"rows": selectors.pool_rows(), "live_seq": seq},
+    return _render(request, "dashboard/pools.html",
+                   {"rows": selectors.pool_rows(), "queued": selectors.queued_requests(), "live_seq": seq},
                    live_types="agent.,assignment.,pool.")
 
 

@@ -13,6 +13,8 @@ urlpatterns = [
     path("pools/", pages.pools, name="dash-pools"),
     path("profiles/", pages.profiles, name="dash-profiles"),
     path("profiles/<str:profile_id>/", pages.profile_detail, name="dash-profile"),
+    path("profiles/<str:profile_id>/clear-quarantine/", actions.profile_quarantine_clear_view,
+         name="dash-profile-clear-quarantine"),
     path("alerts/<uuid:alert_id>/acknowledge/", actions.alert_acknowledge_view, name="dash-alert-acknowledge"),
     path("tasks/", pages.tasks, name="dash-tasks"),
     path("tasks/queues/<str:priority>/clear/", actions.queue_clear_view, name="dash-queue-clear"),

@@ -9,7 +9,11 @@ from pools.selectors import PoolCounts, pool_counts
 from pools.services import pool_check_name, pool_clean_fields, pool_create, pool_update
 
 _EDITABLE = ("platform", "region", "strategy", "heartbeat_timeout_seconds", "assignment_idle_timeout_seconds",
-             "min_health_score", "task_capacity")
+             "min_health_score", "task_capacity", "conflict_policy", "preemption", "profile_cooldown_seconds",
+             "profile_daily_quota")
+# Added with tasks and with waits and guardrails (assignments/waits.py, guardrails.py): left empty,
+# they keep the model's default, so a form (or a script) that predates them still creates a pool.
+_OPTIONAL = ("task_capacity", "conflict_policy", "profile_cooldown_seconds", "profile_daily_quota")
 
 
 class _CountedChangeList(ChangeList):
@@ -29,7 +33,7 @@ def _counts(pool) -> PoolCounts:
 @admin.register(AgentPool)
 class AgentPoolAdmin(ServiceCheckedAdmin):
     list_display = ("name", "platform", "region", "strategy", "agent_count", "live_assignments", "waiting",
-                    "heartbeat_timeout_seconds", "min_health_score")
+                    "queued_requests", "conflict_policy", "heartbeat_timeout_seconds", "min_health_score")
     list_filter = ("platform", "strategy", "region")
     search_fields = ("name", "region")
     readonly_fields = ("created_at", "updated_at")
@@ -37,12 +41,6 @@ class AgentPoolAdmin(ServiceCheckedAdmin):
 
     def get_changelist(self, request, **kwargs):
         return _CountedChangeList
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        form = super().get_form(request, obj, change=change, **kwargs)
-        if "task_capacity" in form.base_fields:
-            form.base_fields["task_capacity"].required = False
-        return form
 
     # The counts of `pools.selectors.pool_counts`, the same the API and the dashboard show.
     @admin.display(description="agents")
@@ -53,9 +51,20 @@ class AgentPoolAdmin(ServiceCheckedAdmin):
     def live_assignments(self, obj):
         return _counts(obj).live
 
-    @admin.display(description="waiting")
+    @admin.display(description="waiting for an agent")
     def waiting(self, obj):
         return _counts(obj).waiting
+
+    @admin.display(description="requests waiting for a profile")
+    def queued_requests(self, obj):
+        return _counts(obj).queued
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        for name in _OPTIONAL:
+            if name in form.base_fields:
+                form.base_fields[name].required = False
+        return form
 
     def get_readonly_fields(self, request, obj=None):
         return (*self.readonly_fields, "name") if obj else self.readonly_fields
@@ -63,12 +72,12 @@ class AgentPoolAdmin(ServiceCheckedAdmin):
     def check_fields(self, data, obj):
         if obj is None and "name" in data:
             pool_check_name(data["name"])
-        pool_clean_fields({name: data[name] for name in _EDITABLE if data.get(name) is not None})
+        pool_clean_fields({name: data[name] for name in _EDITABLE if data.get(name) not in (None, "")})
 
     def save_model(self, request, obj, form, change):
         actor = Actor.for_user(request.user)
         # Left empty, `task_capacity` keeps its value (the default of 1 for a new pool).
-        fields = {name: form.cleaned_data[name] for name in _EDITABLE if form.cleaned_data.get(name) is not None}
+        fields = {name: form.cleaned_data[name] for name in _EDITABLE if form.cleaned_data.get(name) not in (None, "")}
         if change:
             saved, _ = pool_update(name=obj.name, actor=actor, **fields)
         else:

@@ -36,6 +36,10 @@ class AgentPool(models.Model):
         GEOGRAPHIC = "geographic", "Geographic"
         RANDOM = "random", "Random"
 
+    class ConflictPolicy(models.TextChoices):
+        FIFO = "fifo", "First come, first served"
+        PRIORITY = "priority", "Highest priority first, then first come"
+
     name = models.SlugField(max_length=64, unique=True)
     platform = models.CharField(max_length=16, choices=Platform.choices, default=Platform.OTHER)
     region = models.CharField(max_length=64, blank=True)
@@ -48,6 +52,18 @@ class AgentPool(models.Model):
     )
     min_health_score = models.FloatField(
         default=_default_min_health, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    # Who gets a contested profile next (assignments/waits.py), and whether a waiting request of
+    # strictly higher priority sends the holder's assignment to `releasing` (reason `preempted`).
+    conflict_policy = models.CharField(max_length=16, choices=ConflictPolicy.choices, default=ConflictPolicy.FIFO)
+    preemption = models.BooleanField(default=False)
+    # Guardrails for anti-detect profiles: a released profile rests this long before anyone takes it
+    # again, and is taken at most this many times per UTC day (0: no limit).
+    profile_cooldown_seconds = models.PositiveIntegerField(
+        default=0, validators=[MinValueValidator(0), MaxValueValidator(30 * 86400)]
+    )
+    profile_daily_quota = models.PositiveIntegerField(
+        default=0, validators=[MinValueValidator(0), MaxValueValidator(1_000_000)]
     )
     # Tasks each agent of the pool may hold at once (assigned or running) unless it sets its own.
     task_capacity = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(10_000)])

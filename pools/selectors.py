@@ -12,7 +12,7 @@ from django.db.models import Avg, Count, DateTimeField, DurationField, Expressio
 from django.utils import timezone
 
 from agents.models import Agent
-from assignments.models import Assignment, Profile, live_q, waiting_q
+from assignments.models import Assignment, Profile, live_q, queued_q, waiting_q
 from pools.models import AgentPool, Task
 
 # Agents that may hold work: their capacity is the pool's capacity.
@@ -30,6 +30,7 @@ class PoolCounts:
     live_by_status: dict[str, int] = field(default_factory=dict)
     held: int = 0  # live assignments an agent is driving (active, idle, releasing)
     waiting: int = 0  # waiting for an agent (`waiting_q`)
+    queued: int = 0  # requests waiting for a profile (`queued_q`), counted in `live`, not in `held`
     profiles: int = 0  # counted only when asked for (`pool_counts(profiles=True)`)
     queued_tasks: int = 0  # counted only by `pools_attach_counts` (the API's pools)
 
@@ -69,9 +70,9 @@ def pool_counts(pool_ids: list[int] | None = None, *, profiles: bool = False) ->
             row.capacity += capacity or 0
         if status == Agent.Status.ACTIVE:
             row.healthy += healthy
-    for pool_id, name, status, n, waiting in (
+    for pool_id, name, status, n, waiting, queued in (
         assignments.values_list("pool_id", "pool__name", "status")
-        .annotate(n=Count("pk"), waiting=Count("pk", filter=waiting_q()))
+        .annotate(n=Count("pk"), waiting=Count("pk", filter=waiting_q()), queued=Count("pk", filter=queued_q()))
         .order_by()
     ):
         row = counts.setdefault(pool_id, PoolCounts())
@@ -81,6 +82,7 @@ def pool_counts(pool_ids: list[int] | None = None, *, profiles: bool = False) ->
         if status in Assignment.HELD_STATUSES:
             row.held += n
         row.waiting += waiting
+        row.queued += queued
     if profiles:
         for pool_id, n in pooled_profiles.values_list("pool_id").annotate(n=Count("pk")).order_by():
             counts.setdefault(pool_id, PoolCounts()).profiles = n

@@ -12,6 +12,9 @@ class PoolCountsSerializer(serializers.Serializer):
     waiting_assignments = serializers.IntegerField(
         source="waiting", help_text="live assignments waiting for an agent (pending, with no agent)"
     )
+    queued_requests = serializers.IntegerField(
+        source="queued", help_text="requests waiting for a profile someone holds (pending, with their agent)"
+    )
     profiles = serializers.IntegerField()
     queued_tasks = serializers.IntegerField(help_text="tasks of the pool waiting in its queues")
 
@@ -24,6 +27,10 @@ class PoolSerializer(serializers.Serializer):
     heartbeat_timeout_seconds = serializers.IntegerField()
     assignment_idle_timeout_seconds = serializers.IntegerField()
     min_health_score = serializers.FloatField()
+    conflict_policy = serializers.ChoiceField(choices=AgentPool.ConflictPolicy.choices)
+    preemption = serializers.BooleanField()
+    profile_cooldown_seconds = serializers.IntegerField()
+    profile_daily_quota = serializers.IntegerField(help_text="takes per profile per UTC day; 0: no limit")
     task_capacity = serializers.IntegerField(help_text="tasks each agent may hold at once, unless it sets its own")
     counts = PoolCountsSerializer(required=False)
     created_at = serializers.DateTimeField()
@@ -41,6 +48,10 @@ class PoolCreateSerializer(StrictInputSerializer):
     heartbeat_timeout_seconds = serializers.IntegerField(min_value=1, max_value=86400, required=False)
     assignment_idle_timeout_seconds = serializers.IntegerField(min_value=1, max_value=30 * 86400, required=False)
     min_health_score = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    conflict_policy = serializers.ChoiceField(choices=AgentPool.ConflictPolicy.choices, required=False)
+    preemption = serializers.BooleanField(required=False)
+    profile_cooldown_seconds = serializers.IntegerField(min_value=0, max_value=30 * 86400, required=False)
+    profile_daily_quota = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
     task_capacity = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
 
 

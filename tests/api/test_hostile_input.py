@@ -57,7 +57,7 @@ CASES = {
     "profile metadata nested past the cap": ("POST", "/api/profiles", json.dumps({"profile_id": "p9", "metadata": _nested(MAX_JSON_DEPTH + 1)}), "operator", "metadata"),
     "load metrics nested past the cap": ("POST", "/api/agents/a1/heartbeat", json.dumps({"load_metrics": {"x": _nested(MAX_JSON_DEPTH)}}), "agent", "load_metrics"),
     # unknown fields are refused by name, everywhere
-    "unknown field in a take": ("POST", "/api/assignments", '{"profile_id": "p2", "priority": 5}', "agent", "priority"),
+    "unknown field in a take": ("POST", "/api/assignments", '{"profile_id": "p2", "wait": 5}', "agent", "wait"),
     "unknown field in discover": ("POST", "/api/agents/discover", '{"capability": ["chrome"]}', "agent", "capability"),
     "unknown field at registration": ("POST", "/api/agents/register", '{"agent_id": "a9", "pool": "k8s-prod", "wait": 3}', "enrollment", "wait"),
     "unknown field in a heartbeat": ("POST", "/api/agents/a1/heartbeat", '{"assignments": [], "cpu": 3}', "agent", "cpu"),

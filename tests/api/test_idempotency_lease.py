@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from assignments import services
+from assignments import takes
 from assignments.models import Assignment, IdempotencyKey
 from tests.api.conftest import assert_error
 
@@ -28,7 +28,7 @@ def test_an_abandoned_claim_is_given_up_after_its_lease(api, make_agent, make_pr
         raise KeyboardInterrupt  # the process is killed mid-request: the decorator stores nothing
 
     with monkeypatch.context() as dying:
-        dying.setattr(services, "assignment_create", die)
+        dying.setattr(takes, "assignment_take", die)
         with pytest.raises(KeyboardInterrupt):
             api.post("/api/assignments", {"profile_id": "p1"}, token=token, headers=headers)
     claim = IdempotencyKey.objects.get(key="take-1")

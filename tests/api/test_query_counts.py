@@ -81,8 +81,9 @@ def test_release_query_count(api, make_agent, make_profile, django_assert_num_qu
     _, token = make_agent("a1")
     make_profile("p1")
     a = api.post("/api/assignments", {"profile_id": "p1"}, token=token).json()
-    # token; (savepoint pair) lock assignment with its profile, pool and agent, update, event lock, event insert
-    with django_assert_num_queries(7):
+    # token; (savepoint pair) lock assignment with its profile, pool and agent, update, mark the
+    # profile released (locks it), any request queued for it? (hand-over), event lock, event insert
+    with django_assert_num_queries(9):
         assert api.delete(f"/api/assignments/{a['assignment_id']}", token=token).status_code == 200
 
 

@@ -54,3 +54,24 @@ def test_assigned_at_is_read_after_the_profile_row_is_locked(monkeypatch):
     monkeypatch.setattr(services, "lock_one", lock_one)
     taken = assignment_create(profile_id="p1", agent_id="a1", actor=as_agent("a1"))
     assert taken.assigned_at >= locked_at["Profile"]
+
+
+def test_every_take_path_dates_its_assignment_after_the_profile_lock(monkeypatch):
+    from assignments import takes
+
+    pool = make_pool("prod")
+    make_agent(pool, "a1", capacity=4)
+    make_profile("p1")
+    locked_at = {}
+    real_lock_one = takes.lock_one
+
+    def lock_one(model, **kwargs):
+        row = real_lock_one(model, **kwargs)
+        locked_at[model.__name__] = timezone.now()
+        return row
+
+    monkeypatch.setattr(takes, "lock_one", lock_one)
+    # A take that may wait, of a free profile: granted at once, by `_grant` (not assignment_create).
+    result = takes.assignment_take(agent_id="a1", actor=as_agent("a1"), profile_id="p1", wait_seconds=5)
+    assert result.assignments[0].status == "active"
+    assert result.assignments[0].assigned_at >= locked_at["Profile"]

@@ -9,12 +9,22 @@ Starts the real ASGI server (uvicorn, TETHER_DB_POOL=1, PostgreSQL, Redis) on lo
 - the same heartbeats paced as a fleet sends them (open loop: 32 agents, 1 a second each by default (BENCH_PACED_RATE)), which is
   the latency an agent sees at 32 concurrent agents;
 
-and the same transactions as raw SQL through psycopg (the floor), with the ratio. Bounded in count
-and time; stops the server itself. Not a test: speed is measured here, never asserted in the suite.
+and the same transactions as raw SQL through psycopg (the floor), with the ratio. Then conflict
+resolution (issue 12), with no SQL floor:
+
+- contention: 32 agents contending for 8 profiles with `wait_seconds` — each takes one (201, or 202
+  and it waits), holds it 10 ms, releases it; the hand-over latency is release → next waiter active:
+  the release's own round trip (the hand-over commits with it), and what a waiter polling every
+  5 ms sees (release sent → it reads `active`);
+- selection: 64 concurrent takes by `profile_requirements` (all must get distinct profiles).
+
+Bounded in count and time; stops the server itself. Not a test: speed is measured here, never
+asserted in the suite.
 
 Environment: DATABASE_URL (PostgreSQL; the bench uses its own database `<name>_bench`, made and
 emptied here), REDIS_URL, BENCH_PORT (default 8101), BENCH_WORKERS (uvicorn workers, default 2),
-BENCH_SCALE (multiplies the request counts, default 1).
+BENCH_SCALE (multiplies the request counts, default 1), BENCH_ONLY=conflicts (only the conflict
+resolution phases: no raw SQL pool, few connections — for checking the harness on a busy machine).
 """
 
 import asyncio
@@ -40,6 +50,12 @@ AGENTS, PROFILES = 32, 64
 PHASE_SECONDS = 60  # no phase runs longer than this, whatever the count
 CYCLES = {1: int(200 * SCALE), 8: int(800 * SCALE), 32: int(1600 * SCALE)}
 HEARTBEATS = int(2000 * SCALE)
+ONLY = os.environ.get("BENCH_ONLY", "")
+CONTENDED = 8  # profiles the 32 agents contend for
+CONTENTION_ROUNDS = max(2, int(20 * SCALE))  # takes per agent
+HOLD_SECONDS = 0.010
+POLL_SECONDS = 0.005
+SELECTIONS, SELECTION_ROUNDS = 64, max(1, int(5 * SCALE))
 
 
 def _bench_database_url() -> str:
@@ -499,6 +515,99 @@ def table(phases: list[Phase]) -> str:
     return "\n".join(rows)
 
 
+# --- conflict resolution (issue 12) --------------------------------------------------------------
+
+
+async def conflict_setup(operator: str) -> None:
+    http = Http()
+    for p in range(CONTENDED):
+        status, body = await http.request("POST", "/api/profiles", {"profile_id": f"bench-w{p}", "pool": "bench",
+                                                                   "tags": ["contended"]}, token=operator)
+        assert status == 201, (status, body)
+    await http.close()
+
+
+async def http_contention(tokens: list[str]) -> list[Phase]:
+    """32 agents, 8 profiles, waits: see the module docstring."""
+    takes = Phase(f"HTTP take, {AGENTS} agents for {CONTENDED} profiles, wait_seconds", AGENTS)
+    releases = Phase("HTTP release (+ hand-over to the next waiter, one transaction)", AGENTS)
+    noticed = Phase(f"waiter sees active (release sent → GET says active, {POLL_SECONDS * 1000:g} ms polls)", AGENTS)
+    release_sent: dict[str, float] = {}
+
+    async def agent(a: int):
+        http = Http()
+        for r in range(CONTENTION_ROUNDS):
+            profile = f"bench-w{(a + r) % CONTENDED}"
+            t = time.perf_counter()
+            status, body = await http.request(
+                "POST", "/api/assignments", {"profile_id": profile, "wait_seconds": 30}, token=tokens[a]
+            )
+            takes.record(t, status in (201, 202), f"take {status}")
+            if status not in (201, 202):
+                continue
+            assignment_id = body["assignment_id"]
+            if status == 202:
+                while body["status"] == "pending":
+                    await asyncio.sleep(POLL_SECONDS)
+                    _, body = await http.request("GET", f"/api/assignments/{assignment_id}", token=tokens[a])
+                if body["status"] != "active":
+                    takes.record(time.perf_counter(), False, f"wait ended {body['status']}")
+                    continue
+                if profile in release_sent:
+                    noticed.latencies.append(time.perf_counter() - release_sent[profile])
+            await asyncio.sleep(HOLD_SECONDS)
+            release_sent[profile] = t = time.perf_counter()
+            status, _ = await http.request("DELETE", f"/api/assignments/{assignment_id}", token=tokens[a])
+            releases.record(t, status == 200, f"release {status}")
+        await http.close()
+
+    started = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(agent(a) for a in range(AGENTS))), timeout=PHASE_SECONDS * 3)
+    for phase in (takes, releases, noticed):
+        phase.elapsed = time.perf_counter() - started
+    return [takes, releases, noticed]
+
+
+async def http_selection(tokens: list[str]) -> Phase:
+    """64 concurrent selections by requirements (2 per agent), released after each round."""
+    phase = Phase("HTTP take by profile_requirements", SELECTIONS)
+    clients = [Http() for _ in range(SELECTIONS)]
+
+    async def select(i: int):
+        a = i % AGENTS
+        t = time.perf_counter()
+        status, body = await clients[i].request(
+            "POST", "/api/assignments", {"profile_requirements": {"pool": "bench"}}, token=tokens[a]
+        )
+        phase.record(t, status == 201, f"select {status}")
+        return (a, body) if status == 201 else None
+
+    started = time.perf_counter()
+    for _ in range(SELECTION_ROUNDS):
+        got = [g for g in await asyncio.gather(*(select(i) for i in range(SELECTIONS))) if g]
+        profiles = [body["profile_id"] for _, body in got]
+        if len(set(profiles)) != len(profiles):
+            phase.errors["the same profile twice"] = phase.errors.get("the same profile twice", 0) + 1
+        for a, body in got:
+            await clients[0].request("DELETE", f"/api/assignments/{body['assignment_id']}", token=tokens[a])
+    phase.elapsed = time.perf_counter() - started
+    for client in clients:
+        await client.close()
+    return phase
+
+
+async def conflict_phases(operator: str, tokens: list[str] | None = None) -> list[Phase]:
+    if tokens is None:
+        tokens, _ = await http_setup(operator)
+    await conflict_setup(operator)
+    phases = await http_contention(tokens)
+    for phase in phases:
+        print(phase.summary(), flush=True)
+    phases.append(await http_selection(tokens))
+    print(phases[-1].summary(), flush=True)
+    return phases
+
+
 async def http_phases(operator: str) -> list[Phase]:
     tokens, _ = await http_setup(operator)
     phases = []
@@ -507,7 +616,7 @@ async def http_phases(operator: str) -> list[Phase]:
         print(phases[-1].summary(), flush=True)
     phases.extend(await http_heartbeats(32, tokens))
     print(phases[-1].summary(), flush=True)
-    return phases
+    return phases, tokens
 
 
 def main() -> None:
@@ -531,9 +640,16 @@ def main() -> None:
     operator = make_operator(env)
     server = start_server(env)
     try:
+        if ONLY == "conflicts":
+            conflicts = asyncio.run(conflict_phases(operator))
+            print("\n" + table(conflicts) + "\n")
+            if any(p.errors for p in conflicts):
+                sys.exit("some requests failed (see the errors column)")
+            return
         sessions_before = db_sessions()
-        http = asyncio.run(http_phases(operator))
+        http, tokens = asyncio.run(http_phases(operator))
         new_sessions = db_sessions() - sessions_before
+        conflicts = asyncio.run(conflict_phases(operator, tokens))
     finally:
         stop_server(server)
     sql = asyncio.run(sql_phases())
@@ -547,7 +663,8 @@ def main() -> None:
             f"| {h.name[5:]} | {h.concurrency} | {hs['rps'] / ss['rps']:.2f} | "
             f"{hs['p50_ms'] / ss['p50_ms']:.1f}× | {hs['p99_ms'] / ss['p99_ms']:.1f}× |"
         )
-    if any(p.errors for p in http):
+    print("\nConflict resolution (issue 12):\n\n" + table(conflicts) + "\n")
+    if any(p.errors for p in http + conflicts):
         sys.exit("some requests failed (see the errors column)")
 
 

@@ -6,9 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('agents', '0001_initial'),
-        ('assignments', '0005_alert_kind_assignment_lost'),
-        ('pools', '0001_initial'),
+        ('assignments', '0006_waits_profile_health'),
     ]
 
     operations = [
