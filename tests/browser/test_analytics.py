@@ -6,6 +6,7 @@ import pytest
 from assignments.jobs import usage_rollup_recent
 from assignments.models import Alert
 from config.actors import Actor
+from tests.browser.conftest import wait_until
 from tests.browser.test_dashboard_live import api, fleet, login  # noqa: F401 — `fleet` is a fixture
 
 pytestmark = [pytest.mark.postgres]
@@ -14,7 +15,7 @@ ROLLUP = Actor.system("browser-rollup")
 CHARTS = ("utilization", "conflicts", "failovers", "queue", "efficiency", "contention")
 
 
-def test_analytics_charts_are_drawn_and_follow_the_rollups_live(browser, asgi_server, fleet):  # noqa: F811
+def test_analytics_charts_are_drawn_and_follow_new_takes_live(browser, asgi_server, fleet):  # noqa: F811
     from assignments.services import profile_create
 
     profile_create(profile_id="second-profile", actor=Actor.system("browser-test"))
@@ -39,7 +40,7 @@ def test_analytics_charts_are_drawn_and_follow_the_rollups_live(browser, asgi_se
     # current hour's counts come from the event log).
     status, _ = api(asgi_server, "POST", "/api/assignments", token, {"profile_id": "second-profile"})
     assert status == 201
-    page.wait_for_function("document.querySelector('[data-testid=taken]').textContent.trim() === '2'", timeout=5_000)
+    wait_until(page, "document.querySelector('[data-testid=taken]').textContent.trim() === '2'", timeout=5_000)
     assert page.evaluate("window.__not_reloaded") is True
 
 
