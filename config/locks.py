@@ -3,14 +3,15 @@
 
 Lock order, kept by every service so that concurrent calls cannot deadlock:
 a pool's move lock → agent rows (primary-key order) → profile rows (primary-key order) →
-assignment rows → alert rows → the event-order lock (taken last, by the commit tail of
+assignment rows → alert rows → the event-order lock (taken last, inside COMMIT; see
 `assignments.events.recorded_transaction`).
 """
 
 from django.db import connection
 
-# Held (transaction-scoped) while a transaction inserts its event rows, until it commits: events
-# therefore become visible to readers in `seq` order (invariant 4, see assignments/events.py).
+# Taken (transaction-scoped) inside COMMIT by the trigger that numbers a transaction's event rows
+# (migration assignments/0006), released by the end of the COMMIT: events therefore become visible
+# to readers in `seq` order (invariant 4, see assignments/events.py).
 EVENT_ORDER = 0x7E7E_0001
 
 # Two-key locks (class, object id): a different lock space from the one-key locks above.
