@@ -192,6 +192,11 @@ def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
     now = timezone.now()
     with recorded_transaction():
         pool_lock_moves(agent.pool_id)
+        # Nothing to move (a re-registration, a drain of an idle agent): no need to lock and load
+        # every agent of the pool. The answer holds: every caller holds this agent's row lock, and
+        # nothing gives an agent work without locking its row.
+        if not Assignment.objects.filter(agent_id=agent.pk, status__in=Assignment.LIVE_STATUSES).exists():
+            return moves
         agents, counts = _lock_candidates(agent.pool_id, extra_pk=agent.pk)
         lost = list(
             Assignment.objects.select_for_update(of=("self",))

@@ -96,3 +96,36 @@ def test_heartbeat_query_count(api, make_agent, make_profile, django_assert_num_
             "/api/agents/a1/heartbeat", {"load_metrics": {"cpu": 20}, "assignments": [a["assignment_id"]]}, token=token
         )
     assert response.json()["revoked"] == [] and response.json()["assigned"] == []
+
+
+def test_agent_token_lookup_is_one_narrow_query_and_an_old_token_dies_at_once(api, make_agent, pool, django_assert_num_queries):
+    from agents.services import agent_register
+
+    _, old = make_agent("a1")
+    # token (agent id and pool name only), then the agent read by the view
+    with django_assert_num_queries(2):
+        assert api.get("/api/agents/a1", token=old).status_code == 200
+    _, new = agent_register(pool=pool, agent_id="a1", actor=SYSTEM)
+    assert api.get("/api/agents/a1", token=old).status_code == 401  # no cache may keep it alive
+    assert api.get("/api/agents/a1", token=new).status_code == 200
+
+
+def test_registering_an_idle_agent_again_costs_the_same_in_a_big_pool(api, make_agent, pool, enrollment_token):
+    """Failover of an agent that holds nothing must not lock and load every agent of the pool."""
+
+    def reregister() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            response = api.post("/api/agents/register", {"agent_id": "again", "pool": pool.name},
+                                headers={"X-Enrollment-Token": enrollment_token})
+        assert response.status_code in (200, 201), response.content[:300]
+        return len(ctx.captured_queries)
+
+    make_agent("again")
+    reregister()
+    small = reregister()
+    for i in range(30):
+        make_agent(f"other-{i}")
+    with CaptureQueriesContext(connection) as ctx:
+        assert reregister() == small
+    assert not any("FOR UPDATE" in q["sql"] and "agents_agent" in q["sql"] and '"status" = ' in q["sql"]
+                   for q in ctx.captured_queries)
