@@ -68,12 +68,21 @@ def _mismatched(obj, related) -> bool:
     return False
 
 
-def lock_one(model, *, related: tuple[str, ...] = (), **lookup):
+def lock_one(model, *, related: tuple[str, ...] = (), only: tuple[str, ...] = (), **lookup):
     """Lock the one row matching `lookup` until commit and return it with `related` loaded
-    (direct foreign keys only). Raises `model.DoesNotExist` when there is no such row."""
+    (direct foreign keys only). Raises `model.DoesNotExist` when there is no such row.
+
+    `only` narrows the columns read (as QuerySet.only, "relation__field" for related rows; the
+    foreign keys of `related` are always read): hot paths name what they use, and anything else is
+    read on first touch."""
     locking = model.objects.select_for_update(of=("self",))
+    columns = (*only, *related) if only else ()
+
+    def narrow(queryset):
+        return queryset.only(*columns) if columns else queryset
+
     try:
-        obj = locking.select_related(*related).get(**lookup)
+        obj = narrow(locking.select_related(*related)).get(**lookup)
     except model.DoesNotExist:
         if not related:
             raise
@@ -81,7 +90,7 @@ def lock_one(model, *, related: tuple[str, ...] = (), **lookup):
         pk = locking.filter(**lookup).values_list("pk", flat=True).first()
         if pk is None:
             raise
-        return model.objects.select_related(*related).get(pk=pk)
+        return narrow(model.objects.select_related(*related)).get(pk=pk)
     if related and _mismatched(obj, related):
-        return model.objects.select_related(*related).get(pk=obj.pk)
+        return narrow(model.objects.select_related(*related)).get(pk=obj.pk)
     return obj

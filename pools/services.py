@@ -323,7 +323,8 @@ def pools_rebalance_freed(payloads: list[dict]) -> None:
     if not pool_names:
         return
     waiting = set(
-        Assignment.objects.waiting().filter(pool__name__in=pool_names).values_list("pool__name", flat=True).distinct()
+        Assignment.objects.waiting().filter(pool__name__in=pool_names).order_by()  # no ordering column in the DISTINCT
+        .values_list("pool__name", flat=True).distinct()
     )
     for pool in AgentPool.objects.filter(name__in=sorted(waiting)).order_by("pk"):
         pool_rebalance(pool=pool, actor=Actor.system("rebalance"))
