@@ -53,9 +53,9 @@ def agent_clean_fields(fields: dict) -> dict:
     return clean_fields("agent", fields, _WRITABLE_FIELDS)
 
 
-def _lock_agent(agent_id: str) -> Agent:
+def _lock_agent(agent_id: str, *, only: tuple[str, ...] = ()) -> Agent:
     try:
-        return lock_one(Agent, related=("pool",), agent_id=agent_id)
+        return lock_one(Agent, related=("pool",), only=only, agent_id=agent_id)
     except Agent.DoesNotExist:
         raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
 
@@ -182,6 +182,11 @@ class HeartbeatResult:
     assigned: list[UUID] = field(default_factory=list)
 
 
+# What a heartbeat reads of the agent it locks (the most frequent request of all); the rest of the
+# row (capabilities, endpoints, metadata...) is never touched on this path.
+_HEARTBEAT_AGENT = ("agent_id", "status", "last_heartbeat", "load_metrics", "health_score", "pool__name")
+
+
 def agent_heartbeat(
     *, agent_id: str, actor: Actor, load_metrics: dict | None = None, reported: list[UUID] | None = None
 ) -> HeartbeatResult:
@@ -201,7 +206,7 @@ def agent_heartbeat(
     now = timezone.now()
     revived = False
     with recorded_transaction():
-        agent = _lock_agent(agent_id)
+        agent = _lock_agent(agent_id, only=_HEARTBEAT_AGENT)
         previous_heartbeat = agent.last_heartbeat
         update = ["last_heartbeat", "health_score"]
         agent.last_heartbeat = now
