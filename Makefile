@@ -15,11 +15,13 @@ help:
 	@echo "make bench-soak — make bench, then 5 minutes checking the event log's order under load"
 	@echo "make bench-dashboard — render time of each dashboard page with 10k live assignments, 1M events"
 
-$(VENV)/.installed: requirements.txt
+# The agent SDK and the `tether` command (client/) install editable beside the server: its tests
+# run in the suite, and simulate_agents is written on it.
+$(VENV)/.installed: requirements.txt client/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null  # a venv made by `uv venv` has no pip
 	@$(PY) -m pip install -q --disable-pip-version-check uv
-	@$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt
+	@$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt -e ./client
 	@touch $@
 
 install: $(VENV)/.installed
