@@ -102,7 +102,7 @@ def _flush(buffer: list[Event], *, numbered_at_commit: bool = False) -> None:
         return
     if numbered_at_commit:
         events = Event.objects.bulk_create(buffer)
-        transaction.on_commit(lambda: events_committed(_numbered(events)))
+        transaction.on_commit(lambda: _numbered_then_committed(events))
         return
     # Inside a transaction opened by someone else: number the rows now (the lock is then held
     # until that transaction commits, see the module docstring).
@@ -114,6 +114,17 @@ def _flush(buffer: list[Event], *, numbered_at_commit: bool = False) -> None:
     events = Event.objects.bulk_create(buffer)
     payloads = [event_payload(event) for event in events]
     transaction.on_commit(lambda: events_committed(payloads))
+
+
+def _numbered_then_committed(events: list[Event]) -> None:
+    try:
+        payloads = _numbered(events)
+    except Exception:  # noqa: BLE001 — committed already: never turn that into an error reply
+        # (The connection died just after COMMIT.) Each consumer has its own way to catch up: the
+        # reconcile job, a subscriber's replay from its last seq, the rebalance sweep.
+        log.warning("could not read the numbers of %d committed events; consumers skipped", len(events), exc_info=True)
+        return
+    events_committed(payloads)
 
 
 def _numbered(events: list[Event]) -> list[dict]:

@@ -219,3 +219,22 @@ def test_an_agent_confirming_an_operators_release_keeps_the_force_released_reaso
     held.refresh_from_db()
     assert held.status == Assignment.Status.RELEASED
     assert held.release_reason == Assignment.ReleaseReason.FORCE_RELEASED
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_change_that_committed_is_not_an_error_when_its_event_numbers_cannot_be_read(monkeypatch, caplog):
+    """The numbers are read back after COMMIT; if that read fails (the connection died just after
+    the commit), the change stands, the caller gets no error, and the consumers are skipped."""
+    import assignments.events
+
+    def broken(events):
+        raise RuntimeError("connection lost after COMMIT")
+
+    consumed = []
+    monkeypatch.setattr(assignments.events, "_numbered", broken)
+    monkeypatch.setattr(assignments.events, "events_committed", consumed.append)
+    with recorded_transaction():
+        event_record(Event.Type.PROFILE_UPDATED, actor="test", profile_id="after-commit")
+    assert Event.objects.filter(profile_id="after-commit", seq__gt=0).count() == 1
+    assert consumed == [] and "could not read the numbers" in caplog.text
