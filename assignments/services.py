@@ -5,6 +5,7 @@ Lock order (config/locks.py): pool move lock → agent rows → profile rows →
 rows → event lock.
 """
 
+import json
 import logging
 from uuid import UUID
 
@@ -285,6 +286,45 @@ _LOCKED_ASSIGNMENT = (
     *(f.name for f in Assignment._meta.concrete_fields),
     "profile__profile_id", "pool__name", "agent__agent_id", "agent__status",
 )
+_ASSIGNMENT_COLUMNS = Assignment._meta.concrete_fields
+# The same read as one named statement on PostgreSQL (every release runs it, and compiling the ORM's
+# version cost more than running it): locks the assignment row only (OF a), not its profile, pool or
+# agent. `ag.id` comes back so that a join made stale by the lock wait can be told (see lock_one).
+ASSIGNMENT_LOCK_SQL = f"""
+SELECT {", ".join("a." + f.column for f in _ASSIGNMENT_COLUMNS)},
+       p.profile_id, pl.name, ag.id, ag.agent_id, ag.status
+FROM assignments_assignment a
+JOIN assignments_profile p ON p.id = a.profile_id
+JOIN pools_agentpool pl ON pl.id = a.pool_id
+LEFT JOIN agents_agent ag ON ag.id = a.agent_id
+WHERE a.assignment_id = %s
+FOR UPDATE OF a
+"""
+
+
+def _lock_assignment_named(assignment_id: UUID) -> Assignment | None:
+    """The assignment, locked, with its profile, pool and agent (ids, name, status; the rest
+    deferred), by ASSIGNMENT_LOCK_SQL; None when the row is missing or the join came back stale, for
+    `lock_one` to sort out (the row lock, if any, is held by then)."""
+    with connection.cursor() as cursor:
+        cursor.execute(ASSIGNMENT_LOCK_SQL, [assignment_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    n = len(_ASSIGNMENT_COLUMNS)
+    values = list(row[:n])
+    profile_id, pool_name, agent_pk, agent_id, agent_status = row[n:]
+    for i, field in enumerate(_ASSIGNMENT_COLUMNS):
+        if field.get_internal_type() == "JSONField" and isinstance(values[i], str):
+            values[i] = json.loads(values[i])
+    assignment = Assignment.from_db(connection.alias, [f.attname for f in _ASSIGNMENT_COLUMNS], values)
+    if assignment.agent_id != agent_pk:
+        return None  # the agent join is from before the lock wait: read again
+    assignment.profile = Profile.from_db(connection.alias, ["id", "profile_id"], [assignment.profile_id, profile_id])
+    assignment.pool = AgentPool.from_db(connection.alias, ["id", "name"], [assignment.pool_id, pool_name])
+    if agent_pk is not None:
+        assignment.agent = Agent.from_db(connection.alias, ["id", "agent_id", "status"], [agent_pk, agent_id, agent_status])
+    return assignment
 
 
 def _lock_assignment(assignment_id) -> Assignment:
@@ -292,6 +332,10 @@ def _lock_assignment(assignment_id) -> Assignment:
         assignment_id = UUID(str(assignment_id))
     except ValueError:
         raise NotFound(f"assignment {assignment_id!r} does not exist", details={"assignment_id": str(assignment_id)}) from None
+    if connection.vendor == "postgresql":
+        assignment = _lock_assignment_named(assignment_id)
+        if assignment is not None:
+            return assignment
     try:
         return lock_one(Assignment, related=("profile", "pool", "agent"), only=_LOCKED_ASSIGNMENT, assignment_id=assignment_id)
     except Assignment.DoesNotExist:
