@@ -186,17 +186,19 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
 def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
     """Move every live assignment of `agent` (stale, draining or deregistered) to a healthy agent of
     its pool chosen by the pool's strategy, or leave it pending with no agent until one is free.
+    The caller holds the agent's row lock (taken after its pool's move lock).
     Assignments that were `releasing` are simply released. Emits `assignment.reassigned` for each
     move (new fencing token) and `assignment.released` for each release."""
     moves = Moves()
     now = timezone.now()
+    # Nothing to move (a re-registration, a drain of an idle agent): no need to lock and load every
+    # agent of the pool, nor even to open a savepoint. The answer holds: every caller holds this
+    # agent's row lock (and its pool's move lock), and nothing gives an agent work without locking
+    # its row.
+    if not Assignment.objects.filter(agent_id=agent.pk, status__in=Assignment.LIVE_STATUSES).exists():
+        return moves
     with recorded_transaction():
         pool_lock_moves(agent.pool_id)
-        # Nothing to move (a re-registration, a drain of an idle agent): no need to lock and load
-        # every agent of the pool. The answer holds: every caller holds this agent's row lock, and
-        # nothing gives an agent work without locking its row.
-        if not Assignment.objects.filter(agent_id=agent.pk, status__in=Assignment.LIVE_STATUSES).exists():
-            return moves
         agents, counts = _lock_candidates(agent.pool_id, extra_pk=agent.pk)
         lost = list(
             Assignment.objects.select_for_update(of=("self",))
