@@ -64,6 +64,13 @@ def main():
         a = call("POST", "/api/assignments", {"profile_id": "p1"}, token=token)
         call("DELETE", f"/api/assignments/{a['assignment_id']}", token=token)
 
+    keys = iter(range(10**9))
+
+    def take_release_idempotent():
+        a = call("POST", "/api/assignments", {"profile_id": "p1"}, token=token,
+                 headers={"HTTP_IDEMPOTENCY_KEY": f"k-{next(keys)}"})
+        call("DELETE", f"/api/assignments/{a['assignment_id']}", token=token)
+
     def heartbeat():
         call("POST", "/api/agents/w1/heartbeat", {"load_metrics": {"cpu": 20}, "assignments": []}, token=token)
 
@@ -77,7 +84,7 @@ def main():
     def discover():
         call("POST", "/api/agents/discover", {"capabilities": ["chrome"], "region": "eu", "pool": "prof"}, token=token)
 
-    loops = {"take_release": (take_release, 2), "heartbeat": (heartbeat, 1), "register": (register, 1),
+    loops = {"take_release": (take_release, 2), "take_release_idempotent": (take_release_idempotent, 2), "heartbeat": (heartbeat, 1), "register": (register, 1),
              "get_agent": (get_agent, 1), "discover": (discover, 1)}
     for label, (fn, requests) in loops.items():
         n = max(10, args.n // (20 if label == "discover" else 1))
@@ -100,7 +107,7 @@ def main():
         if profiler:
             profiler.disable()
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        print(f"{label:13s} {cpu / n / requests * 1000:6.2f} ms CPU/request  {wall / n / requests * 1000:6.2f} ms wall"
+        print(f"{label:24s} {cpu / n / requests * 1000:6.2f} ms CPU/request  {wall / n / requests * 1000:6.2f} ms wall"
               f"  {len(statements) / requests:4.1f} SQL/request", flush=True)
         if profiler:
             stats = pstats.Stats(profiler).sort_stats("cumulative")
