@@ -31,6 +31,8 @@ from config.validation import (
     clean_text,
 )
 from pools.models import AgentPool
+from pools.models import Task
+from pools.selectors import agent_open_tasks
 from pools.services import pool_fail_over, pool_rebalance
 
 # What an agent (or an operator) may set on an agent, with the check each value must pass.
@@ -44,6 +46,7 @@ _WRITABLE_FIELDS = {
     "version": lambda v: clean_text("version", v, max_length=64),
     "region": lambda v: clean_text("region", v, max_length=64),
     "capacity": lambda v: clean_int("capacity", v, minimum=1, maximum=10_000),
+    "task_capacity": lambda v: None if v is None else clean_int("task_capacity", v, minimum=1, maximum=10_000),
     "weight": lambda v: clean_float("weight", v, minimum=0.0, maximum=1_000.0),
     "priority": lambda v: clean_int("priority", v, minimum=-1_000, maximum=1_000),
     "load_metrics": clean_load_metrics,
@@ -181,6 +184,7 @@ class HeartbeatResult:
     agent: Agent
     revoked: list[UUID] = field(default_factory=list)
     assigned: list[UUID] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)  # its assigned and running tasks
 
 
 # What a heartbeat reads of the agent it locks (the most frequent request of all); the rest of the
@@ -229,6 +233,7 @@ def agent_heartbeat(
     - a `releasing` assignment it no longer reports has been dropped: it becomes `released`;
     - an active or idle one it held at its previous heartbeat and no longer reports is lost: an
       `assignment_lost` alert is raised (`alert.raised`), once per loss.
+    `tasks` lists its assigned and running tasks (highest priority first), whatever it reports.
     """
     metrics = clean_load_metrics(load_metrics) if load_metrics is not None else None
     require_self_or_operator(actor, agent_id, "heartbeat")
@@ -286,6 +291,7 @@ def agent_heartbeat(
                     assignment_release(assignment_id=assignment_id, actor=actor)
     if revived:
         pool_rebalance(pool=agent.pool, actor=Actor.system("rebalance"))
+    result.tasks = agent_open_tasks(agent)
     return result
 
 

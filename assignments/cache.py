@@ -24,7 +24,7 @@ from django.db import connection
 from django.db.models import Q
 
 from agents.models import Agent
-from assignments.models import Assignment, Profile
+from assignments.models import Assignment, Profile, holding_q
 from pools.models import AgentPool
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ def _live():
 def truth_for_profiles(profile_ids) -> dict[str, dict]:
     """What the cache should hold for these profiles, from the database (one query)."""
     entries = {profile_key(pid): {"a": None} for pid in profile_ids}
-    for assignment in _live().filter(profile__profile_id__in=list(profile_ids)):
+    # The profile's holder only: requests queued for it (pending with an agent) are not.
+    for assignment in _live().filter(holding_q(), profile__profile_id__in=list(profile_ids)):
         entries[profile_key(assignment.profile.profile_id)] = {"a": snapshot(assignment)}
     return entries
 
@@ -167,7 +168,9 @@ def cache_refresh(*, profile_ids=(), agent_ids=()) -> None:
     entries = {profile_key(pid): {"a": None} for pid in profile_ids}
     entries.update({agent_key(aid): {"a": []} for aid in agent_ids})
     for item in _live_snapshots(profile_ids, agent_ids):
-        if item["profile_id"] in profile_ids:
+        # The profile's holder only: requests queued for it (pending with an agent) are not.
+        queued = item["status"] == Assignment.Status.PENDING and item["agent_pk"] is not None
+        if item["profile_id"] in profile_ids and not queued:
             entries[profile_key(item["profile_id"])] = {"a": item}
         if item["agent_id"] in agent_ids:
             entries[agent_key(item["agent_id"])]["a"].append(item)

@@ -14,6 +14,7 @@ from assignments import cache as live_cache
 from assignments.events import recorded_transaction
 from assignments.models import Assignment, Event, EventArchive, UsageRollup
 from assignments.services import assignment_expire, assignment_release, assignment_update
+from assignments.waits import wait_expire, waits_break_cycle, waits_serve_profile
 from config import locks
 from config.actors import Actor, require_operator
 from pools.selectors import older_than_pool_timeout
@@ -153,6 +154,7 @@ def _rollup_hour(start, now) -> list:
     rows = list(
         Assignment.objects.filter(assigned_at__lt=end)
         .exclude(released_at__lte=start)
+        .filter(wait_until__isnull=True)  # a request never served held nothing (a served one counts from its hand-over)
         .values_list("assignment_id", "profile__profile_id", "pool__name", "agent__agent_id", "assigned_at", "released_at")
     )
     # Failover and rebalancing move an assignment between agents (or leave it waiting, held by
@@ -186,12 +188,19 @@ def _rollup_hour(start, now) -> list:
             Event.Type.ASSIGNMENT_CREATED, Event.Type.ASSIGNMENT_REASSIGNED, Event.Type.ASSIGNMENT_CONFLICT,
             Event.Type.ASSIGNMENT_EXPIRED, Event.Type.ASSIGNMENT_STATUS_CHANGED,
         ])
-        .values_list("type", "to_status", "profile_id", "agent_id", "pool")
+        .values_list("type", "from_status", "to_status", "profile_id", "agent_id", "pool")
         .annotate(n=models.Count("seq"))
         .order_by()
     )
-    for type_, to_status, profile_id, agent_id, pool_name, n in counted:
-        if type_ == Event.Type.ASSIGNMENT_CREATED:
+    for type_, from_status, to_status, profile_id, agent_id, pool_name, n in counted:
+        if type_ == Event.Type.ASSIGNMENT_CREATED and to_status == S.PENDING:
+            continue  # a request queued for a profile (assignments/waits.py), not an assignment yet
+        if type_ == Event.Type.ASSIGNMENT_EXPIRED and from_status == S.PENDING and agent_id:
+            continue  # a wait that ran out (or was broken out of a cycle): nothing held expired
+        if type_ == Event.Type.ASSIGNMENT_STATUS_CHANGED and (from_status, to_status) == (S.PENDING, S.ACTIVE):
+            # A queued request handed the profile: an assignment made then.
+            what, scopes = "assignments", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
+        elif type_ == Event.Type.ASSIGNMENT_CREATED:
             what, scopes = "assignments", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
         elif type_ == Event.Type.ASSIGNMENT_REASSIGNED:
             if to_status != S.ACTIVE:
@@ -269,4 +278,46 @@ def events_archive_old(*, actor: Actor, now=None, limit: int = 200) -> dict:
             break
     return {"archived": archived}
 
+
+def waits_sweep(*, actor: Actor, now=None, limit: int = 200) -> dict:
+    """The queued requests' sweep (assignments/waits.py), at most `limit` of each kind:
+    - a request past its `wait_until` → expired, reason "wait timeout" (`wait_expire`);
+    - a free profile with requests queued for it → handed to the next one (`waits_serve_profile`):
+      the pool's cooldown ended, a new UTC day reset its quota, or the request next in line was
+      busy when the profile was released.
+    Each in its own transaction; idempotent, safe on several workers (rows another worker holds are
+    skipped). One indexed query per kind when there is nothing to do. Returns the counts."""
+    require_operator(actor, "sweep waiting requests")
+    now = now or timezone.now()
+    counts = {"expired": 0, "handed_over": 0}
+    due = list(
+        Assignment.objects.queued().filter(wait_until__lte=now)
+        .order_by("wait_until").values_list("assignment_id", flat=True)[:limit]
+    )
+    for assignment_id in due:
+        if wait_expire(assignment_id=assignment_id, actor=actor, reason="wait timeout") is not None:
+            counts["expired"] += 1
+    free = list(
+        Assignment.objects.queued().filter(wait_until__gt=now)
+        .exclude(profile_id__in=Assignment.objects.holding().values("profile_id"))
+        .values_list("profile_id", flat=True).distinct().order_by("profile_id")[:limit]
+    )
+    for profile_pk in free:
+        if waits_serve_profile(profile_pk=profile_pk, actor=actor) is not None:
+            counts["handed_over"] += 1
+    return counts
+
+
+def wait_cycles_break(*, actor: Actor, now=None, limit: int = 200) -> dict:
+    """Break the cycles of waiting requests that formed without a refused request (a hand-over or a
+    failover made a waiting agent the holder of what another waits for): each by expiring its
+    youngest request (reason "deadlock", with a `deadlock` alert), at most `limit` per run.
+    Idempotent: two workers breaking the same cycle expire the same request once. Returns the counts."""
+    require_operator(actor, "break wait cycles")
+    broken = 0
+    for _ in range(limit):
+        if waits_break_cycle(actor=actor) is None:
+            break
+        broken += 1
+    return {"cycles_broken": broken}
 

@@ -15,7 +15,9 @@ from django.utils import timezone
 from agents.models import Agent
 from assignments.alerts import alert_if_conflict_burst
 from assignments.events import event_record, recorded_transaction
+from assignments.guardrails import profile_check_takeable, profile_count_take
 from assignments.models import ASSIGNMENT_TRANSITIONS, Assignment, Event, Profile
+from assignments.waits import frees_profile, waits_profile_freed
 from config.actors import Actor, require_operator, require_self_or_operator
 from config.errors import (
     AgentAtCapacity,
@@ -119,11 +121,8 @@ def _lock_profile(profile_id: str, *, only: tuple[str, ...] = ()) -> Profile:
 
 
 def _live_holder(profile: Profile) -> Assignment | None:
-    return (
-        Assignment.objects.filter(profile=profile, status__in=Assignment.LIVE_STATUSES)
-        .select_related("agent")
-        .first()
-    )
+    """The profile's holder (`holding_q`); queued requests waiting for it are not."""
+    return Assignment.objects.holding().filter(profile=profile).select_related("agent").first()
 
 
 def _taken(profile_id: str, holder: Assignment | None, pool_name: str) -> ProfileTaken:
@@ -140,18 +139,28 @@ def _taken(profile_id: str, holder: Assignment | None, pool_name: str) -> Profil
 
 
 # What a take reads of the rows it locks (the rest of them is never touched on this path).
-_TAKING_AGENT = ("agent_id", "status", "capacity", "pool__name")
-_TAKEN_PROFILE = ("profile_id", "enabled", "fencing_token", "region", "pool__name")
+_TAKING_AGENT = (
+    "agent_id", "status", "capacity", "pool__name", "pool__profile_cooldown_seconds", "pool__profile_daily_quota",
+)
+_TAKEN_PROFILE = (
+    "profile_id", "enabled", "fencing_token", "region", "pool__name",
+    # assignments/guardrails.py: quarantine, cooldown, daily quota
+    "quarantined", "quarantine_reason", "last_released_at", "quota_day", "quota_takes",
+)
 
 # Run by a take once it holds the agent's and the profile's row locks (so both answers are current
-# and stay so until commit): how many live assignments the agent holds, and the profile's live
-# holder if any — one round trip instead of two ORM queries.
+# and stay so until commit): how many live assignments the agent holds (queued requests included),
+# and the profile's holder if any (`holding_q`: held by an agent, or the pool's session waiting for
+# one; a request queued for the profile is not its holder) — one round trip instead of two ORM
+# queries.
 TAKE_CHECK_SQL = """
 SELECT (SELECT count(*) FROM assignments_assignment
         WHERE agent_id = %s AND status IN ('pending', 'active', 'idle', 'releasing')),
        h.assignment_id, h.status, ag.agent_id
 FROM (SELECT 1 AS one) AS one
-LEFT JOIN assignments_assignment h ON h.profile_id = %s AND h.status IN ('pending', 'active', 'idle', 'releasing')
+LEFT JOIN assignments_assignment h
+       ON h.profile_id = %s
+      AND (h.status IN ('active', 'idle', 'releasing') OR (h.status = 'pending' AND h.agent_id IS NULL))
 LEFT JOIN agents_agent ag ON ag.id = h.agent_id
 """
 
@@ -249,6 +258,9 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
         if holder is not None:
             raise ProfileTaken(f"profile {profile_id!r} is already assigned", details={"profile_id": profile_id, **holder},
                                pool_name=agent.pool.name)
+        # Quarantine, the pool's cooldown and daily quota (assignments/guardrails.py).
+        profile_check_takeable(profile, agent.pool, now)
+        # (`live` counts queued requests too: they become held assignments without another check.)
         if live >= agent.capacity:
             raise AgentAtCapacity(
                 f"agent {agent_id!r} already holds {live} of its {agent.capacity} assignments",
@@ -256,7 +268,7 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
             )
         # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.
         profile.fencing_token += 1
-        profile.save(update_fields=["fencing_token"])
+        profile.save(update_fields=["fencing_token", *profile_count_take(profile, now)])
         assignment = Assignment(
             profile=profile,
             pool=agent.pool,
@@ -396,6 +408,9 @@ def _transition(assignment: Assignment, to_status: str, *, actor: Actor, event_t
         update += ["released_at", "release_reason"]
     assignment.save(update_fields=update)
     event_record(event_type, actor=actor, assignment=assignment, from_status=from_status, to_status=to_status, data=data)
+    if frees_profile(from_status, to_status, assignment):
+        # The profile is free: the next queued request gets it in this same transaction.
+        waits_profile_freed(assignment=assignment, actor=actor, now=now)
 
 
 def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None = None, reason: str | None = None) -> Assignment:
@@ -422,7 +437,7 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
             Agent.Status.INACTIVE,
             Agent.Status.DRAINING,
         )
-        if actor.kind == "user" and not holder_is_actor and agent_alive:
+        if actor.kind == "user" and not holder_is_actor and agent_alive and assignment.status in Assignment.HELD_STATUSES:
             if assignment.status == S.RELEASING:
                 return assignment
             _transition(
@@ -431,7 +446,9 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
             )
             return assignment
         if reason is None:
-            if holder_is_actor and assignment.status == S.RELEASING:
+            if assignment.status == S.PENDING:
+                reason = Assignment.ReleaseReason.CANCELLED  # a queued request, or one waiting for an agent
+            elif holder_is_actor and assignment.status == S.RELEASING:
                 reason = Assignment.ReleaseReason.FORCE_RELEASED  # the agent confirms an operator's release
             elif holder_is_actor:
                 reason = Assignment.ReleaseReason.RELEASED

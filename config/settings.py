@@ -229,6 +229,7 @@ TETHER_EVENT_CONSUMERS = [
     "assignments.cache.cache_refresh_for_events",  # first: a subscriber that hears an event reads the new state
     "dashboard.publish.publish_events",  # to live subscribers (pages, agents) through the channel layer
     "pools.services.pools_rebalance_freed",  # room freed on an agent: give it to work waiting in its pool
+    "pools.dispatch.tasks_dispatch_for_events",  # a task queued or a task slot freed: place queued tasks
 ]
 
 # --- Background jobs (Celery beat; see config/celery.py for the one schedule) ----------------------
@@ -241,12 +242,19 @@ TETHER_JOB_RECONCILE_INTERVAL_SECONDS = env_float("TETHER_JOB_RECONCILE_INTERVAL
 TETHER_JOB_ROLLUP_INTERVAL_SECONDS = env_float("TETHER_JOB_ROLLUP_INTERVAL_SECONDS", 60.0, minimum=0.1)
 TETHER_JOB_ARCHIVE_INTERVAL_SECONDS = env_float("TETHER_JOB_ARCHIVE_INTERVAL_SECONDS", 3600.0, minimum=0.1)
 TETHER_JOB_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS = env_float("TETHER_JOB_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS", 3600.0, minimum=0.1)
+# Queued requests (assignments/waits.py): wait timeouts, hand-overs a cooldown or quota held back,
+# and the wait cycles formed by failover or hand-over (one indexed query each when there is nothing).
+TETHER_JOB_WAITS_INTERVAL_SECONDS = env_float("TETHER_JOB_WAITS_INTERVAL_SECONDS", 2.0, minimum=0.1)
+TETHER_JOB_WAIT_CYCLES_INTERVAL_SECONDS = env_float("TETHER_JOB_WAIT_CYCLES_INTERVAL_SECONDS", 10.0, minimum=0.1)
+TETHER_JOB_TASKS_INTERVAL_SECONDS = env_float("TETHER_JOB_TASKS_INTERVAL_SECONDS", 5.0, minimum=0.1)
 # At most this many rows per job run; the rest waits for the next run.
 TETHER_JOB_BATCH_SIZE = env_int("TETHER_JOB_BATCH_SIZE", 200, minimum=1, maximum=100_000)
 # An active assignment with no activity (heartbeat report, update) for this long becomes idle.
 TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS = env_int("TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS", 300, minimum=1)
 # A force-released (`releasing`) assignment whose agent has not confirmed within this is released.
 TETHER_RELEASE_GRACE_SECONDS = env_int("TETHER_RELEASE_GRACE_SECONDS", 60, minimum=1)
+# Selection by requirements skips profiles whose health (from outcome reports) is below this.
+TETHER_PROFILE_MIN_HEALTH_SCORE = env_float("TETHER_PROFILE_MIN_HEALTH_SCORE", 0.2, minimum=0.0, maximum=1.0)
 # Events older than this move to the archive table (assignments.EventArchive).
 TETHER_EVENT_RETENTION_DAYS = env_int("TETHER_EVENT_RETENTION_DAYS", 30, minimum=1)
 # How many past hours the rollup job recomputes on each run (besides the current one).
@@ -257,6 +265,15 @@ TETHER_ASSIGNMENT_CACHE_SECONDS = env_int("TETHER_ASSIGNMENT_CACHE_SECONDS", 600
 # Default on the in-memory broker (embedded mode): there, a separate worker could neither receive the
 # beat's messages nor reach the web process's in-memory channel layer with its events.
 TETHER_EMBEDDED_JOBS = env_bool("TETHER_EMBEDDED_JOBS", default=CELERY_BROKER_URL.startswith("memory://"))
+
+# --- Tasks (pools/queue.py, pools/dispatch.py) -------------------------------------------------
+# A queued task moves up one priority level for each period it has waited (so `low` never starves).
+TETHER_TASK_AGING_SECONDS = env_int("TETHER_TASK_AGING_SECONDS", 60, minimum=1)
+# Longest long-poll of `POST /api/agents/{agent_id}/tasks/claim`, and how often it looks again.
+TETHER_TASK_CLAIM_MAX_WAIT_SECONDS = env_int("TETHER_TASK_CLAIM_MAX_WAIT_SECONDS", 30, minimum=0, maximum=30)
+TETHER_TASK_CLAIM_POLL_SECONDS = env_float("TETHER_TASK_CLAIM_POLL_SECONDS", 0.5, minimum=0.05, maximum=5.0)
+# Most tasks in one `POST /api/tasks/batch`.
+TETHER_TASK_BATCH_MAX = env_int("TETHER_TASK_BATCH_MAX", 500, minimum=1, maximum=10_000)
 
 # --- REST API (config/api/) ---------------------------------------------------------------------
 # Form posts (admin, dashboard) are small; the API reads JSON itself with its own limit.

@@ -115,6 +115,12 @@ def clean_float(field: str, value, *, minimum: float, maximum: float) -> float:
     return float(value)
 
 
+def clean_bool(field: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"{field} must be true or false", details={field: ["not a boolean"]})
+    return value
+
+
 def clean_choice(field: str, value, choices) -> str:
     allowed = [str(c) for c in choices.values] if hasattr(choices, "values") else [str(c) for c in choices]
     if value not in allowed:

@@ -1,6 +1,6 @@
 import django_filters
 
-from pools.models import AgentPool
+from pools.models import AgentPool, Task
 
 
 class PoolFilter(django_filters.FilterSet):
@@ -10,3 +10,18 @@ class PoolFilter(django_filters.FilterSet):
     class Meta:
         model = AgentPool
         fields = ["platform", "region"]
+
+
+class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
+    """`?status=queued,assigned`"""
+
+
+class TaskFilter(django_filters.FilterSet):
+    status = ChoiceInFilter(choices=Task.Status.choices, help_text="one status or a comma-separated list")
+    priority = ChoiceInFilter(choices=Task.Priority.choices, help_text="one priority or a comma-separated list")
+    pool = django_filters.CharFilter(field_name="pool__name")
+    agent_id = django_filters.CharFilter(field_name="agent__agent_id")
+
+    class Meta:
+        model = Task
+        fields = ["status", "priority", "pool", "agent_id"]

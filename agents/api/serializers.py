@@ -2,6 +2,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from agents.models import Agent
+from pools.api.serializers import TaskSerializer
 
 def _strings(**kwargs):
     return serializers.ListField(child=serializers.CharField(max_length=200), max_length=100, required=False, **kwargs)
@@ -20,6 +21,7 @@ class AgentSerializer(serializers.Serializer):
     version = serializers.CharField()
     region = serializers.CharField()
     capacity = serializers.IntegerField()
+    task_capacity = serializers.IntegerField(allow_null=True, help_text="tasks it may hold at once; null: its pool's")
     weight = serializers.FloatField()
     priority = serializers.IntegerField()
     load_metrics = serializers.DictField()
@@ -80,6 +82,7 @@ class AgentWritableFields(serializers.Serializer):
     version = serializers.CharField(max_length=64, required=False, allow_blank=True)
     region = serializers.CharField(max_length=64, required=False, allow_blank=True)
     capacity = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
+    task_capacity = serializers.IntegerField(min_value=1, max_value=10_000, required=False, allow_null=True)
     weight = serializers.FloatField(min_value=0.0, max_value=1_000.0, required=False)
     priority = serializers.IntegerField(min_value=-1_000, max_value=1_000, required=False)
     load_metrics = serializers.DictField(required=False)
@@ -114,6 +117,7 @@ class HeartbeatReplySerializer(serializers.Serializer):
     health_score = serializers.FloatField()
     revoked = serializers.ListField(child=serializers.UUIDField(), help_text="drop these now")
     assigned = serializers.ListField(child=serializers.UUIDField(), help_text="given to you: pick these up")
+    tasks = TaskSerializer(many=True, help_text="your assigned and running tasks, highest priority first")
 
 
 class AgentStatusSerializer(serializers.Serializer):

@@ -5,6 +5,18 @@ from rest_framework import serializers
 from assignments.models import Assignment, Event
 from assignments.selectors import MAX_EVENT_PAGE
 
+class RefuseUnknownFields(serializers.Serializer):
+    """Refuse a body field this serializer does not know (400 `validation_error` naming it), so a
+    client learns at once that a field it sends does nothing (DESIGN.md, REST API)."""
+
+    def validate(self, attrs):
+        if isinstance(self.initial_data, dict):
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().validate(attrs)
+
+
 # --- Profiles ------------------------------------------------------------------------------------
 
 
@@ -16,6 +28,11 @@ class ProfileSerializer(serializers.Serializer):
     region = serializers.CharField()
     metadata = serializers.DictField()
     enabled = serializers.BooleanField()
+    health_score = serializers.FloatField(help_text="0–1, from its holders' recent outcome reports")
+    quarantined = serializers.BooleanField(help_text="reported banned: not handed out until an operator clears it")
+    quarantine_reason = serializers.CharField()
+    outcomes = serializers.DictField(child=serializers.IntegerField(), help_text="reports so far: success, failure, captcha, banned")
+    last_released_at = serializers.DateTimeField(allow_null=True)
 
     def to_representation(self, profile):
         return {
@@ -26,6 +43,12 @@ class ProfileSerializer(serializers.Serializer):
             "region": profile.region,
             "metadata": profile.metadata,
             "enabled": profile.enabled,
+            "health_score": profile.health_score,
+            "quarantined": profile.quarantined,
+            "quarantine_reason": profile.quarantine_reason,
+            "outcomes": {"success": profile.successes, "failure": profile.failures, "captcha": profile.captchas,
+                         "banned": profile.bans},
+            "last_released_at": _DT.to_representation(profile.last_released_at) if profile.last_released_at else None,
         }
 
 
@@ -58,6 +81,11 @@ class AssignmentSerializer(serializers.Serializer):
     platform_resource_id = serializers.CharField()
     release_reason = serializers.CharField()
     metadata = serializers.DictField()
+    priority = serializers.IntegerField(allow_null=True, help_text="the request's priority (null: its agent's)")
+    wait_until = serializers.DateTimeField(allow_null=True, help_text="a queued request's deadline")
+    queue_position = serializers.IntegerField(
+        allow_null=True, help_text="a queued request's place in its profile's queue (1: next); null otherwise and in lists"
+    )
 
     def to_representation(self, a):
         # Hand-written: this is on every hot path (take, release, lookup), and the related objects
@@ -77,15 +105,47 @@ class AssignmentSerializer(serializers.Serializer):
             "platform_resource_id": a.platform_resource_id,
             "release_reason": a.release_reason,
             "metadata": a.metadata,
+            "priority": a.priority,
+            "wait_until": dt(a.wait_until) if a.wait_until else None,
+            "queue_position": getattr(a, "queue_position", None),
         }
 
 
-class AssignmentCreateSerializer(serializers.Serializer):
-    profile_id = serializers.CharField(max_length=128)
+class AssignmentCreateSerializer(RefuseUnknownFields):
+    """Exactly one of `profile_id`, `profile_ids`, `profile_requirements`."""
+
+    profile_id = serializers.CharField(max_length=128, required=False)
+    profile_ids = serializers.ListField(
+        child=serializers.CharField(max_length=128), required=False, max_length=20,
+        help_text="several profiles, all or none (no wait_seconds) → 201 {\"assignments\": [...]}",
+    )
+    profile_requirements = serializers.DictField(
+        required=False, help_text='pick a free profile: {"tags": [...], "region": "...", "pool": "..."}'
+    )
+    wait_seconds = serializers.FloatField(
+        required=False, min_value=0, max_value=3600,
+        help_text="0 (default): refuse a held profile at once (409); else wait up to this long → 202 with a pending assignment",
+    )
+    priority = serializers.IntegerField(
+        required=False, min_value=-1000, max_value=1000, help_text="for the pool's conflict_policy (default: the agent's)"
+    )
     agent_id = serializers.CharField(max_length=128, required=False, help_text="defaults to the calling agent")
     workflow_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
     metadata = serializers.DictField(required=False)
     platform_resource_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
+
+
+class AssignmentsTakenSerializer(serializers.Serializer):
+    assignments = AssignmentSerializer(many=True)
+
+
+class ProfileReportSerializer(RefuseUnknownFields):
+    outcome = serializers.ChoiceField(choices=["success", "failure", "captcha", "banned"])
+    detail = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+
+class QuarantineClearSerializer(RefuseUnknownFields):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
 
 
 class AssignmentUpdateSerializer(serializers.Serializer):

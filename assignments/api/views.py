@@ -5,10 +5,11 @@ from rest_framework import exceptions, status
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 
-from assignments import selectors, services
+from assignments import profile_health, selectors, services, takes, waits
 from assignments.api.serializers import (
     AssignmentCreateSerializer,
     AssignmentSerializer,
+    AssignmentsTakenSerializer,
     AssignmentUpdateSerializer,
     EventPageSerializer,
     EventQuerySerializer,
@@ -16,7 +17,9 @@ from assignments.api.serializers import (
     MetricsSerializer,
     ProfileAssignmentSerializer,
     ProfileCreateSerializer,
+    ProfileReportSerializer,
     ProfileSerializer,
+    QuarantineClearSerializer,
     ReleaseSerializer,
 )
 from assignments.events import event_payload
@@ -77,6 +80,37 @@ class ProfileAssignmentView(APIView):
         )
 
 
+class ProfileReportView(APIView):
+    """`POST /api/profiles/{profile_id}/report`: its holder (or the agent that held it last, or an
+    operator) says how it fared; `banned` quarantines it."""
+
+    permission_classes = [IsAuthenticated]
+    error_codes = {"post": [403, 404]}
+
+    @extend_schema(request=ProfileReportSerializer, responses={200: ProfileSerializer})
+    def post(self, request, profile_id):
+        data = ProfileReportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        profile = profile_health.profile_report(profile_id=profile_id, actor=request_actor(request), **data.validated_data)
+        return Response(ProfileSerializer(profile).data)
+
+
+class ProfileQuarantineClearView(APIView):
+    """`POST /api/profiles/{profile_id}/clear-quarantine` (operators)."""
+
+    permission_classes = [IsAuthenticated]
+    error_codes = {"post": [403, 404]}
+
+    @extend_schema(request=QuarantineClearSerializer, responses={200: ProfileSerializer})
+    def post(self, request, profile_id):
+        data = QuarantineClearSerializer(data=request.data if request.data else {})
+        data.is_valid(raise_exception=True)
+        profile = profile_health.profile_quarantine_clear(
+            profile_id=profile_id, actor=request_actor(request), **data.validated_data
+        )
+        return Response(ProfileSerializer(profile).data)
+
+
 # --- Assignments ---------------------------------------------------------------------------------
 
 
@@ -92,7 +126,11 @@ class AssignmentListCreateView(ListAPIView):
         return selectors.assignment_list()
 
     @extend_schema(
-        request=AssignmentCreateSerializer, responses={201: AssignmentSerializer}, parameters=[IDEMPOTENCY_KEY]
+        request=AssignmentCreateSerializer,
+        responses={201: AssignmentSerializer, 202: AssignmentSerializer},
+        parameters=[IDEMPOTENCY_KEY],
+        description="201 with the assignment (or `{\"assignments\": [...]}` for `profile_ids`); 202 with a "
+        "pending assignment and its `queue_position` when it waits (`wait_seconds`).",
     )
     @idempotent(credential_scope)
     def post(self, request):
@@ -104,8 +142,12 @@ class AssignmentListCreateView(ListAPIView):
             if agent is None:
                 raise exceptions.ValidationError({"agent_id": ["This field is required."]})
             fields["agent_id"] = agent.agent_id
-        assignment = services.assignment_create(actor=request_actor(request), **fields)
-        return Response(AssignmentSerializer(assignment).data, status=status.HTTP_201_CREATED)
+        several = "profile_ids" in fields
+        result = takes.assignment_take(actor=request_actor(request), **fields)
+        if several:
+            return Response(AssignmentsTakenSerializer({"assignments": result.assignments}).data, status=status.HTTP_201_CREATED)
+        code = status.HTTP_202_ACCEPTED if result.queued else status.HTTP_201_CREATED
+        return Response(AssignmentSerializer(result.assignments[0]).data, status=code)
 
 
 class AssignmentDetailView(APIView):
@@ -114,9 +156,9 @@ class AssignmentDetailView(APIView):
 
     @extend_schema(responses={200: AssignmentSerializer})
     def get(self, request, assignment_id):
-        return Response(
-            AssignmentSerializer(get_object_or_404(selectors.assignment_list(), assignment_id=assignment_id)).data
-        )
+        assignment = get_object_or_404(selectors.assignment_list(), assignment_id=assignment_id)
+        assignment.queue_position = waits.queue_position(assignment)
+        return Response(AssignmentSerializer(assignment).data)
 
     @extend_schema(request=AssignmentUpdateSerializer, responses={200: AssignmentSerializer})
     def patch(self, request, assignment_id):

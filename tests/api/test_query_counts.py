@@ -81,9 +81,10 @@ def test_release_query_count(api, make_agent, make_profile, django_assert_num_qu
     _, token = make_agent("a1")
     make_profile("p1")
     a = api.post("/api/assignments", {"profile_id": "p1"}, token=token).json()
-    # token; (savepoint pair) lock assignment with its profile, pool and agent (narrow), update, event
-    # lock and numbers, event insert
-    with django_assert_num_queries(7):
+    # token; (savepoint pair) lock assignment with its profile, pool and agent (narrow), update, mark
+    # the profile released (locks it), any request queued for it? (hand-over), event lock and
+    # numbers, event insert
+    with django_assert_num_queries(9):
         assert api.delete(f"/api/assignments/{a['assignment_id']}", token=token).status_code == 200
 
 
@@ -92,8 +93,8 @@ def test_heartbeat_query_count(api, make_agent, make_profile, django_assert_num_
     make_profile("p1")
     a = api.post("/api/assignments", {"profile_id": "p1"}, token=token).json()
     # token; (savepoint pair) lock and update the agent (one statement), held assignments, renew
-    # their activity
-    with django_assert_num_queries(6):
+    # their activity; its tasks (the reply's "tasks", DESIGN.md)
+    with django_assert_num_queries(7):
         response = api.post(
             "/api/agents/a1/heartbeat", {"load_metrics": {"cpu": 20}, "assignments": [a["assignment_id"]]}, token=token
         )
@@ -154,6 +155,7 @@ def test_take_and_release_statements_as_in_production(api, make_agent, make_prof
     assert not any("pg_advisory_xact_lock" in sql for sql in take)  # taken inside COMMIT instead
     assignment_id = api.get("/api/assignments?profile_id=p1", token=token).json()["results"][0]["assignment_id"]
     release = statements(lambda: api.delete(f"/api/assignments/{assignment_id}", token=token))
-    # token; BEGIN, lock assignment, update, event insert, COMMIT; after it: event numbers, cache
-    # refresh, "does anything wait in the pool?" (rebalance on freed room).
-    assert len(release) == 9, "\n".join(s[:150] for s in release)
+    # token; BEGIN, lock assignment, update, mark the profile released (locks it), any request queued
+    # for it? (hand-over), event insert, COMMIT; after it: event numbers, cache refresh, "does
+    # anything wait in the pool?" (rebalance on freed room).
+    assert len(release) == 11, "\n".join(s[:150] for s in release)

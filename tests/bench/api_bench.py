@@ -13,8 +13,17 @@ several processes (BENCH_LOADGEN_PROCESSES, default 4, so the client is not the 
 - the server's CPU time per request in each phase (all its processes, from /proc);
 
 and the same transactions as raw SQL through psycopg (the floor: same locks, checks, updates and
-event rows, numbered by the same commit-time trigger), with the ratio. Bounded in count and time;
-stops the server itself. Not a test: speed is measured here, never asserted in the suite.
+event rows, numbered by the same commit-time trigger), with the ratio. Then conflict resolution
+(issue 12), with no SQL floor:
+
+- contention: 32 agents contending for 8 profiles with `wait_seconds` — each takes one (201, or 202
+  and it waits), holds it 10 ms, releases it; the hand-over latency is release → next waiter active:
+  the release's own round trip (the hand-over commits with it), and what a waiter polling every
+  5 ms sees (release sent → it reads `active`);
+- selection: 64 concurrent takes by `profile_requirements` (all must get distinct profiles).
+
+Bounded in count and time; stops the server itself. Not a test: speed is measured here, never
+asserted in the suite.
 
 BENCH_SOAK_SECONDS (default 0; `make bench-soak` sets 300) adds a soak: the 32-agent take → release
 fleet runs that long at full speed while a reader polls `GET /api/events?since=<its last seq>` and
@@ -23,7 +32,9 @@ it saw exactly what the log holds.
 
 Environment: DATABASE_URL (PostgreSQL; the bench uses its own database `<name>_bench`, made and
 emptied here), REDIS_URL, BENCH_PORT (default 8101), BENCH_WORKERS (uvicorn workers, default 2),
-BENCH_SCALE (multiplies the request counts, default 1), BENCH_CONCURRENCY (default "1,8,32,128").
+BENCH_SCALE (multiplies the request counts, default 1), BENCH_CONCURRENCY (default "1,8,32,128"),
+BENCH_ONLY=conflicts (only the conflict resolution phases: no raw SQL pool, few connections — for
+checking the harness on a busy machine).
 """
 
 import asyncio
@@ -53,6 +64,12 @@ CYCLES = {c: max(c, int(min(200 + 50 * c, 3200) * SCALE)) for c in CONCURRENCY}
 HEARTBEATS = {c: max(c, int(min(400 + 60 * c, 4000) * SCALE)) for c in CONCURRENCY}
 LOADGEN_PROCESSES = int(os.environ.get("BENCH_LOADGEN_PROCESSES", "4"))
 SOAK_SECONDS = float(os.environ.get("BENCH_SOAK_SECONDS", "0"))
+ONLY = os.environ.get("BENCH_ONLY", "")
+CONTENDED = 8  # profiles the 32 agents contend for
+CONTENTION_ROUNDS = max(2, int(20 * SCALE))  # takes per agent
+HOLD_SECONDS = 0.010
+POLL_SECONDS = 0.005
+SELECTIONS, SELECTION_ROUNDS = 64, max(1, int(5 * SCALE))
 
 
 def _bench_database_url() -> str:
@@ -500,7 +517,7 @@ async def sql_take(conn, agent_id: str, profile_id: str) -> str:
             " VALUES (%s, %s, %s, %s, '', 'active', now(), now(), %s, '', '', '{}')",
             [assignment_id, profile[0], agent[1], agent[0], token],
         )
-        # numbered during COMMIT by the event-order trigger (migration assignments/0006), as the app's
+        # numbered during COMMIT by the event-order trigger (migration assignments/0007), as the app's
         await conn.execute(
             "INSERT INTO assignments_event (type, occurred_at, actor, assignment_id, profile_id, agent_id, pool, task_id,"
             " from_status, to_status, data) VALUES ('assignment.created', now(), %s, %s, %s, %s, 'bench', '', '', 'active', %s)",
@@ -670,7 +687,100 @@ def table(phases: list[Phase]) -> str:
     return "\n".join(rows)
 
 
-def http_phases(operator: str, server) -> list[Phase]:
+# --- conflict resolution (issue 12) --------------------------------------------------------------
+
+
+async def conflict_setup(operator: str) -> None:
+    http = Http()
+    for p in range(CONTENDED):
+        status, body = await http.request("POST", "/api/profiles", {"profile_id": f"bench-w{p}", "pool": "bench",
+                                                                   "tags": ["contended"]}, token=operator)
+        assert status == 201, (status, body)
+    await http.close()
+
+
+async def http_contention(tokens: list[str]) -> list[Phase]:
+    """32 agents, 8 profiles, waits: see the module docstring."""
+    takes = Phase(f"HTTP take, {FLEET} agents for {CONTENDED} profiles, wait_seconds", FLEET)
+    releases = Phase("HTTP release (+ hand-over to the next waiter, one transaction)", FLEET)
+    noticed = Phase(f"waiter sees active (release sent → GET says active, {POLL_SECONDS * 1000:g} ms polls)", FLEET)
+    release_sent: dict[str, float] = {}
+
+    async def agent(a: int):
+        http = Http()
+        for r in range(CONTENTION_ROUNDS):
+            profile = f"bench-w{(a + r) % CONTENDED}"
+            t = time.perf_counter()
+            status, body = await http.request(
+                "POST", "/api/assignments", {"profile_id": profile, "wait_seconds": 30}, token=tokens[a]
+            )
+            takes.record(t, status in (201, 202), f"take {status}")
+            if status not in (201, 202):
+                continue
+            assignment_id = body["assignment_id"]
+            if status == 202:
+                while body["status"] == "pending":
+                    await asyncio.sleep(POLL_SECONDS)
+                    _, body = await http.request("GET", f"/api/assignments/{assignment_id}", token=tokens[a])
+                if body["status"] != "active":
+                    takes.record(time.perf_counter(), False, f"wait ended {body['status']}")
+                    continue
+                if profile in release_sent:
+                    noticed.latencies.append(time.perf_counter() - release_sent[profile])
+            await asyncio.sleep(HOLD_SECONDS)
+            release_sent[profile] = t = time.perf_counter()
+            status, _ = await http.request("DELETE", f"/api/assignments/{assignment_id}", token=tokens[a])
+            releases.record(t, status == 200, f"release {status}")
+        await http.close()
+
+    started = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(agent(a) for a in range(FLEET))), timeout=PHASE_SECONDS * 3)
+    for phase in (takes, releases, noticed):
+        phase.elapsed = time.perf_counter() - started
+    return [takes, releases, noticed]
+
+
+async def http_selection(tokens: list[str]) -> Phase:
+    """64 concurrent selections by requirements (2 per agent), released after each round."""
+    phase = Phase("HTTP take by profile_requirements", SELECTIONS)
+    clients = [Http() for _ in range(SELECTIONS)]
+
+    async def select(i: int):
+        a = i % AGENTS
+        t = time.perf_counter()
+        status, body = await clients[i].request(
+            "POST", "/api/assignments", {"profile_requirements": {"pool": "bench"}}, token=tokens[a]
+        )
+        phase.record(t, status == 201, f"select {status}")
+        return (a, body) if status == 201 else None
+
+    started = time.perf_counter()
+    for _ in range(SELECTION_ROUNDS):
+        got = [g for g in await asyncio.gather(*(select(i) for i in range(SELECTIONS))) if g]
+        profiles = [body["profile_id"] for _, body in got]
+        if len(set(profiles)) != len(profiles):
+            phase.errors["the same profile twice"] = phase.errors.get("the same profile twice", 0) + 1
+        for a, body in got:
+            await clients[0].request("DELETE", f"/api/assignments/{body['assignment_id']}", token=tokens[a])
+    phase.elapsed = time.perf_counter() - started
+    for client in clients:
+        await client.close()
+    return phase
+
+
+async def conflict_phases(operator: str, tokens: list[str] | None = None) -> list[Phase]:
+    if tokens is None:
+        tokens, _ = await http_setup(operator)
+    await conflict_setup(operator)
+    phases = await http_contention(tokens)
+    for phase in phases:
+        print(phase.summary(), flush=True)
+    phases.append(await http_selection(tokens))
+    print(phases[-1].summary(), flush=True)
+    return phases
+
+
+def http_phases(operator: str, server) -> tuple[list[Phase], list[str]]:
     tokens, _ = asyncio.run(http_setup(operator))
     phases = []
     for c in CONCURRENCY:
@@ -691,7 +801,7 @@ def http_phases(operator: str, server) -> list[Phase]:
         print(f"soak: {soak}", flush=True)
         if not soak["ordered_gap_free_exactly_once"]:
             sys.exit("soak: the event log broke invariant 4 (see problems)")
-    return phases
+    return phases, tokens
 
 
 def main() -> None:
@@ -718,9 +828,16 @@ def main() -> None:
     operator = make_operator(env)
     server = start_server(env)
     try:
+        if ONLY == "conflicts":
+            conflicts = asyncio.run(conflict_phases(operator))
+            print("\n" + table(conflicts) + "\n")
+            if any(p.errors for p in conflicts):
+                sys.exit("some requests failed (see the errors column)")
+            return
         sessions_before = db_sessions()
-        http = http_phases(operator, server)
+        http, tokens = http_phases(operator, server)
         new_sessions = db_sessions() - sessions_before
+        conflicts = asyncio.run(conflict_phases(operator, tokens))
     finally:
         stop_server(server)
     sql = asyncio.run(sql_phases())
@@ -735,7 +852,8 @@ def main() -> None:
             f"| {h.name[5:]} | {h.concurrency} | {hs['rps'] / ss['rps']:.2f} | "
             f"{hs['p50_ms'] / ss['p50_ms']:.1f}× | {hs['p99_ms'] / ss['p99_ms']:.1f}× |"
         )
-    if any(p.errors for p in http):
+    print("\nConflict resolution (issue 12):\n\n" + table(conflicts) + "\n")
+    if any(p.errors for p in http + conflicts):
         sys.exit("some requests failed (see the errors column)")
 
 

@@ -8,6 +8,11 @@ reply revokes, picking up what it assigns), take and release profiles, go idle, 
 crashes — stops heartbeating — so the staleness job fails its work over while an operator watches;
 later it comes back and learns, in its next heartbeat reply, what it no longer holds.
 
+The agents also keep their pools' task queues moving: now and then one submits a task to its pool
+(any of the five priorities, mostly normal and low), and each claims what the pool placed on it,
+starts it, works it for a few seconds and completes it — or fails it, usually with a retry. A
+crashed agent's tasks go back to the queue (a new attempt) and on to another agent.
+
 Expected refusals (409 conflict, at capacity, stale token; 404 for what ended meanwhile) are part
 of the game. Anything else — a 5xx, an unexpected 4xx, a connection error (after the SDK's retries of
 what is safe to retry) — is an error: it is logged, and the command exits non-zero (with --duration)
@@ -19,10 +24,10 @@ import logging
 import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.management.base import BaseCommand, CommandError
-from tether_client import Agent, ApiError, Conflict, Lease, TetherError
+from tether_client import Agent, ApiError, Conflict, Lease, Task, TetherError
 
 from agents.models import Agent as AgentRow
 from assignments.models import Profile
@@ -33,6 +38,9 @@ from pools.services import pool_create, pool_update
 
 EXPECTED_REFUSALS = {"conflict", "agent_at_capacity", "agent_unavailable", "stale_fencing_token",
                      "invalid_transition", "not_found", "profile_disabled"}
+# Submitted priorities: mostly routine work, now and then something urgent.
+PRIORITIES = [("urgent", 0.03), ("critical", 0.07), ("high", 0.2), ("normal", 0.45), ("low", 0.25)]
+TASK_CAPACITY = 2
 
 
 def _interrupt(signum, frame):
@@ -47,6 +55,8 @@ class SimAgent:
     sdk: Agent | None = None
     next_heartbeat: float = 0.0
     crashed_until: float = 0.0
+    # Tasks it is working on, with the moment each is done.
+    working: dict = field(default_factory=dict)
 
     @property
     def held(self) -> dict:
@@ -71,6 +81,8 @@ class Command(BaseCommand):
         parser.add_argument("--heartbeat-timeout", type=int, default=10, help="the simulated pools' timeout")
         parser.add_argument("--idle-timeout", type=int, default=90, help="the simulated pools' idle timeout")
         parser.add_argument("--crash-every", type=float, default=40, help="average seconds between crashes; 0: never")
+        parser.add_argument("--tasks-per-minute", type=float, default=40,
+                            help="tasks the agents submit to their pools, in all; 0: none")
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("--prefix", default="sim", help="prefix of the simulated pools, agents and profiles")
         parser.add_argument("--no-adopt", action="store_true",
@@ -83,7 +95,8 @@ class Command(BaseCommand):
         logging.getLogger("tether_client").setLevel(logging.CRITICAL)
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self.errors = 0
-        self.stats = {"takes": 0, "conflicts": 0, "releases": 0, "idles": 0, "crashes": 0, "revoked": 0, "picked_up": 0}
+        self.stats = {"takes": 0, "conflicts": 0, "releases": 0, "idles": 0, "crashes": 0, "revoked": 0, "picked_up": 0,
+                      "submitted": 0, "completed": 0, "failed": 0}
         tokens, profiles = self._set_stage()
         self.profiles = profiles
         self.agents = self._register(tokens)
@@ -115,7 +128,7 @@ class Command(BaseCommand):
         tokens, profiles = {}, {}
         for i, name in enumerate(names):
             timeouts = {"heartbeat_timeout_seconds": self.opts["heartbeat_timeout"],
-                        "assignment_idle_timeout_seconds": self.opts["idle_timeout"]}
+                        "assignment_idle_timeout_seconds": self.opts["idle_timeout"], "task_capacity": TASK_CAPACITY}
             if AgentPool.objects.filter(name=name).exists():
                 _, tokens[name] = pool_update(name=name, actor=operator, rotate_enrollment_token=True, **timeouts)
             else:
@@ -206,6 +219,7 @@ class Command(BaseCommand):
         now = time.monotonic()
         elapsed, self.last_round = now - getattr(self, "last_round", now), now
         self._maybe_crash(now, elapsed)
+        self._maybe_submit(elapsed)
         for agent in self.agents:
             try:
                 self._act(agent, now)
@@ -223,6 +237,7 @@ class Command(BaseCommand):
         if now >= agent.next_heartbeat:
             self._heartbeat(agent)
             agent.next_heartbeat = now + self.opts["heartbeat_timeout"] / 3
+        self._work(agent, now)
         roll = self.rng.random()
         if roll < 0.10:
             self._take(agent)
@@ -230,6 +245,67 @@ class Command(BaseCommand):
             self._release(agent)
         elif roll < 0.17 and agent.held:
             self._idle(agent)
+
+    # --- tasks ------------------------------------------------------------------------------------
+
+    def _maybe_submit(self, elapsed: float):
+        """About --tasks-per-minute tasks a minute, each submitted by a live agent to its own pool."""
+        rate = self.opts["tasks_per_minute"] / 60.0
+        if not rate:
+            return
+        count = int(rate * elapsed) + (1 if self.rng.random() < (rate * elapsed) % 1 else 0)
+        live = [a for a in self.agents if not a.crashed and a.sdk is not None]
+        for _ in range(count if live else 0):
+            agent = self.rng.choice(live)
+            priority = self.rng.choices([p for p, _ in PRIORITIES], weights=[w for _, w in PRIORITIES])[0]
+            payload = {"kind": self.rng.choice(["scrape", "sign-in", "checkout", "warm-up"]),
+                       "url": f"https://example.com/{self.rng.randint(1, 999)}"}
+            try:
+                agent.sdk.submit(pool=agent.pool, payload=payload, priority=priority)
+            except TetherError as exc:
+                self._refused(f"submit by {agent.agent_id}", exc)
+            else:
+                self.stats["submitted"] += 1
+
+    def _work(self, agent: SimAgent, now: float):
+        """Finish what is done (complete, or now and then fail: mostly with a retry), then claim what
+        the pool placed on this agent and start it."""
+        for task_id, (task, done_at) in list(agent.working.items()):
+            if now < done_at:
+                continue
+            del agent.working[task_id]
+            try:
+                roll = self.rng.random()
+                if roll < 0.08:
+                    task.fail("the page did not load", retry=roll < 0.06)
+                    self.stats["failed"] += 1
+                else:
+                    task.complete({"ok": True, "items": self.rng.randint(1, 40)})
+                    self.stats["completed"] += 1
+            except TetherError as exc:
+                # Moved to another agent meanwhile (this one crashed and came back): a stale attempt.
+                self._refused(f"finishing task {task_id} by {agent.agent_id}", exc)
+        room = TASK_CAPACITY - len(agent.working)
+        if room <= 0 or self.rng.random() > 0.5:
+            return
+        try:
+            claimed = agent.sdk.claim(max=room)
+        except TetherError as exc:
+            self._refused(f"claim by {agent.agent_id}", exc)
+            return
+        for task in claimed:
+            if task.task_id in agent.working:
+                continue
+            self._start(agent, task, now)
+
+    def _start(self, agent: SimAgent, task: Task, now: float):
+        try:
+            if task.status != "running":
+                task.start()
+        except TetherError as exc:
+            self._refused(f"start of task {task.task_id} by {agent.agent_id}", exc)
+            return
+        agent.working[task.task_id] = (task, now + self.rng.uniform(2.0, 8.0))
 
     def _maybe_crash(self, now: float, elapsed: float):
         """About once every --crash-every seconds (whatever the round's length), an agent whose pool

@@ -71,7 +71,7 @@ def backward(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("assignments", "0005_alert_kind_assignment_lost"),
+        ("assignments", "0006_waits_profile_health"),
     ]
 
     operations = [migrations.RunPython(forward, backward)]

@@ -20,7 +20,7 @@ def gin_backward(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('agents', '0001_initial'),
+        ('agents', '0002_agent_task_capacity'),
         ('pools', '0001_initial'),
     ]
 
