@@ -31,7 +31,8 @@ class AgentSerializer(serializers.Serializer):
 
     def to_representation(self, agent):
         """The fields above, written out: the same output as DRF's field-by-field walk (a test
-        compares them), at a fraction of its cost, which dominated get-agent and discover."""
+        compares them, and fails when a field is declared above but not written here), at a
+        fraction of its cost, which dominated get-agent and discover."""
         return {
             "agent_id": agent.agent_id,
             "pool": agent.pool.name,
@@ -45,6 +46,7 @@ class AgentSerializer(serializers.Serializer):
             "version": str(agent.version),
             "region": str(agent.region),
             "capacity": int(agent.capacity),
+            "task_capacity": None if agent.task_capacity is None else int(agent.task_capacity),
             "weight": float(agent.weight),
             "priority": int(agent.priority),
             "load_metrics": dict(agent.load_metrics),

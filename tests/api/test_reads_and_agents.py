@@ -233,7 +233,7 @@ def test_the_written_out_agent_representation_matches_drfs_field_walk(make_agent
     make_agent("plain")
     make_agent("full", capabilities=["chrome", "octo"], services=["s"], endpoints={"http": "x"}, tags=["eu"],
                metadata={"k": [1, {"n": None}]}, version="1.2", region="eu-west", weight=2.5, priority=3,
-               load_metrics={"cpu": 12.5, "memory": 40})
+               load_metrics={"cpu": 12.5, "memory": 40}, task_capacity=3)
     Agent.objects.filter(agent_id="plain").update(last_heartbeat=None)
     for agent in Agent.objects.select_related("pool").filter(agent_id__in=["plain", "full"]):
         assert AgentSerializer(agent).data == serializers.Serializer.to_representation(AgentSerializer(), agent)
