@@ -16,6 +16,7 @@ the server's own loop, so it keeps `async_to_sync`.
 """
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
@@ -47,6 +48,9 @@ def _publisher() -> tuple[asyncio.AbstractEventLoop, asyncio.Queue]:
             queue = asyncio.Queue(maxsize=PUBLISH_QUEUE_SIZE)
             threading.Thread(target=loop.run_forever, name="tether-event-publisher", daemon=True).start()
             asyncio.run_coroutine_threadsafe(_send_forever(queue), loop)
+            if _loop is None:
+                # A script or worker that exits right after a change still sends what it queued.
+                atexit.register(publish_flush)
             _loop, _queue, _loop_pid = loop, queue, os.getpid()
         return _loop, _queue
 
