@@ -301,7 +301,7 @@ class Agent:
         wait: float = 0,
         workflow_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-        priority: str | int | None = None,
+        priority: int | None = None,
         launch: bool = True,
     ) -> Lease:
         """Take a profile — by id, or any free one matching `requirements` (`tags`, `region`, `pool`)
