@@ -229,7 +229,8 @@ def agent_heartbeat(
     When the agent reports what it holds (`reported`, possibly empty):
     - the activity of the reported assignments it does hold (active, idle) is renewed;
     - `revoked` lists what it reported but must drop (moved to another agent, ended, being released);
-    - `assigned` lists live assignments it holds but did not report (given to it by failover);
+    - `assigned` lists live assignments it holds but did not report (given to it by failover), and
+      those a revived agent was given back by the rebalance its revival sets off (new fencing token);
     - a `releasing` assignment it no longer reports has been dropped: it becomes `released`;
     - an active or idle one it held at its previous heartbeat and no longer reports is lost: an
       `assignment_lost` alert is raised (`alert.raised`), once per loss.
@@ -290,9 +291,23 @@ def agent_heartbeat(
                 for assignment_id in dropped:
                     assignment_release(assignment_id=assignment_id, actor=actor)
     if revived:
-        pool_rebalance(pool=agent.pool, actor=Actor.system("rebalance"))
+        moves = pool_rebalance(pool=agent.pool, actor=Actor.system("rebalance"))
+        if reported is not None:
+            # The reply is built after the rebalance this heartbeat set off: what its failover left
+            # waiting may just have come back to this agent (with a new fencing token). Telling it
+            # to drop that now and pick it up on the next heartbeat would stop and start a browser.
+            _reply_after_rebalance(result, reported, moves)
     result.tasks = agent_open_tasks(agent)
     return result
+
+
+def _reply_after_rebalance(result: HeartbeatResult, reported: list[UUID], moves) -> None:
+    back = {a.assignment_id for a in moves.moved if a.agent_id == result.agent.pk}
+    if not back:
+        return
+    result.revoked = [a for a in result.revoked if a not in back]
+    # In `assigned` even when reported: the agent must learn its new fencing token.
+    result.assigned = [*result.assigned, *sorted(back - set(result.assigned), key=str)]
 
 
 def _alert_assignments_lost(agent: Agent, lost: list[Assignment], *, actor: Actor) -> None:

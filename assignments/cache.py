@@ -174,7 +174,24 @@ def cache_refresh(*, profile_ids=(), agent_ids=()) -> None:
             entries[profile_key(item["profile_id"])] = {"a": item}
         if item["agent_id"] in agent_ids:
             entries[agent_key(item["agent_id"])]["a"].append(item)
-    cache.set_many(entries, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+    cache_store(entries)
+
+
+def cache_store(entries: dict) -> None:
+    """Store these entries. One entry that cannot be stored (a value the cache cannot serialise)
+    must not cost the others, nor leave its old value behind — an old "free" for a profile that is
+    now held: such a key is deleted instead, so that readers fall back to the database."""
+    try:
+        cache.set_many(entries, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+        return
+    except Exception:  # noqa: BLE001 — find the bad entry below, one key at a time
+        pass
+    for key, value in entries.items():
+        try:
+            cache.set(key, value, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+        except Exception:  # noqa: BLE001
+            log.warning("could not cache %s; dropping its entry", key, exc_info=True)
+            cache.delete(key)
 
 
 def cache_refresh_for_events(payloads: list[dict]) -> None:
@@ -210,7 +227,10 @@ def fill_profile(profile_id: str, assignment) -> None:
     """Store a value just read from the database, unless a fresher one got there first (`add`: a
     refresh after a concurrent commit wins over this read)."""
     value = {"a": snapshot(assignment) if assignment is not None else None}
-    cache.add(profile_key(profile_id), value, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+    try:
+        cache.add(profile_key(profile_id), value, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+    except Exception:  # noqa: BLE001 — the answer came from the database; only the copy is lost
+        log.warning("could not cache %s", profile_key(profile_id), exc_info=True)
 
 
 def cached_for_agent(agent_id: str) -> tuple[bool, list[dict]]:

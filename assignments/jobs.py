@@ -13,7 +13,7 @@ from django.utils import timezone
 from assignments import cache as live_cache
 from assignments.events import recorded_transaction
 from assignments.models import Assignment, Event, EventArchive, UsageRollup
-from assignments.services import assignment_expire, assignment_release, assignment_update
+from assignments.services import assignment_expire, assignment_idle, assignment_release
 from assignments.waits import wait_expire, waits_break_cycle, waits_serve_profile
 from config import locks
 from config.actors import Actor, require_operator
@@ -23,34 +23,41 @@ S = Assignment.Status
 
 
 def _expiry_due(now):
-    """The three kinds of assignment the expiry sweep ends or idles, as one filter each."""
+    """The three kinds of assignment the expiry sweep ends or idles, as one filter each, in the
+    order the sweep handles them (expiry first: an assignment past its pool's timeout is reaped,
+    not idled)."""
     idle_cutoff = now - timedelta(seconds=settings.TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS)
     grace_cutoff = now - timedelta(seconds=settings.TETHER_RELEASE_GRACE_SECONDS)
-    active = Assignment.objects.filter(status=S.ACTIVE, last_activity__lt=idle_cutoff)
-    releasing = Assignment.objects.filter(status=S.RELEASING, last_activity__lt=grace_cutoff)
-    idle = older_than_pool_timeout(
-        Assignment.objects.filter(status=S.IDLE),
+    # Counted from the last activity, active or idle: a pool's idle timeout means what it says
+    # whatever TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS is (DESIGN.md, "Background jobs").
+    expired = older_than_pool_timeout(
+        Assignment.objects.filter(status__in=(S.ACTIVE, S.IDLE)),
         since_field="last_activity",
         timeout_field="assignment_idle_timeout_seconds",
         now=now,
     )
-    return {S.ACTIVE: active, S.IDLE: idle, S.RELEASING: releasing}
+    active = Assignment.objects.filter(status=S.ACTIVE, last_activity__lt=idle_cutoff)
+    releasing = Assignment.objects.filter(status=S.RELEASING, last_activity__lt=grace_cutoff)
+    return {"expired": expired, "idled": active, "released": releasing}
 
 
 def assignments_expire_idle(*, actor: Actor, now=None, limit: int = 200) -> dict:
     """The idle and expiry sweep (the zombie reaper), at most `limit` assignments per kind:
-    - active with no activity for TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS → idle (`assignment_update`);
-    - idle past its pool's `assignment_idle_timeout_seconds` (counted from when it went idle or was
-      last reported) → expired (`assignment_expire`);
+    - active or idle with no activity for its pool's `assignment_idle_timeout_seconds` → expired
+      (`assignment_expire`): reaped within that time plus one sweep interval;
+    - active with no activity for TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS → idle (`assignment_idle`,
+      which leaves `last_activity` alone, so the pool's timeout still counts from it);
     - releasing whose agent has not confirmed within TETHER_RELEASE_GRACE_SECONDS → released
       (`assignment_release`, reason force_released).
+    Activity is what the holder does: a take, an update, a heartbeat that reports the assignment
+    (one that no longer lists it renews nothing, so the timeout runs from the last that did).
     Each row is handled in its own transaction by the service that owns the change (its events).
     Idempotent; safe on several workers. Returns the counts."""
     require_operator(actor, "sweep assignments")
     now = now or timezone.now()
     due = _expiry_due(now)
     counts = {"idled": 0, "expired": 0, "released": 0}
-    for status, queryset in due.items():
+    for kind, queryset in due.items():
         # One indexed query per kind ((status, last_activity)); nothing to do costs only these.
         for pk in list(queryset.order_by("last_activity").values_list("pk", flat=True)[:limit]):
             with recorded_transaction():
@@ -65,17 +72,15 @@ def assignments_expire_idle(*, actor: Actor, now=None, limit: int = 200) -> dict
                 )
                 if row is None:
                     continue
-                if status == S.ACTIVE:
-                    assignment_update(assignment_id=row, actor=actor, status=S.IDLE)
-                    counts["idled"] += 1
-                elif status == S.IDLE:
+                if kind == "idled":
+                    assignment_idle(assignment_id=row, actor=actor)
+                elif kind == "expired":
                     assignment_expire(assignment_id=row, actor=actor, reason="idle timeout")
-                    counts["expired"] += 1
                 else:
                     assignment_release(
                         assignment_id=row, actor=actor, reason=Assignment.ReleaseReason.FORCE_RELEASED
                     )
-                    counts["released"] += 1
+                counts[kind] += 1
     return counts
 
 
@@ -127,7 +132,7 @@ def assignments_reconcile_cache(*, actor: Actor, now=None, limit: int = 200) -> 
                         counts["stale"] += 1
                         repairs[key] = want
                 if repairs:
-                    live_cache.cache.set_many(repairs, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+                    live_cache.cache_store(repairs)
     return counts
 
 

@@ -156,6 +156,11 @@ class Assignment(models.Model):
             models.Index(fields=["agent", "status"], name="asg_agent_status_idx"),
             models.Index(fields=["pool", "status"], name="asg_pool_status_idx"),
             models.Index(fields=["workflow_id"], name="asg_workflow_idx"),
+            # `GET /api/assignments?platform_resource_id=` finds a session by its pod or container.
+            models.Index(
+                fields=["platform_resource_id"], name="asg_platform_resource_idx",
+                condition=~models.Q(platform_resource_id=""),
+            ),
             models.Index(fields=["-assigned_at"], name="asg_assigned_at_idx"),
             # The queue of requests waiting for a profile, oldest first (`queued_q`).
             models.Index(

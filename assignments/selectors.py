@@ -194,3 +194,8 @@ def alert_list(*, status: str | list[str] | None = None, pool: str | None = None
     if pool:
         qs = qs.filter(pool=pool)
     return list(qs.order_by("-raised_at", "-pk")[: max(1, min(int(limit), 1000))])
+
+
+def alert_queryset() -> QuerySet:
+    """Every alert, newest first (the API's list filters it: assignments/filters.AlertFilter)."""
+    return Alert.objects.order_by("-raised_at", "-pk")

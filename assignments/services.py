@@ -233,7 +233,6 @@ def assignment_create(
 
 
 def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, platform_resource_id) -> Assignment:
-    now = timezone.now()
     with recorded_transaction():
         # The agent row lock serialises this agent's takes, so its capacity count below holds.
         try:
@@ -247,6 +246,9 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
             )
         # The profile row lock serialises every take of this profile, across all web instances.
         profile = _lock_profile(profile_id, only=_TAKEN_PROFILE)
+        # Read under the profile's row lock: a clock read before the lock wait would date this
+        # assignment before the previous holder's release, and one profile's intervals would overlap.
+        now = timezone.now()
         if not profile.enabled:
             raise ProfileDisabled(f"profile {profile_id!r} is disabled", details={"profile_id": profile_id})
         if profile.pool_id and profile.pool_id != agent.pool_id:
@@ -395,13 +397,20 @@ def assignment_check_transition(assignment: Assignment, to_status: str) -> None:
     )
 
 
-def _transition(assignment: Assignment, to_status: str, *, actor: Actor, event_type: str, data=None, now=None, reason="") -> None:
+def _transition(
+    assignment: Assignment, to_status: str, *, actor: Actor, event_type: str, data=None, now=None, reason="",
+    activity: bool = True,
+) -> None:
+    """`activity=False`: the change is no sign of life from the holder, so `last_activity` (from
+    which the pool's idle timeout counts) stays as it is."""
     assignment_check_transition(assignment, to_status)
     now = now or timezone.now()
     from_status = assignment.status
     assignment.status = to_status
-    update = ["status", "last_activity"]
-    assignment.last_activity = now
+    update = ["status"]
+    if activity:
+        assignment.last_activity = now
+        update.append("last_activity")
     if to_status in Assignment.TERMINAL_STATUSES:
         assignment.released_at = now
         assignment.release_reason = reason
@@ -414,7 +423,8 @@ def _transition(assignment: Assignment, to_status: str, *, actor: Actor, event_t
 
 
 def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None = None, reason: str | None = None) -> Assignment:
-    """Release an assignment. Releasing an ended one again changes nothing and is not an error.
+    """Release an assignment. Its holder (or an operator) releasing an ended one again changes
+    nothing and is not an error; anyone else is refused (403), ended or not.
 
     - its holder (or a job) releases it: → `released`;
     - an operator releases one whose agent is alive: → `releasing` (the agent is told through its
@@ -426,9 +436,10 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
     with recorded_transaction():
         assignment = _lock_assignment(assignment_id)
         _check_fencing(assignment, fencing_token)
+        # Who may comes first: an ended assignment is still no one else's to release.
+        _require_holder_or_operator(assignment, actor, "release")
         if assignment.status in Assignment.TERMINAL_STATUSES:
             return assignment
-        _require_holder_or_operator(assignment, actor, "release")
         holder_is_actor = actor.is_agent and assignment.agent_id and assignment.agent.agent_id == actor.name
         # A draining agent is on its way out (drain releases what it was releasing, then makes it
         # inactive in the same transaction): nobody is left to confirm, so the release is final.
@@ -520,6 +531,22 @@ def assignment_update(
     return assignment
 
 
+def assignment_idle(*, assignment_id, actor: Actor) -> Assignment:
+    """The sweep: an `active` assignment with no activity for a while becomes `idle`. Being idled is
+    no activity, so `last_activity` stays: the pool's idle timeout still counts from the holder's
+    last sign of life. Other states are left as they are. Emits `assignment.status_changed`."""
+    require_operator(actor, "idle an assignment")
+    with recorded_transaction():
+        assignment = _lock_assignment(assignment_id)
+        if assignment.status != S.ACTIVE:
+            return assignment
+        _transition(
+            assignment, S.IDLE, actor=actor, event_type=Event.Type.ASSIGNMENT_STATUS_CHANGED,
+            data={"reason": "no activity"}, activity=False,
+        )
+    return assignment
+
+
 def assignment_expire(*, assignment_id, actor: Actor, reason: str = "idle timeout") -> Assignment:
     """End a live assignment nobody is using (the zombie reaper). Ended ones are left as they are.
     Emits `assignment.expired`."""
@@ -537,16 +564,59 @@ def assignment_expire(*, assignment_id, actor: Actor, reason: str = "idle timeou
 
 def assignment_fail(*, assignment_id, actor: Actor, error: str = "", fencing_token: int | None = None) -> Assignment:
     """The holder (or an operator) reports that the work on a live assignment failed (the browser
-    crashed, the profile is broken). Ended ones are left as they are. Emits `assignment.status_changed`."""
+    crashed, the profile is broken). Ended ones are left as they are (anyone else is refused, ended
+    or not). Emits `assignment.status_changed`."""
     error = clean_text("error", error, max_length=1000)
     with recorded_transaction():
         assignment = _lock_assignment(assignment_id)
         _check_fencing(assignment, fencing_token)
+        _require_holder_or_operator(assignment, actor, "fail")
         if assignment.status in Assignment.TERMINAL_STATUSES:
             return assignment
-        _require_holder_or_operator(assignment, actor, "fail")
         _transition(
             assignment, S.FAILED, actor=actor, event_type=Event.Type.ASSIGNMENT_STATUS_CHANGED,
             data={"error": error}, reason=Assignment.ReleaseReason.FAILED,
         )
     return assignment
+
+
+def assignment_release_for_profile(
+    *, profile_id: str, agent_id: str, actor: Actor, fencing_token: int | None = None
+) -> Assignment:
+    """Release by profile (`POST /api/profiles/{profile_id}/release`, the seed's
+    `release_profile(profile_id, agent_id)`): the live assignment of `profile_id` held by `agent_id`,
+    with the rules of `assignment_release` (holder or operator, fencing, idempotent). With none live,
+    that agent's latest assignment of the profile is released again (changing nothing); a profile
+    held by another agent is a 409 `conflict` naming the holder; nothing at all is a 404."""
+    profile_id = clean_identifier("profile_id", profile_id)
+    agent_id = clean_identifier("agent_id", agent_id)
+    require_self_or_operator(actor, agent_id, "release a profile")
+    if not Profile.objects.filter(profile_id=profile_id).exists():
+        raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id})
+    live = (
+        Assignment.objects.filter(profile__profile_id=profile_id, status__in=Assignment.LIVE_STATUSES)
+        .select_related("agent")
+        .first()
+    )
+    if live is not None and (live.agent.agent_id if live.agent_id else None) != agent_id:
+        raise Conflict(
+            f"profile {profile_id!r} is not held by agent {agent_id!r}",
+            details={
+                "profile_id": profile_id,
+                "holder_agent_id": live.agent.agent_id if live.agent_id else None,
+                "holder_assignment_id": str(live.assignment_id),
+            },
+        )
+    target = live or (
+        Assignment.objects.filter(profile__profile_id=profile_id, agent__agent_id=agent_id)
+        .order_by("-assigned_at", "-pk")
+        .first()
+    )
+    if target is None:
+        raise NotFound(
+            f"agent {agent_id!r} holds no assignment of profile {profile_id!r}",
+            details={"profile_id": profile_id, "agent_id": agent_id},
+        )
+    # The row is locked and its state read again by assignment_release: if it ended meanwhile,
+    # releasing it again changes nothing.
+    return assignment_release(assignment_id=target.assignment_id, actor=actor, fencing_token=fencing_token)

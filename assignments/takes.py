@@ -216,9 +216,12 @@ def _grant(agent: Agent, profile: Profile, *, actor: Actor, now, priority, workf
     # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.
     profile.fencing_token += 1
     profile.save(update_fields=["fencing_token", *profile_count_take(profile, now)])
+    # Its own clock, read under the profile's row lock: the caller's `now` was read before the lock
+    # wait, and would date this assignment before the previous holder's release (issue 10, item 10).
+    granted_at = timezone.now()
     assignment = Assignment(
         profile=profile, pool=agent.pool, agent=agent, workflow_id=workflow_id, status=S.ACTIVE,
-        assigned_at=now, last_activity=now, fencing_token=profile.fencing_token,
+        assigned_at=granted_at, last_activity=granted_at, fencing_token=profile.fencing_token,
         platform_resource_id=platform_resource_id, metadata=metadata, priority=priority,
     )
     assignment.save(force_insert=True)

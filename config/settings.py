@@ -7,6 +7,7 @@ Two running modes:
 """
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -17,6 +18,8 @@ from config.env import (
     env_float,
     env_int,
     env_list,
+    env_networks,
+    env_rate,
     env_str,
     parse_database_url,
 )
@@ -50,6 +53,47 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+
+# --- HTTPS (TETHER_HTTPS=1 behind TLS) ------------------------------------------------------------
+# Secure cookies, HSTS and the redirect to https://. Behind a reverse proxy that ends TLS, the proxy
+# must set X-Forwarded-Proto (and strip a client's own): Django then believes it (SECURE_PROXY_SSL_HEADER).
+# `manage.py check --deploy --fail-level WARNING` passes with it.
+TETHER_HTTPS = env_bool("TETHER_HTTPS", default=False)
+if TETHER_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    # Load balancers probe /health over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^health$"]
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("TETHER_HSTS_SECONDS", 365 * 86400, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("TETHER_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env_bool("TETHER_HSTS_PRELOAD", default=True)
+SESSION_COOKIE_HTTPONLY = True
+# Messages live in the (server-side, database) session, never in a cookie: a pool's enrollment
+# token, shown once in the admin, is one of them.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy on every response (django-csp): scripts, styles, images and sockets from
+# this origin only — no inline script anywhere (the pages use static/ files; Swagger UI is the
+# split view, whose set-up script is a file too). Inline style *attributes* stay allowed: the pages'
+# meters set their width with one.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
@@ -69,6 +113,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_htmx",
+    "axes",  # limits login attempts (/accounts/login/, /admin/login/)
+    "csp",
     "pools",
     "agents",
     "assignments",
@@ -76,6 +122,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.HeaderLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -85,6 +132,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: answers a locked-out login with 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -186,6 +236,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login attempts (django-axes): after TETHER_LOGIN_FAILURE_LIMIT failures for one account, or from
+# one client address, further attempts get 429 for TETHER_LOGIN_LOCKOUT_MINUTES (a success resets
+# the count). Counted in the database, so every web instance shares the count in any running mode
+# (django-axes' cache handler refuses the embedded mode's in-process cache).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_DISABLE_ACCESS_LOG = True  # failures only: no row per successful login
+AXES_FAILURE_LIMIT = env_int("TETHER_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("TETHER_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "config.ratelimit.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 
@@ -280,10 +347,21 @@ TETHER_TASK_BATCH_MAX = env_int("TETHER_TASK_BATCH_MAX", 500, minimum=1, maximum
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TETHER_DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024, minimum=1024)
 # Largest JSON body the API accepts (metadata alone is capped at 16 KiB by the services).
 TETHER_API_MAX_BODY_BYTES = env_int("TETHER_API_MAX_BODY_BYTES", 128 * 1024, minimum=1024)
+# Requests with more headers, or more header bytes, than this get 400 / 431 (config/middleware.py).
+TETHER_MAX_REQUEST_HEADERS = env_int("TETHER_MAX_REQUEST_HEADERS", 100, minimum=10)
+TETHER_MAX_REQUEST_HEADER_BYTES = env_int("TETHER_MAX_REQUEST_HEADER_BYTES", 32 * 1024, minimum=1024)
 # How long an Idempotency-Key's first answer is kept for replay.
 TETHER_IDEMPOTENCY_TTL_SECONDS = env_int("TETHER_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=60)
+# How long a claimed key waits for its request's answer before a retry may run anew (a process that
+# died mid-request must not leave the key stuck); longer than any request runs.
+TETHER_IDEMPOTENCY_LEASE_SECONDS = env_int("TETHER_IDEMPOTENCY_LEASE_SECONDS", 60, minimum=5, maximum=3600)
 # Requests per credential (an agent's or a user's token, a session; else per address).
 TETHER_API_THROTTLE_RATE = env_str("TETHER_API_THROTTLE_RATE", "6000/min")
+# Invalid tokens one client address may send before it gets 429 for every token until the window ends.
+TETHER_API_AUTH_FAILURE_RATE = env_rate("TETHER_API_AUTH_FAILURE_RATE", "30/min")
+# Our own reverse proxies (addresses or networks, comma-separated): only requests from these have
+# their X-Forwarded-For (and, with TETHER_HTTPS, X-Forwarded-Proto) believed.
+TETHER_TRUSTED_PROXIES = env_networks("TETHER_TRUSTED_PROXIES")
 CSRF_FAILURE_VIEW = "config.api.errors.csrf_failure"
 
 REST_FRAMEWORK = {
@@ -326,6 +404,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"quiet_disallowed_host": {"()": "config.logfilters.QuietDisallowedHost"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("TETHER_LOG_LEVEL", "INFO")},
     # A line per beat tick and per task run would bury what the jobs did (logged by tether.jobs).
@@ -337,5 +416,8 @@ LOGGING = {
         # Django logs every 4xx as a warning; a refused take (409) is normal traffic, recorded as an
         # event already. Server errors (5xx) still log at ERROR.
         "django.request": {"level": env_str("TETHER_REQUEST_LOG_LEVEL", "ERROR")},
+        # django-axes logs every login and logout at INFO; lockouts are WARNING.
+        "axes": {"level": "WARNING"},
+        "django.security.DisallowedHost": {"filters": ["quiet_disallowed_host"]},
     },
 }

@@ -123,9 +123,13 @@ def plan_moves(
     rng: random.Random | None = None,
 ) -> list[tuple[Work, Candidate | None]]:
     """Give each piece of work (in the order given) an agent, or None when none has room (or none
-    meets its requirements — it does not hold up the work behind it).
+    meets its requirements — it does not hold up the work behind it). Each pair holds the chosen
+    agent as it is after that choice (one more live, handed work at that turn).
 
-    Each choice counts against the chosen agent's room before the next one is made.
+    Each choice counts against the chosen agent's room before the next one is made, and is stamped
+    one microsecond after the previous one: with one shared `now`, every agent handed work in this
+    pass would tie, and round robin would fall back to agent-id order after the first cycle. The
+    stamps are what the service stores, so the next pass goes on around the circle too.
     """
     pool = {c.key: c for c in candidates}
     plan: list[tuple[Work, Candidate | None]] = []
@@ -135,9 +139,8 @@ def plan_moves(
             options, strategy=strategy, min_health_score=min_health_score, region=item.region, rng=rng
         )
         if chosen is not None:
-            # Each choice of a pass a tick later than the one before, so round robin cycles through
-            # the agents within one pass too (all choices at the same `now` would tie on it).
             tick = now + timedelta(microseconds=len(plan))
-            pool[chosen.key] = replace(chosen, live=chosen.live + 1, last_assigned_at=tick)
+            chosen = replace(chosen, live=chosen.live + 1, last_assigned_at=tick)
+            pool[chosen.key] = chosen
         plan.append((item, chosen))
     return plan

@@ -1,9 +1,10 @@
 import django_filters
 
+from config.api.filters import StrictFilterSet
 from pools.models import AgentPool, Task
 
 
-class PoolFilter(django_filters.FilterSet):
+class PoolFilter(StrictFilterSet):
     platform = django_filters.ChoiceFilter(choices=AgentPool.Platform.choices)
     region = django_filters.CharFilter()
 
@@ -16,7 +17,7 @@ class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
     """`?status=queued,assigned`"""
 
 
-class TaskFilter(django_filters.FilterSet):
+class TaskFilter(StrictFilterSet):
     status = ChoiceInFilter(choices=Task.Status.choices, help_text="one status or a comma-separated list")
     priority = ChoiceInFilter(choices=Task.Priority.choices, help_text="one priority or a comma-separated list")
     pool = django_filters.CharFilter(field_name="pool__name")

@@ -6,7 +6,7 @@ with no agent) and asks the assignment table first (`assignment_check_transition
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Case, Count, Value, When
 from django.utils import timezone
 
 from agents.models import Agent
@@ -16,7 +16,7 @@ from assignments.models import Alert, Assignment, Event, Profile
 from assignments.services import assignment_check_transition, assignment_release
 from assignments.waits import wait_cancel
 from config.actors import Actor, require_operator
-from config.errors import Conflict, ValidationFailed
+from config.errors import Conflict, NotFound, ValidationFailed
 from config.locks import pool_lock_moves
 from config.tokens import token_new
 from config.validation import clean_bool, clean_choice, clean_fields, clean_float, clean_identifier, clean_int, clean_text
@@ -76,7 +76,9 @@ def pool_update(*, name: str, actor: Actor, rotate_enrollment_token: bool = Fals
     cleaned = pool_clean_fields(fields)
     token = None
     with recorded_transaction():
-        pool = AgentPool.objects.select_for_update().get(name=name)
+        pool = AgentPool.objects.select_for_update().filter(name=name).first()
+        if pool is None:
+            raise NotFound(f"pool {name!r} does not exist", details={"name": name})
         changed = {k: v for k, v in cleaned.items() if getattr(pool, k) != v}
         for k, v in changed.items():
             setattr(pool, k, v)
@@ -148,11 +150,12 @@ def _candidates(agents: dict[int, Agent], counts: dict[int, int], *, exclude: in
 
 def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agent], *, actor: Actor, now, moves: Moves) -> None:
     """Persist a planned pass: each assignment goes to its chosen agent (active) or waits (pending),
-    with a new fencing token either way, so whoever held it before is fenced off at once."""
+    with a new fencing token either way, so whoever held it before is fenced off at once, and
+    without the previous holder's `platform_resource_id`."""
     profile_pks = sorted({assignments[work.key].profile_id for work, _ in plan})
     # Profiles are locked in primary-key order; each move bumps its profile's fencing token.
     profiles = {p.pk: p for p in Profile.objects.select_for_update().filter(pk__in=profile_pks).order_by("pk")}
-    chosen_agents = set()
+    handed_at = {}  # agent pk → when it was last handed work in this plan (round robin's turn)
     for work, chosen in plan:
         assignment = assignments[work.key]
         profile = profiles[assignment.profile_id]
@@ -168,7 +171,7 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
         if chosen is not None:
             assignment.agent = agents[chosen.key]
             assignment.status = Assignment.Status.ACTIVE
-            chosen_agents.add(chosen.key)
+            handed_at[chosen.key] = chosen.last_assigned_at or now
             moves.moved.append(assignment)
         else:
             assignment.agent = None
@@ -176,7 +179,9 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
             moves.waiting.append(assignment)
         assignment.fencing_token = profile.fencing_token
         assignment.last_activity = now
-        assignment.save(update_fields=["agent", "status", "fencing_token", "last_activity"])
+        # The pod or container named was the previous holder's; the new one reports its own.
+        assignment.platform_resource_id = ""
+        assignment.save(update_fields=["agent", "status", "fencing_token", "last_activity", "platform_resource_id"])
         event_record(
             Event.Type.ASSIGNMENT_REASSIGNED,
             actor=actor,
@@ -189,8 +194,10 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
                 "fencing_token": assignment.fencing_token,
             },
         )
-    if chosen_agents:
-        Agent.objects.filter(pk__in=chosen_agents).update(last_assigned_at=now)
+    if handed_at:
+        Agent.objects.filter(pk__in=list(handed_at)).update(
+            last_assigned_at=Case(*(When(pk=pk, then=Value(at)) for pk, at in handed_at.items()))
+        )
 
 
 def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:

@@ -2,7 +2,9 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from agents.models import Agent
+from config.api.serializers import StrictInputSerializer
 from pools.api.serializers import TaskSerializer
+
 
 def _strings(**kwargs):
     return serializers.ListField(child=serializers.CharField(max_length=200), max_length=100, required=False, **kwargs)
@@ -72,7 +74,7 @@ class AgentRegisteredSerializer(AgentSerializer):
     token = serializers.CharField(help_text="the agent's API token, shown this once: 'Authorization: Token <token>'")
 
 
-class AgentWritableFields(serializers.Serializer):
+class AgentWritableFields(StrictInputSerializer):
     """Every field an agent may set on itself (services check the values again)."""
 
     agent_type = serializers.ChoiceField(choices=Agent.AgentType.choices, required=False)
@@ -104,7 +106,7 @@ class AgentRegisterSerializer(AgentWritableFields):
         return value
 
 
-class HeartbeatSerializer(serializers.Serializer):
+class HeartbeatSerializer(StrictInputSerializer):
     load_metrics = serializers.DictField(required=False)
     assignments = serializers.ListField(
         child=serializers.UUIDField(),
@@ -122,12 +124,12 @@ class HeartbeatReplySerializer(serializers.Serializer):
     tasks = TaskSerializer(many=True, help_text="your assigned and running tasks, highest priority first")
 
 
-class AgentStatusSerializer(serializers.Serializer):
+class AgentStatusSerializer(StrictInputSerializer):
     status = serializers.ChoiceField(choices=[Agent.Status.ACTIVE, Agent.Status.BUSY])
     load_metrics = serializers.DictField(required=False)
 
 
-class DiscoverSerializer(serializers.Serializer):
+class DiscoverSerializer(StrictInputSerializer):
     agent_type = serializers.ChoiceField(choices=Agent.AgentType.choices, required=False)
     status = serializers.ChoiceField(choices=Agent.Status.choices, required=False)
     capabilities = _strings()

@@ -2,19 +2,15 @@ import re
 
 from rest_framework import serializers
 
-from assignments.models import Assignment, Event
+from assignments.models import Alert, Assignment, Event
 from assignments.selectors import MAX_EVENT_PAGE
+from config.api.serializers import QuerySerializer, StrictInputSerializer
 
-class RefuseUnknownFields(serializers.Serializer):
+
+class RefuseUnknownFields(StrictInputSerializer):
     """Refuse a body field this serializer does not know (400 `validation_error` naming it), so a
-    client learns at once that a field it sends does nothing (DESIGN.md, REST API)."""
-
-    def validate(self, attrs):
-        if isinstance(self.initial_data, dict):
-            unknown = sorted(set(self.initial_data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return super().validate(attrs)
+    client learns at once that a field it sends does nothing (DESIGN.md, REST API) — and a value of
+    the wrong JSON type: config/api/serializers.StrictInputSerializer does both."""
 
 
 # --- Profiles ------------------------------------------------------------------------------------
@@ -52,7 +48,7 @@ class ProfileSerializer(serializers.Serializer):
         }
 
 
-class ProfileCreateSerializer(serializers.Serializer):
+class ProfileCreateSerializer(StrictInputSerializer):
     profile_id = serializers.CharField(max_length=128)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     pool = serializers.CharField(max_length=64, required=False, allow_null=True)
@@ -148,7 +144,7 @@ class QuarantineClearSerializer(RefuseUnknownFields):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
 
 
-class AssignmentUpdateSerializer(serializers.Serializer):
+class AssignmentUpdateSerializer(StrictInputSerializer):
     status = serializers.ChoiceField(
         choices=[Assignment.Status.ACTIVE, Assignment.Status.IDLE, Assignment.Status.FAILED], required=False,
         help_text="active or idle; failed reports that the work failed (with `error`)",
@@ -164,11 +160,22 @@ class AssignmentUpdateSerializer(serializers.Serializer):
         return attrs
 
 
-class ReleaseSerializer(serializers.Serializer):
+class ReleaseSerializer(StrictInputSerializer):
     fencing_token = serializers.IntegerField(required=False, min_value=0, help_text="checked when given: 409 when stale")
 
 
-class StatusQuerySerializer(serializers.Serializer):
+class ReleaseQuerySerializer(QuerySerializer):
+    """`?fencing_token=` on DELETE, for clients that send no body (query strings are text)."""
+
+    fencing_token = serializers.IntegerField(required=False, min_value=0, max_value=2**63 - 1)
+
+
+class ProfileReleaseSerializer(StrictInputSerializer):
+    agent_id = serializers.CharField(max_length=128, required=False, help_text="the holder; defaults to the calling agent")
+    fencing_token = serializers.IntegerField(required=False, min_value=0, help_text="checked when given: 409 when stale")
+
+
+class StatusQuerySerializer(QuerySerializer):
     status = serializers.CharField(required=False, max_length=200)
 
     def validate_status(self, value):
@@ -196,7 +203,7 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW_SECONDS = 366 * 86400
 
 
-class MetricsQuerySerializer(serializers.Serializer):
+class MetricsQuerySerializer(QuerySerializer):
     window = serializers.CharField(
         required=False, default="24h", max_length=12,
         help_text="how far back: seconds, or a number with s, m, h or d (e.g. 15m, 24h, 7d); default 24h",
@@ -247,7 +254,7 @@ class MetricsSerializer(serializers.Serializer):
 _TYPE_RE = re.compile(r"^[a-z_]+(\.[a-z_]*)?(\.\*)?$")
 
 
-class EventQuerySerializer(serializers.Serializer):
+class EventQuerySerializer(QuerySerializer):
     since = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**63 - 1)
     limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=MAX_EVENT_PAGE)
     types = serializers.CharField(
@@ -285,3 +292,30 @@ class EventPageSerializer(serializers.Serializer):
     previous = serializers.CharField(allow_null=True)
     last_seq = serializers.IntegerField(help_text="pass as `since` to read on (unchanged when no events)")
     results = EventSerializer(many=True)
+
+
+# --- Alerts --------------------------------------------------------------------------------------
+
+
+class AlertSerializer(serializers.Serializer):
+    alert_id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=Alert.Kind.choices)
+    severity = serializers.ChoiceField(choices=Alert.Severity.choices)
+    status = serializers.ChoiceField(choices=Alert.Status.choices)
+    message = serializers.CharField()
+    pool = serializers.CharField(help_text="empty when the alert concerns no pool")
+    agent_id = serializers.CharField()
+    profile_id = serializers.CharField()
+    assignment_id = serializers.UUIDField(allow_null=True)
+    data = serializers.DictField()
+    occurrences = serializers.IntegerField(help_text="how many times the condition was raised while unresolved")
+    raised_at = serializers.DateTimeField()
+    last_raised_at = serializers.DateTimeField()
+    acknowledged_by = serializers.CharField()
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    resolved_by = serializers.CharField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+
+
+class AlertResolveSerializer(StrictInputSerializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True)

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from agents.models import Agent
+from config.api.serializers import QuerySerializer, StrictInputSerializer
 from pools.models import AgentPool, Task
 
 
@@ -39,7 +40,7 @@ class PoolCreatedSerializer(PoolSerializer):
     enrollment_token = serializers.CharField(help_text="shown this once: agents send it as X-Enrollment-Token")
 
 
-class PoolCreateSerializer(serializers.Serializer):
+class PoolCreateSerializer(StrictInputSerializer):
     name = serializers.SlugField(max_length=64)
     platform = serializers.ChoiceField(choices=AgentPool.Platform.choices, required=False)
     region = serializers.CharField(max_length=64, required=False, allow_blank=True)
@@ -54,23 +55,32 @@ class PoolCreateSerializer(serializers.Serializer):
     task_capacity = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
 
 
+class PoolUpdateSerializer(StrictInputSerializer):
+    """`PATCH /api/pools/{name}`: any writable field (the name and the enrollment token stay)."""
+
+    platform = serializers.ChoiceField(choices=AgentPool.Platform.choices, required=False)
+    region = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    strategy = serializers.ChoiceField(choices=AgentPool.Strategy.choices, required=False)
+    heartbeat_timeout_seconds = serializers.IntegerField(min_value=1, max_value=86400, required=False)
+    assignment_idle_timeout_seconds = serializers.IntegerField(min_value=1, max_value=30 * 86400, required=False)
+    min_health_score = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    task_capacity = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
+
+
 # --- Tasks -------------------------------------------------------------------------------------------
 
 _DT = serializers.DateTimeField()
 
 
-class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not declare (DESIGN.md: a client must learn at once that a field it
-    sends does nothing) — 400 `validation_error` naming them."""
+class StrictSerializer(StrictInputSerializer):
+    """Refuses fields it does not declare and values of the wrong JSON type (DESIGN.md: a client
+    must learn at once that a field it sends does nothing) — 400 `validation_error` naming them
+    (config/api/serializers.py). Checked in to_internal_value, not validate(): nested serializers
+    (and each item of a list) see their own data only there."""
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             raise serializers.ValidationError({"non_field_errors": ["expected a JSON object"]})
-        # Checked here, not in validate(): nested serializers (and each item of a list) see their
-        # own data only here.
-        unknown = sorted(set(data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
         return super().to_internal_value(data)
 
 
@@ -170,7 +180,7 @@ class ClaimSerializer(StrictSerializer):
     wait_seconds = serializers.FloatField(min_value=0, max_value=30, required=False, default=0)
 
 
-class PoolQuerySerializer(serializers.Serializer):
+class PoolQuerySerializer(QuerySerializer):
     pool = serializers.CharField(max_length=64, required=False)
 
 

@@ -31,6 +31,8 @@ def test_schema_lists_every_endpoint_at_its_exact_path(api, db):
         "/api/profiles/{profile_id}", "/api/profiles/{profile_id}/assignment",
             "/api/profiles/{profile_id}/report", "/api/profiles/{profile_id}/clear-quarantine", "/api/assignments",
         "/api/assignments/metrics", "/api/assignments/{assignment_id}", "/api/events",
+        "/api/profiles/{profile_id}/release", "/api/alerts", "/api/alerts/{alert_id}/acknowledge",
+        "/api/alerts/{alert_id}/resolve",
         # Tasks (DESIGN.md, "Tasks: priority queues and distribution")
         "/api/tasks", "/api/tasks/submit", "/api/tasks/batch", "/api/tasks/status", "/api/tasks/queues",
         "/api/tasks/queues/stats", "/api/tasks/queues/{priority}/clear", "/api/tasks/{task_id}",

@@ -66,6 +66,26 @@ def test_plan_counts_each_choice_against_the_agents_room():
     assert chosen[-2:] == [None, None]
 
 
+def test_round_robin_goes_around_the_circle_after_the_first_cycle():
+    # Issue 10, item 13: with one shared timestamp per pass, ties after the first cycle fell to
+    # agent-id order (12 drained assignments over 3 agents went 6/5/1).
+    agents = [c(1, capacity=20), c(2, capacity=20), c(3, capacity=20)]
+    plan = plan_moves([Work(key=i) for i in range(12)], agents, strategy="round_robin", min_health_score=0.0, now=NOW)
+    chosen = [agent.key for _, agent in plan]
+    assert chosen == [1, 2, 3] * 4
+
+
+def test_round_robin_carries_its_turn_into_the_next_pass():
+    agents = {a.key: a for a in (c(1, capacity=20), c(2, capacity=20), c(3, capacity=20))}
+    first = plan_moves([Work(key=0), Work(key=1)], list(agents.values()), strategy="round_robin",
+                       min_health_score=0.0, now=NOW)
+    for _, agent in first:  # what the service stores: each agent's stamp from the plan
+        agents[agent.key] = agent
+    second = plan_moves([Work(key=i) for i in range(4)], list(agents.values()), strategy="round_robin",
+                        min_health_score=0.0, now=NOW + timedelta(seconds=1))
+    assert [agent.key for _, agent in second] == [3, 1, 2, 3]
+
+
 def test_round_robin_cycles_through_the_agents_within_one_pass():
     plan = plan_moves([Work(key=i) for i in range(6)], [c(1), c(2), c(3)], strategy="round_robin",
                       min_health_score=0.0, now=NOW)
