@@ -5,7 +5,7 @@ Why `seq` is given at COMMIT, inside the database: invariant 4 promises a subscr
 reconnects with `since=N` every event with `seq > N`. If two transactions took seq 10 and 11 and 11
 committed first, a reader could see 11, move its cursor past 10, and never see 10. So on PostgreSQL
 an event row is inserted with a provisional negative `seq`, and a deferred constraint trigger
-(migration assignments/0007) that PostgreSQL runs during COMMIT takes the event-order lock
+(migration assignments/0008) that PostgreSQL runs during COMMIT takes the event-order lock
 (`config.locks.EVENT_ORDER`) and numbers the transaction's rows; COMMIT releases the lock once the
 transaction is visible. Numbers therefore follow commit order and readers always see a gap-free
 prefix of the log, while the lock is held only for the database's own commit work: no writer waits
@@ -81,7 +81,7 @@ def recorded_transaction():
             stack.pop()
 
 
-# The trigger's sequence (migration assignments/0007), read back after it numbered our rows.
+# The trigger's sequence (migration assignments/0008), read back after it numbered our rows.
 _LAST_NUMBER_SQL = "SELECT currval('assignments_event_seq_committed')"
 # Inside someone else's transaction: take the event-order lock now and draw the numbers at once
 # (one statement; the lock function runs before the first nextval). Rows inserted with a positive

@@ -10,7 +10,7 @@ event-order lock (taken last, inside COMMIT; see `assignments.events.recorded_tr
 from django.db import connection
 
 # Taken (transaction-scoped) inside COMMIT by the trigger that numbers a transaction's event rows
-# (migration assignments/0007), released by the end of the COMMIT: events therefore become visible
+# (migration assignments/0008), released by the end of the COMMIT: events therefore become visible
 # to readers in `seq` order (invariant 4, see assignments/events.py).
 EVENT_ORDER = 0x7E7E_0001
 # Held (transaction-scoped) by every request that starts waiting for a profile, while it reads the

@@ -517,7 +517,7 @@ async def sql_take(conn, agent_id: str, profile_id: str) -> str:
             " VALUES (%s, %s, %s, %s, '', 'active', now(), now(), %s, '', '', '{}')",
             [assignment_id, profile[0], agent[1], agent[0], token],
         )
-        # numbered during COMMIT by the event-order trigger (migration assignments/0007), as the app's
+        # numbered during COMMIT by the event-order trigger (migration assignments/0008), as the app's
         await conn.execute(
             "INSERT INTO assignments_event (type, occurred_at, actor, assignment_id, profile_id, agent_id, pool, task_id,"
             " from_status, to_status, data) VALUES ('assignment.created', now(), %s, %s, %s, %s, 'bench', '', '', 'active', %s)",

@@ -5,7 +5,7 @@ pytest; run `python tests/bench/bench_event_order.py [threads seconds think_ms r
 - `lock`: the old way: `pg_advisory_xact_lock` before the event insert, then the application's
   remaining work, then COMMIT (the lock spans the application's round trips and its CPU waits);
 - `trigger`: the chosen way: a provisional negative seq, numbered during COMMIT by a deferred
-  constraint trigger that takes the lock (as migration assignments/0007);
+  constraint trigger that takes the lock (as migration assignments/0008);
 - `xid`: the high-water-mark sequencer of event stores and outbox relays: writers insert with
   `pg_current_xact_id()` and never wait; a sequencer numbers rows below `pg_snapshot_xmin` in
   (xid, id) order (its sequencing delay is not in the writers' figures).

@@ -71,7 +71,7 @@ def backward(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("assignments", "0006_waits_profile_health"),
+        ("assignments", "0007_assignment_platform_resource_index"),
     ]
 
     operations = [migrations.RunPython(forward, backward)]
