@@ -147,16 +147,18 @@ def _live_snapshots(profile_ids: set, agent_ids: set) -> list[dict]:
     with connection.cursor() as cursor:
         cursor.execute(LIVE_SNAPSHOTS_SQL, [sorted(profile_ids), sorted(agent_ids)])
         rows = cursor.fetchall()
-    snapshots = []
-    for row in rows:
-        item = dict(zip(_SNAPSHOT_COLUMNS, row, strict=True))
-        item["assignment_id"] = str(item["assignment_id"])
-        for name in ("assigned_at", "released_at", "last_activity"):
-            item[name] = _iso(item[name])
-        if isinstance(item["metadata"], str):
-            item["metadata"] = json.loads(item["metadata"])
-        snapshots.append(item)
-    return snapshots
+    return [snapshot_from_row(row) for row in rows]
+
+
+def snapshot_from_row(row) -> dict:
+    """The same snapshot as `snapshot()`, from a LIVE_SNAPSHOTS_SQL row."""
+    item = dict(zip(_SNAPSHOT_COLUMNS, row, strict=True))
+    item["assignment_id"] = str(item["assignment_id"])
+    for name in ("assigned_at", "released_at", "last_activity"):
+        item[name] = _iso(item[name])
+    if isinstance(item["metadata"], str):
+        item["metadata"] = json.loads(item["metadata"])
+    return item
 
 
 def cache_refresh(*, profile_ids=(), agent_ids=()) -> None:
