@@ -53,6 +53,9 @@ class Agent(models.Model):
         indexes = [
             models.Index(fields=["pool", "status"], name="agents_agent_pool_status_idx"),
             models.Index(fields=["status", "last_heartbeat"], name="agents_agent_status_hb_idx"),
+            # Discovery: a pool's agents, healthiest first, without sorting the pool (agents/selectors.py).
+            # On PostgreSQL a GIN index on `capabilities` serves the all-of filter (migration 0003).
+            models.Index(fields=["pool", "-health_score", "agent_id"], name="agents_agent_discover_idx"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -1,11 +1,12 @@
 """Every write to an Agent goes through here: one transaction each, with its event rows, each
 status change checked against `AGENT_TRANSITIONS` (registration included)."""
 
+import json
 from dataclasses import dataclass, field
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agents.health import health_score
@@ -56,9 +57,9 @@ def agent_clean_fields(fields: dict) -> dict:
     return clean_fields("agent", fields, _WRITABLE_FIELDS)
 
 
-def _lock_agent(agent_id: str) -> Agent:
+def _lock_agent(agent_id: str, *, only: tuple[str, ...] = ()) -> Agent:
     try:
-        return lock_one(Agent, related=("pool",), agent_id=agent_id)
+        return lock_one(Agent, related=("pool",), only=only, agent_id=agent_id)
     except Agent.DoesNotExist:
         raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
 
@@ -186,6 +187,39 @@ class HeartbeatResult:
     tasks: list[Task] = field(default_factory=list)  # its assigned and running tasks
 
 
+# What a heartbeat reads of the agent it locks (the most frequent request of all); the rest of the
+# row (capabilities, endpoints, metadata...) is never touched on this path.
+_HEARTBEAT_AGENT = ("agent_id", "status", "last_heartbeat", "load_metrics", "health_score", "pool__name")
+
+
+# A heartbeat with load metrics (the usual one) locks and updates its agent in one statement: the
+# CTE locks the row (waiting for any writer of it) and hands over the previous heartbeat; the
+# UPDATE then writes the new one. The pool is not read here (loaded on first touch: only a revival
+# needs it), so a pool change committed during the lock wait cannot come back stale.
+HEARTBEAT_SQL = """
+WITH previous AS (SELECT id, last_heartbeat FROM agents_agent WHERE agent_id = %s FOR UPDATE)
+UPDATE agents_agent AS a SET last_heartbeat = %s, load_metrics = %s::jsonb, health_score = %s
+FROM previous WHERE a.id = previous.id
+RETURNING a.id, a.agent_id, a.pool_id, a.status, previous.last_heartbeat
+"""
+
+
+def _heartbeat_row(agent_id: str, *, now, metrics: dict) -> tuple[Agent, object]:
+    """Lock and update the agent (HEARTBEAT_SQL); return it (other fields deferred) and the
+    heartbeat before this one."""
+    score = health_score(metrics)
+    with connection.cursor() as cursor:
+        cursor.execute(HEARTBEAT_SQL, [agent_id, now, json.dumps(metrics), score])
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id})
+    pk, agent_id, pool_pk, status, previous_heartbeat = row
+    loaded = {"id": pk, "agent_id": agent_id, "pool_id": pool_pk, "status": status, "load_metrics": metrics,
+              "health_score": score, "last_heartbeat": now}
+    names = [f.attname for f in Agent._meta.concrete_fields if f.attname in loaded]  # from_db wants model order
+    return Agent.from_db(connection.alias, names, [loaded[name] for name in names]), previous_heartbeat
+
+
 def agent_heartbeat(
     *, agent_id: str, actor: Actor, load_metrics: dict | None = None, reported: list[UUID] | None = None
 ) -> HeartbeatResult:
@@ -207,15 +241,18 @@ def agent_heartbeat(
     now = timezone.now()
     revived = False
     with recorded_transaction():
-        agent = _lock_agent(agent_id)
-        previous_heartbeat = agent.last_heartbeat
-        update = ["last_heartbeat", "health_score"]
-        agent.last_heartbeat = now
-        if metrics is not None:
-            agent.load_metrics = metrics
-            update.append("load_metrics")
-        agent.health_score = health_score(agent.load_metrics)
-        agent.save(update_fields=update)
+        if metrics is not None and connection.vendor == "postgresql":
+            agent, previous_heartbeat = _heartbeat_row(agent_id, now=now, metrics=metrics)
+        else:
+            agent = _lock_agent(agent_id, only=_HEARTBEAT_AGENT)
+            previous_heartbeat = agent.last_heartbeat
+            update = ["last_heartbeat", "health_score"]
+            agent.last_heartbeat = now
+            if metrics is not None:
+                agent.load_metrics = metrics
+                update.append("load_metrics")
+            agent.health_score = health_score(agent.load_metrics)
+            agent.save(update_fields=update)
         if agent.status == Agent.Status.STALE:
             _set_status(agent, Agent.Status.ACTIVE, actor=actor, event_type=Event.Type.AGENT_STATUS_CHANGED,
                         data={"reason": "heartbeat"})

@@ -5,10 +5,11 @@ Lock order (config/locks.py): pool move lock → agent rows → profile rows →
 rows → event lock.
 """
 
+import json
 import logging
 from uuid import UUID
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agents.models import Agent
@@ -109,9 +110,9 @@ def profile_update(*, profile_id: str, actor: Actor, **fields) -> Profile:
     return profile
 
 
-def _lock_profile(profile_id: str) -> Profile:
+def _lock_profile(profile_id: str, *, only: tuple[str, ...] = ()) -> Profile:
     try:
-        return lock_one(Profile, related=("pool",), profile_id=profile_id)
+        return lock_one(Profile, related=("pool",), only=only, profile_id=profile_id)
     except Profile.DoesNotExist:
         raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id}) from None
 
@@ -135,6 +136,46 @@ def _taken(profile_id: str, holder: Assignment | None, pool_name: str) -> Profil
             }
         )
     return ProfileTaken(f"profile {profile_id!r} is already assigned", details=details, pool_name=pool_name)
+
+
+# What a take reads of the rows it locks (the rest of them is never touched on this path).
+_TAKING_AGENT = (
+    "agent_id", "status", "capacity", "pool__name", "pool__profile_cooldown_seconds", "pool__profile_daily_quota",
+)
+_TAKEN_PROFILE = (
+    "profile_id", "enabled", "fencing_token", "region", "pool__name",
+    # assignments/guardrails.py: quarantine, cooldown, daily quota
+    "quarantined", "quarantine_reason", "last_released_at", "quota_day", "quota_takes",
+)
+
+# Run by a take once it holds the agent's and the profile's row locks (so both answers are current
+# and stay so until commit): how many live assignments the agent holds (queued requests included),
+# and the profile's holder if any (`holding_q`: held by an agent, or the pool's session waiting for
+# one; a request queued for the profile is not its holder) — one round trip instead of two ORM
+# queries.
+TAKE_CHECK_SQL = """
+SELECT (SELECT count(*) FROM assignments_assignment
+        WHERE agent_id = %s AND status IN ('pending', 'active', 'idle', 'releasing')),
+       h.assignment_id, h.status, ag.agent_id
+FROM (SELECT 1 AS one) AS one
+LEFT JOIN assignments_assignment h
+       ON h.profile_id = %s
+      AND (h.status IN ('active', 'idle', 'releasing') OR (h.status = 'pending' AND h.agent_id IS NULL))
+LEFT JOIN agents_agent ag ON ag.id = h.agent_id
+"""
+
+
+def _live_count_and_holder(*, agent: Agent, profile: Profile) -> tuple[int, dict | None]:
+    with connection.cursor() as cursor:
+        cursor.execute(TAKE_CHECK_SQL, [agent.pk, profile.pk])
+        live, holder_id, holder_status, holder_agent_id = cursor.fetchone()
+    if holder_id is None:
+        return live, None
+    return live, {
+        "holder_agent_id": holder_agent_id,
+        "holder_assignment_id": str(UUID(str(holder_id))),
+        "holder_status": holder_status,
+    }
 
 
 def assignment_create(
@@ -195,7 +236,7 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
     with recorded_transaction():
         # The agent row lock serialises this agent's takes, so its capacity count below holds.
         try:
-            agent = lock_one(Agent, related=("pool",), agent_id=agent_id)
+            agent = lock_one(Agent, related=("pool",), only=_TAKING_AGENT, agent_id=agent_id)
         except Agent.DoesNotExist:
             raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
         if not agent.may_take:
@@ -204,7 +245,7 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
                 details={"agent_id": agent_id, "status": agent.status},
             )
         # The profile row lock serialises every take of this profile, across all web instances.
-        profile = _lock_profile(profile_id)
+        profile = _lock_profile(profile_id, only=_TAKEN_PROFILE)
         # Read under the profile's row lock: a clock read before the lock wait would date this
         # assignment before the previous holder's release, and one profile's intervals would overlap.
         now = timezone.now()
@@ -215,13 +256,13 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
                 f"profile {profile_id!r} belongs to pool {profile.pool.name!r}, agent {agent_id!r} to {agent.pool.name!r}",
                 details={"profile_id": profile_id, "profile_pool": profile.pool.name, "agent_pool": agent.pool.name},
             )
-        holder = _live_holder(profile)
+        live, holder = _live_count_and_holder(agent=agent, profile=profile)
         if holder is not None:
-            raise _taken(profile_id, holder, agent.pool.name)
+            raise ProfileTaken(f"profile {profile_id!r} is already assigned", details={"profile_id": profile_id, **holder},
+                               pool_name=agent.pool.name)
         # Quarantine, the pool's cooldown and daily quota (assignments/guardrails.py).
         profile_check_takeable(profile, agent.pool, now)
-        # Queued requests count: they become held assignments without another capacity check.
-        live = Assignment.objects.filter(agent=agent, status__in=Assignment.LIVE_STATUSES).count()
+        # (`live` counts queued requests too: they become held assignments without another check.)
         if live >= agent.capacity:
             raise AgentAtCapacity(
                 f"agent {agent_id!r} already holds {live} of its {agent.capacity} assignments",
@@ -253,13 +294,64 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
     return assignment
 
 
+# What the writes on one assignment and their replies use: the assignment itself, and of its related
+# rows only their ids and the holder's status (the release's row lock read 60+ columns of 4 tables).
+_LOCKED_ASSIGNMENT = (
+    *(f.name for f in Assignment._meta.concrete_fields),
+    "profile__profile_id", "pool__name", "agent__agent_id", "agent__status",
+)
+_ASSIGNMENT_COLUMNS = Assignment._meta.concrete_fields
+# The same read as one named statement on PostgreSQL (every release runs it, and compiling the ORM's
+# version cost more than running it): locks the assignment row only (OF a), not its profile, pool or
+# agent. `ag.id` comes back so that a join made stale by the lock wait can be told (see lock_one).
+ASSIGNMENT_LOCK_SQL = f"""
+SELECT {", ".join("a." + f.column for f in _ASSIGNMENT_COLUMNS)},
+       p.profile_id, pl.name, ag.id, ag.agent_id, ag.status
+FROM assignments_assignment a
+JOIN assignments_profile p ON p.id = a.profile_id
+JOIN pools_agentpool pl ON pl.id = a.pool_id
+LEFT JOIN agents_agent ag ON ag.id = a.agent_id
+WHERE a.assignment_id = %s
+FOR UPDATE OF a
+"""
+
+
+def _lock_assignment_named(assignment_id: UUID) -> Assignment | None:
+    """The assignment, locked, with its profile, pool and agent (ids, name, status; the rest
+    deferred), by ASSIGNMENT_LOCK_SQL; None when the row is missing or the join came back stale, for
+    `lock_one` to sort out (the row lock, if any, is held by then)."""
+    with connection.cursor() as cursor:
+        cursor.execute(ASSIGNMENT_LOCK_SQL, [assignment_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    n = len(_ASSIGNMENT_COLUMNS)
+    values = list(row[:n])
+    profile_id, pool_name, agent_pk, agent_id, agent_status = row[n:]
+    for i, field in enumerate(_ASSIGNMENT_COLUMNS):
+        if field.get_internal_type() == "JSONField" and isinstance(values[i], str):
+            values[i] = json.loads(values[i])
+    assignment = Assignment.from_db(connection.alias, [f.attname for f in _ASSIGNMENT_COLUMNS], values)
+    if assignment.agent_id != agent_pk:
+        return None  # the agent join is from before the lock wait: read again
+    assignment.profile = Profile.from_db(connection.alias, ["id", "profile_id"], [assignment.profile_id, profile_id])
+    assignment.pool = AgentPool.from_db(connection.alias, ["id", "name"], [assignment.pool_id, pool_name])
+    if agent_pk is not None:
+        assignment.agent = Agent.from_db(connection.alias, ["id", "agent_id", "status"], [agent_pk, agent_id, agent_status])
+    return assignment
+
+
 def _lock_assignment(assignment_id) -> Assignment:
     try:
         assignment_id = UUID(str(assignment_id))
     except ValueError:
         raise NotFound(f"assignment {assignment_id!r} does not exist", details={"assignment_id": str(assignment_id)}) from None
+    if connection.vendor == "postgresql":
+        assignment = _lock_assignment_named(assignment_id)
+        if assignment is not None:
+            return assignment
     try:
-        return lock_one(Assignment, related=("profile", "pool", "agent"), assignment_id=assignment_id)
+        return lock_one(Assignment, related=("profile", "pool", "agent"), only=_LOCKED_ASSIGNMENT, assignment_id=assignment_id)
     except Assignment.DoesNotExist:
         raise NotFound(
             f"assignment {assignment_id} does not exist", details={"assignment_id": str(assignment_id)}

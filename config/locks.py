@@ -4,13 +4,14 @@
 Lock order, kept by every service so that concurrent calls cannot deadlock:
 a pool's move lock → agent rows (primary-key order) → task rows (queued ones SKIP LOCKED) →
 profile rows (primary-key order) → assignment rows → the wait-graph lock → alert rows → the
-event-order lock (taken last, by the commit tail of `assignments.events.recorded_transaction`).
+event-order lock (taken last, inside COMMIT; see `assignments.events.recorded_transaction`).
 """
 
 from django.db import connection
 
-# Held (transaction-scoped) while a transaction inserts its event rows, until it commits: events
-# therefore become visible to readers in `seq` order (invariant 4, see assignments/events.py).
+# Taken (transaction-scoped) inside COMMIT by the trigger that numbers a transaction's event rows
+# (migration assignments/0008), released by the end of the COMMIT: events therefore become visible
+# to readers in `seq` order (invariant 4, see assignments/events.py).
 EVENT_ORDER = 0x7E7E_0001
 # Held (transaction-scoped) by every request that starts waiting for a profile, while it reads the
 # wait-for graph and adds its edge (assignments/waits.py): two requests that would close a cycle
@@ -80,12 +81,21 @@ def _mismatched(obj, related) -> bool:
     return False
 
 
-def lock_one(model, *, related: tuple[str, ...] = (), **lookup):
+def lock_one(model, *, related: tuple[str, ...] = (), only: tuple[str, ...] = (), **lookup):
     """Lock the one row matching `lookup` until commit and return it with `related` loaded
-    (direct foreign keys only). Raises `model.DoesNotExist` when there is no such row."""
+    (direct foreign keys only). Raises `model.DoesNotExist` when there is no such row.
+
+    `only` narrows the columns read (as QuerySet.only, "relation__field" for related rows; the
+    foreign keys of `related` are always read): hot paths name what they use, and anything else is
+    read on first touch."""
     locking = model.objects.select_for_update(of=("self",))
+    columns = (*only, *related) if only else ()
+
+    def narrow(queryset):
+        return queryset.only(*columns) if columns else queryset
+
     try:
-        obj = locking.select_related(*related).get(**lookup)
+        obj = narrow(locking.select_related(*related)).get(**lookup)
     except model.DoesNotExist:
         if not related:
             raise
@@ -93,7 +103,7 @@ def lock_one(model, *, related: tuple[str, ...] = (), **lookup):
         pk = locking.filter(**lookup).values_list("pk", flat=True).first()
         if pk is None:
             raise
-        return model.objects.select_related(*related).get(pk=pk)
+        return narrow(model.objects.select_related(*related)).get(pk=pk)
     if related and _mismatched(obj, related):
-        return model.objects.select_related(*related).get(pk=obj.pk)
+        return narrow(model.objects.select_related(*related)).get(pk=obj.pk)
     return obj

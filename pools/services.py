@@ -210,9 +210,20 @@ def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
 
     Its assigned and running tasks go back to the queue first (attempt + 1, or failed on their last
     attempt; `pools.queue.tasks_requeue_for_agent`), giving back the profiles they held — so those
-    assignments are released, not moved; the dispatcher places the tasks again after commit."""
+    assignments are released, not moved; the dispatcher places the tasks again after commit.
+
+    The caller holds the agent's row lock (taken after its pool's move lock)."""
     moves = Moves()
     now = timezone.now()
+    # Nothing to move (a re-registration, a drain of an idle agent): no need to lock and load every
+    # agent of the pool, nor even to open a savepoint. The answer holds: every caller holds this
+    # agent's row lock (and its pool's move lock), and nothing gives an agent an assignment or a task
+    # without locking its row (the dispatcher skips locked agents).
+    if (
+        not Assignment.objects.filter(agent_id=agent.pk, status__in=Assignment.LIVE_STATUSES).exists()
+        and not Task.objects.filter(agent_id=agent.pk, status__in=Task.HELD_STATUSES).exists()
+    ):
+        return moves
     with recorded_transaction():
         pool_lock_moves(agent.pool_id)
         agents, counts = _lock_candidates(agent.pool_id, extra_pk=agent.pk)
@@ -345,7 +356,8 @@ def pools_rebalance_freed(payloads: list[dict]) -> None:
     if not pool_names:
         return
     waiting = set(
-        Assignment.objects.waiting().filter(pool__name__in=pool_names).values_list("pool__name", flat=True).distinct()
+        Assignment.objects.waiting().filter(pool__name__in=pool_names).order_by()  # no ordering column in the DISTINCT
+        .values_list("pool__name", flat=True).distinct()
     )
     for pool in AgentPool.objects.filter(name__in=sorted(waiting)).order_by("pk"):
         pool_rebalance(pool=pool, actor=Actor.system("rebalance"))

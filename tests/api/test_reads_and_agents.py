@@ -220,3 +220,31 @@ def test_rotating_the_enrollment_token_revokes_the_old_one(api, pool, enrollment
                         headers={"X-Enrollment-Token": new_token})
     assert accepted.status_code == 201
     assert api.get("/api/agents/before", token=first.json()["token"]).status_code == 200
+
+
+def test_the_written_out_agent_representation_matches_drfs_field_walk(make_agent):
+    """AgentSerializer writes its fields out by hand for speed: it must say exactly what DRF's own
+    field-by-field representation says, for a fresh agent and one with every field set."""
+    from rest_framework import serializers
+
+    from agents.api.serializers import AgentSerializer
+    from agents.models import Agent
+
+    make_agent("plain")
+    make_agent("full", capabilities=["chrome", "octo"], services=["s"], endpoints={"http": "x"}, tags=["eu"],
+               metadata={"k": [1, {"n": None}]}, version="1.2", region="eu-west", weight=2.5, priority=3,
+               load_metrics={"cpu": 12.5, "memory": 40}, task_capacity=3)
+    Agent.objects.filter(agent_id="plain").update(last_heartbeat=None)
+    for agent in Agent.objects.select_related("pool").filter(agent_id__in=["plain", "full"]):
+        assert AgentSerializer(agent).data == serializers.Serializer.to_representation(AgentSerializer(), agent)
+
+
+def test_discover_applies_every_filter_in_the_database_before_the_limit(api, make_agent, operator_token):
+    """Capabilities (all of) are filtered before the limit, so a small limit still finds matches
+    that sort after many non-matching agents."""
+    for i in range(6):
+        make_agent(f"plain-{i}", capabilities=["firefox"])
+    make_agent("zz-match", capabilities=["chrome", "octo", "firefox"])
+    make_agent("zz-half", capabilities=["chrome"])
+    body = api.post("/api/agents/discover", {"capabilities": ["octo", "chrome"], "limit": 1}, token=operator_token).json()
+    assert [a["agent_id"] for a in body["results"]] == ["zz-match"]

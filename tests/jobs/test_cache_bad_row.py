@@ -17,15 +17,19 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 def unstorable(monkeypatch):
     """Snapshots of prof-0's assignment hold a value no cache can serialise (as deeply nested
     metadata once did: RecursionError while pickling)."""
-    real = live_cache.snapshot
+    def unstorable_for_prof_0(real):
+        def make(source):
+            item = real(source)
+            if item["profile_id"] == "prof-0":
+                item["metadata"] = {"unpicklable": lambda: None}
+            return item
 
-    def snapshot(assignment):
-        item = real(assignment)
-        if item["profile_id"] == "prof-0":
-            item["metadata"] = {"unpicklable": lambda: None}
-        return item
+        return make
 
-    monkeypatch.setattr(live_cache, "snapshot", snapshot)
+    # Both ways a snapshot is made: from a model (reconcile, SQLite) and from the after-commit
+    # refresh's named statement (PostgreSQL).
+    monkeypatch.setattr(live_cache, "snapshot", unstorable_for_prof_0(live_cache.snapshot))
+    monkeypatch.setattr(live_cache, "snapshot_from_row", unstorable_for_prof_0(live_cache.snapshot_from_row))
 
 
 def test_a_refresh_that_cannot_store_an_entry_drops_it_instead_of_keeping_the_old_one(fleet, unstorable):
