@@ -185,6 +185,8 @@ class HeartbeatResult:
     revoked: list[UUID] = field(default_factory=list)
     assigned: list[UUID] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)  # its assigned and running tasks
+    # Profiles whose browser the agent says is running but which it does not hold: stop them.
+    stop_profiles: list[str] = field(default_factory=list)
 
 
 # What a heartbeat reads of the agent it locks (the most frequent request of all); the rest of the
@@ -221,7 +223,12 @@ def _heartbeat_row(agent_id: str, *, now, metrics: dict) -> tuple[Agent, object]
 
 
 def agent_heartbeat(
-    *, agent_id: str, actor: Actor, load_metrics: dict | None = None, reported: list[UUID] | None = None
+    *,
+    agent_id: str,
+    actor: Actor,
+    load_metrics: dict | None = None,
+    reported: list[UUID] | None = None,
+    running_profiles: list[str] | None = None,
 ) -> HeartbeatResult:
     """Record that the agent is alive: new load metrics and health score; a stale agent becomes
     active again (`agent.status_changed`). Plain heartbeats emit no event.
@@ -235,8 +242,15 @@ def agent_heartbeat(
     - an active or idle one it held at its previous heartbeat and no longer reports is lost: an
       `assignment_lost` alert is raised (`alert.raised`), once per loss.
     `tasks` lists its assigned and running tasks (highest priority first), whatever it reports.
+
+    When the agent reports the profiles whose browser runs on it (`running_profiles`, what its
+    launcher says), `stop_profiles` lists those it does not hold — active or idle, by its own
+    live assignment — so that a browser Tether did not give it (or has taken back) is stopped
+    where it runs, not only in Tether's books.
     """
     metrics = clean_load_metrics(load_metrics) if load_metrics is not None else None
+    if running_profiles is not None:
+        running_profiles = [clean_identifier("running_profiles", p) for p in running_profiles]
     require_self_or_operator(actor, agent_id, "heartbeat")
     now = timezone.now()
     revived = False
@@ -298,7 +312,22 @@ def agent_heartbeat(
             # to drop that now and pick it up on the next heartbeat would stop and start a browser.
             _reply_after_rebalance(result, reported, moves)
     result.tasks = agent_open_tasks(agent)
+    if running_profiles:
+        result.stop_profiles = _unheld(agent, running_profiles, keep=result.assigned)
     return result
+
+
+def _unheld(agent: Agent, running: list[str], *, keep: list[UUID]) -> list[str]:
+    """The running profiles this agent does not hold (active or idle) — read after the heartbeat's
+    own changes, so what it was just given back (`assigned`) is not stopped."""
+    held = set(
+        Assignment.objects.filter(
+            agent=agent, profile__profile_id__in=running,
+            status__in=(Assignment.Status.ACTIVE, Assignment.Status.IDLE),
+        ).values_list("profile__profile_id", flat=True)
+    )
+    held |= set(Assignment.objects.filter(assignment_id__in=keep).values_list("profile__profile_id", flat=True))
+    return sorted(set(running) - held)
 
 
 def _reply_after_rebalance(result: HeartbeatResult, reported: list[UUID], moves) -> None:

@@ -114,6 +114,13 @@ class HeartbeatSerializer(StrictInputSerializer):
         required=False,
         help_text="the assignment ids the agent holds; omit to renew nothing and learn nothing",
     )
+    running_profiles = serializers.ListField(
+        child=serializers.CharField(max_length=128),
+        max_length=1000,
+        required=False,
+        help_text="the profiles whose browser runs on this agent now (what its launcher says); the "
+        "reply's stop_profiles names those it does not hold",
+    )
 
 
 class HeartbeatReplySerializer(serializers.Serializer):
@@ -122,6 +129,10 @@ class HeartbeatReplySerializer(serializers.Serializer):
     revoked = serializers.ListField(child=serializers.UUIDField(), help_text="drop these now")
     assigned = serializers.ListField(child=serializers.UUIDField(), help_text="given to you: pick these up")
     tasks = TaskSerializer(many=True, help_text="your assigned and running tasks, highest priority first")
+    stop_profiles = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="of the running_profiles you reported, those you do not hold: stop their browsers now",
+    )
 
 
 class AgentStatusSerializer(StrictInputSerializer):

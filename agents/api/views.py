@@ -144,6 +144,7 @@ class AgentHeartbeatView(APIView):
             actor=request_actor(request),
             load_metrics=data.validated_data.get("load_metrics"),
             reported=data.validated_data.get("assignments"),
+            running_profiles=data.validated_data.get("running_profiles"),
         )
         return Response(
             {
@@ -152,6 +153,7 @@ class AgentHeartbeatView(APIView):
                 "revoked": [str(a) for a in result.revoked],
                 "assigned": [str(a) for a in result.assigned],
                 "tasks": TaskSerializer(result.tasks, many=True).data,
+                "stop_profiles": result.stop_profiles,
             }
         )
 

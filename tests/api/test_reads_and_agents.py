@@ -248,3 +248,21 @@ def test_discover_applies_every_filter_in_the_database_before_the_limit(api, mak
     make_agent("zz-half", capabilities=["chrome"])
     body = api.post("/api/agents/discover", {"capabilities": ["octo", "chrome"], "limit": 1}, token=operator_token).json()
     assert [a["agent_id"] for a in body["results"]] == ["zz-match"]
+
+
+def test_heartbeat_names_the_running_browsers_the_agent_does_not_hold(api, make_agent, make_profile):
+    """`running_profiles` is what the agent's launcher says runs; `stop_profiles` is the part of it
+    the agent does not hold (active or idle), so its browser must stop."""
+    _, t1 = make_agent("a1")
+    _, t2 = make_agent("a2")
+    for p in ("p1", "p2", "p3"):
+        make_profile(p)
+    mine = api.post("/api/assignments", {"profile_id": "p1", "agent_id": "a1"}, token=t1).json()
+    api.post("/api/assignments", {"profile_id": "p2", "agent_id": "a2"}, token=t2)
+    reply = api.post("/api/agents/a1/heartbeat", {"assignments": [mine["assignment_id"]],
+                                                  "running_profiles": ["p1", "p2", "p3"]}, token=t1)
+    assert reply.status_code == 200, reply.content
+    assert reply.json()["stop_profiles"] == ["p2", "p3"]  # another's, and nobody's
+    assert api.post("/api/agents/a1/heartbeat", {}, token=t1).json()["stop_profiles"] == []
+    assert_error(api.post("/api/agents/a1/heartbeat", {"running_profiles": ["bad id!"]}, token=t1), 400, "validation_error")
+    assert_error(api.post("/api/agents/a1/heartbeat", {"running_profiles": "p1"}, token=t1), 400, "validation_error")
