@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels (routes in dashboard/routing.py).
 
-WebSockets pass an Origin check (cross-site browser pages are refused, programs without Origin pass)
+WebSockets pass a guard that turns any failure into a close the client reconnects after
+(dashboard/routing.py), an Origin check (cross-site browser pages are refused, programs without Origin pass)
 and are authenticated by the session cookie or an API token (dashboard/auth.py).
 """
 
@@ -17,10 +18,10 @@ from django.conf import settings  # noqa: E402
 
 from config.embedded_jobs import with_embedded_jobs  # noqa: E402
 from dashboard.auth import AllowedHostsOriginValidator, TokenAuthMiddleware  # noqa: E402
-from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from dashboard.routing import close_on_error, websocket_urlpatterns  # noqa: E402
 
-websocket_application = AllowedHostsOriginValidator(
-    AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+websocket_application = close_on_error(
+    AllowedHostsOriginValidator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))))
 )
 
 application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})

@@ -61,6 +61,11 @@ from config.settings import DATABASES  # noqa: E402
 
 TEST_ON_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 TEST_ON_REDIS = bool(os.environ.get("REDIS_URL"))
+if "TETHER_DB_POOL" not in os.environ and DATABASES["default"].get("OPTIONS", {}).pop("pool", None) is not None:
+    # The suite's own process opens a plain connection per thread, as before: its race tests run
+    # more threads than a production pool holds, and pytest-django renames the database after
+    # settings load. Servers the tests start as subprocesses set TETHER_DB_POOL=1, as production.
+    DATABASES["default"]["CONN_MAX_AGE"] = 60
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
