@@ -40,13 +40,18 @@ run: demo
 	@$(PY) manage.py ensure_operator
 	$(PY) -m config.launcher --host $(HOST) --port $(PORT) $(if $(filter 0,$(SIMULATOR)),--no-simulator) --simulator-args "$(SIMULATOR_ARGS)"
 
-# Production-style serving: uvicorn (HTTP and WebSockets), psycopg's connection pool, one worker
-# per CPU by default (Django runs sync views on one thread per worker, so workers give parallelism).
+# Production serving (README, "Running on PostgreSQL and Redis"): uvicorn, HTTP and WebSockets on
+# one port, SERVE_WORKERS processes (one per CPU by default). Each process has psycopg's connection
+# pool (on by default with PostgreSQL), and together they hold at most SERVE_DB_CONNECTIONS
+# PostgreSQL connections: each worker's pool gets an equal share (at least 2). The Celery worker and
+# beat are started beside it (README).
 SERVE_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+SERVE_DB_CONNECTIONS ?= 32
+SERVE_POOL_SIZE = $(shell n=$$(( $(SERVE_DB_CONNECTIONS) / $(SERVE_WORKERS) )); [ $$n -ge 2 ] && echo $$n || echo 2)
 serve: migrate
 	@$(PY) manage.py collectstatic --no-input -v0
-	TETHER_DB_POOL=$${TETHER_DB_POOL:-1} $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
-		--workers $(SERVE_WORKERS) --loop uvloop --http httptools --no-access-log
+	TETHER_DB_POOL=1 TETHER_DB_POOL_MAX_SIZE=$(SERVE_POOL_SIZE) $(VENV)/bin/uvicorn config.asgi:application \
+		--host $(HOST) --port $(PORT) --workers $(SERVE_WORKERS) --loop uvloop --http httptools --no-access-log
 
 # PYTEST_ARGS="-k fencing" narrows a run; CI passes --create-db (a fresh test database every time).
 test: install
