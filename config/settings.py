@@ -20,6 +20,7 @@ from config.env import (
     env_str,
     parse_database_url,
 )
+from config.redis_guard import GuardedConnection
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("TETHER_VAR_DIR", str(BASE_DIR / "var")))
@@ -158,6 +159,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache, channel layer, Celery ----------------------------------------------------------------
 TETHER_KEY_PREFIX = env_str("TETHER_KEY_PREFIX", "tether")
+# After a Redis command of this process timed out, the cache and the throttle skip Redis this long.
+TETHER_REDIS_BACKOFF_SECONDS = env_float("TETHER_REDIS_BACKOFF_SECONDS", 1.0, minimum=0.0)
 
 if REDIS_URL:
     CACHES = {
@@ -174,6 +177,8 @@ if REDIS_URL:
                 "SOCKET_TIMEOUT": env_float("TETHER_REDIS_TIMEOUT", 0.25, minimum=0.01),
                 # The database is the truth: a Redis outage must degrade the cache, not the API.
                 "IGNORE_EXCEPTIONS": True,
+                # After a timeout, skip Redis for TETHER_REDIS_BACKOFF_SECONDS (config/redis_guard.py).
+                "CONNECTION_POOL_KWARGS": {"connection_class": GuardedConnection},
             },
         }
     }

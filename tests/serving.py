@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+import redis
+
 from tests.net import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +141,9 @@ class OwnRedis:
         """Stop and start again on the same port: everything it held (groups included) is gone."""
         self.stop()
         self.start()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
 
     def hang(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)
