@@ -89,6 +89,16 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# How the ASGI application (config/asgi.py) serves HTTP: "wsgi" — Django's WSGI handler on a fixed
+# pool of TETHER_HTTP_THREADS threads per process (the faster, and the default with Redis); "asgi"
+# — Django's ASGI handler, a thread per request (the default, and required, with the in-memory
+# channel layer of embedded mode: see config/asgi.py). Requests beyond the threads wait in line.
+TETHER_HTTP_HANDLER = env_str("TETHER_HTTP_HANDLER", "wsgi" if REDIS_URL else "asgi")
+if TETHER_HTTP_HANDLER not in ("wsgi", "asgi"):
+    raise ImproperlyConfigured(f"TETHER_HTTP_HANDLER={TETHER_HTTP_HANDLER!r} is not 'wsgi' or 'asgi'")
+if TETHER_HTTP_HANDLER == "wsgi" and not REDIS_URL:
+    raise ImproperlyConfigured("TETHER_HTTP_HANDLER=wsgi needs REDIS_URL (the in-memory channel layer needs 'asgi')")
+TETHER_HTTP_THREADS = env_int("TETHER_HTTP_THREADS", 16, minimum=1, maximum=1000)
 ASGI_APPLICATION = "config.asgi.application"
 WSGI_APPLICATION = "config.wsgi.application"
 
