@@ -6,11 +6,13 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_WORKERS ?= 1
 
-.PHONY: help install run serve test bench bench-events migrate demo clean
+.PHONY: help install run serve test chaos bench bench-events migrate demo clean
 
 help:
 	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT) with its jobs and a simulated fleet"
+	@echo "make serve  — production: uvicorn on http://$(HOST):$(PORT), SERVE_WORKERS processes, SERVE_DB_CONNECTIONS database connections in all"
 	@echo "make test   — run the test suite (PostgreSQL and Redis when reachable, else SQLite)"
+	@echo "make chaos  — the fault scenarios against real servers: 64 agents, stream failures, Redis restarted and hung"
 	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
 	@echo "make bench-dashboard — render time of each dashboard page with 10k live assignments, 1M events"
 
@@ -52,6 +54,13 @@ serve: migrate
 	@$(PY) manage.py collectstatic --no-input -v0
 	TETHER_DB_POOL=1 TETHER_DB_POOL_MAX_SIZE=$(SERVE_POOL_SIZE) $(VENV)/bin/uvicorn config.asgi:application \
 		--host $(HOST) --port $(PORT) --workers $(SERVE_WORKERS) --loop uvloop --http httptools --no-access-log
+
+# The fault scenarios of issue 10 against real servers (make serve, daphne) as subprocesses: 64
+# agents through make serve, every stream failure under uvicorn and daphne, Redis restarted and hung
+# (a redis-server of its own). Bounded (a few minutes), loopback only; needs PostgreSQL and Redis.
+CHAOS_TESTS = tests/test_serve.py tests/dashboard/test_stream_faults.py tests/dashboard/test_redis_faults.py
+chaos: install
+	$(PY) -m pytest $(CHAOS_TESTS) $(PYTEST_ARGS)
 
 # PYTEST_ARGS="-k fencing" narrows a run; CI passes --create-db (a fresh test database every time).
 test: install
