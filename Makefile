@@ -16,11 +16,13 @@ help:
 	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
 	@echo "make bench-dashboard — render time of each dashboard page with 10k live assignments, 1M events"
 
-$(VENV)/.installed: requirements.txt
+# The agent SDK and the `tether` command (client/) install editable beside the server: its tests
+# run in the suite, and simulate_agents is written on it.
+$(VENV)/.installed: requirements.txt client/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null  # a venv made by `uv venv` has no pip
 	@$(PY) -m pip install -q --disable-pip-version-check uv
-	@$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt
+	@$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt -e ./client
 	@touch $@
 
 install: $(VENV)/.installed

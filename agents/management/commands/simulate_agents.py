@@ -1,4 +1,5 @@
-"""A simulated fleet that uses Tether the way real agents do: through the public HTTP API.
+"""A simulated fleet that uses Tether the way real agents do: through the agent SDK
+(`tether_client`, client/), over the public HTTP API.
 
 It sets the stage as an operator would (pools with short timeouts and their profiles, made through
 the services if missing; each pool's enrollment token is rotated to learn it), then a dozen agents
@@ -8,21 +9,22 @@ crashes — stops heartbeating — so the staleness job fails its work over whil
 later it comes back and learns, in its next heartbeat reply, what it no longer holds.
 
 Expected refusals (409 conflict, at capacity, stale token; 404 for what ended meanwhile) are part
-of the game. Anything else — a 5xx, an unexpected 4xx, a connection error — is an error: it is
-logged, and the command exits non-zero (with --duration) if there was any.
+of the game. Anything else — a 5xx, an unexpected 4xx, a connection error (after the SDK's retries of
+what is safe to retry) — is an error: it is logged, and the command exits non-zero (with --duration)
+if there was any. The simulator drives each agent's heartbeats itself (`Agent.heartbeat()`, no
+background thread), so a crash is simply an agent it stops driving.
 """
 
-import http.client
-import json
+import logging
 import random
 import signal
 import time
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
 from django.core.management.base import BaseCommand, CommandError
+from tether_client import Agent, ApiError, Conflict, Lease, TetherError
 
-from agents.models import Agent
+from agents.models import Agent as AgentRow
 from assignments.models import Profile
 from assignments.services import profile_create
 from config.actors import Actor
@@ -42,46 +44,18 @@ class SimAgent:
     agent_id: str
     pool: str
     capacity: int
-    token: str = ""
-    held: dict = field(default_factory=dict)  # assignment_id → profile_id
+    sdk: Agent | None = None
     next_heartbeat: float = 0.0
     crashed_until: float = 0.0
 
     @property
+    def held(self) -> dict:
+        """What the SDK holds now (its heartbeats add what failover gave it and drop what was revoked)."""
+        return {lease.assignment_id: lease for lease in self.sdk.held} if self.sdk else {}
+
+    @property
     def crashed(self) -> bool:
         return self.crashed_until > 0
-
-
-class Api:
-    """A tiny JSON client on one kept-alive connection (reopened when the server drops it)."""
-
-    def __init__(self, url: str, timeout: float):
-        parts = urlsplit(url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.timeout = timeout
-        self.conn = None
-
-    def call(self, method: str, path: str, body=None, token: str = "", headers=None) -> tuple[int, dict]:
-        payload = json.dumps(body).encode() if body is not None else None
-        hdrs = {"Accept": "application/json", **(headers or {})}
-        if payload is not None:
-            hdrs["Content-Type"] = "application/json"
-        if token:
-            hdrs["Authorization"] = f"Token {token}"
-        for attempt in (1, 2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            try:
-                self.conn.request(method, path, body=payload, headers=hdrs)
-                response = self.conn.getresponse()
-                raw = response.read()
-                return response.status, (json.loads(raw) if raw else {})
-            except (http.client.HTTPException, ConnectionError, OSError):
-                self.conn.close()
-                self.conn = None
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
 
 
 class Command(BaseCommand):
@@ -105,7 +79,9 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         self.rng = random.Random(opts["seed"])
         self.opts = opts
-        self.api = Api(opts["url"], timeout=15)
+        # The SDK's own lines (a revoked assignment, each HTTP request) would drown the simulator's.
+        logging.getLogger("tether_client").setLevel(logging.CRITICAL)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self.errors = 0
         self.stats = {"takes": 0, "conflicts": 0, "releases": 0, "idles": 0, "crashes": 0, "revoked": 0, "picked_up": 0}
         tokens, profiles = self._set_stage()
@@ -161,15 +137,15 @@ class Command(BaseCommand):
         for i in range(self.opts["agents"]):
             pool = pools[i % len(pools)]
             agent = SimAgent(agent_id=f"{pool}-agent-{i // len(pools) + 1:02d}", pool=pool, capacity=self.rng.choice([2, 3]))
-            status, body = self.api.call(
-                "POST", "/api/agents/register",
-                {"agent_id": agent.agent_id, "pool": pool, "capacity": agent.capacity, "agent_type": "worker",
-                 "capabilities": ["browser", "octo"], "version": "sim-1.0", "load_metrics": self._metrics()},
-                headers={"X-Enrollment-Token": tokens[pool]},
-            )
-            if status != 201:
-                raise CommandError(f"could not register {agent.agent_id}: {status} {body}")
-            agent.token = body["token"]
+            try:
+                agent.sdk = Agent.register(
+                    self.opts["url"], enrollment_token=tokens[pool], agent_id=agent.agent_id, pool=pool,
+                    capacity=agent.capacity, agent_type="worker", capabilities=["browser", "octo"],
+                    version="sim-1.0", load_metrics=self._metrics(),
+                    agent_options=self._agent_options(agent),
+                )
+            except TetherError as exc:
+                raise CommandError(f"could not register {agent.agent_id}: {exc}") from None
             # It may hold assignments from an earlier run: learn them at the first heartbeat.
             agent.next_heartbeat = 0
             agents.append(agent)
@@ -180,12 +156,11 @@ class Command(BaseCommand):
         not all go stale the moment the system starts: as an operator would, learn each pool's
         enrollment token by rotating it, then register its agents again through the API — a new
         incarnation, so what they held fails over and comes back through heartbeats."""
-
         operator = Actor.system("simulator")
         adopted = []
         others = AgentPool.objects.exclude(name__startswith=f"{self.opts['prefix']}-").order_by("name")
         for pool in others:
-            agents = list(Agent.objects.filter(pool=pool).exclude(status=Agent.Status.INACTIVE).order_by("agent_id"))
+            agents = list(AgentRow.objects.filter(pool=pool).exclude(status=AgentRow.Status.INACTIVE).order_by("agent_id"))
             if not agents:
                 continue
             _, token = pool_update(name=pool.name, actor=operator, rotate_enrollment_token=True)
@@ -194,34 +169,38 @@ class Command(BaseCommand):
             )
             for existing in agents:
                 agent = SimAgent(agent_id=existing.agent_id, pool=pool.name, capacity=existing.capacity)
-                status, body = self.api.call(
-                    "POST", "/api/agents/register",
-                    {"agent_id": agent.agent_id, "pool": pool.name, "load_metrics": self._metrics()},
-                    headers={"X-Enrollment-Token": token},
-                )
-                if status != 201:
-                    raise CommandError(f"could not adopt {agent.agent_id}: {status} {body}")
-                agent.token = body["token"]
+                try:
+                    agent.sdk = Agent.register(
+                        self.opts["url"], enrollment_token=token, agent_id=agent.agent_id, pool=pool.name,
+                        load_metrics=self._metrics(), agent_options=self._agent_options(agent),
+                    )
+                except TetherError as exc:
+                    raise CommandError(f"could not adopt {agent.agent_id}: {exc}") from None
                 agent.next_heartbeat = 0
                 adopted.append(agent)
         if adopted:
             self.log(f"also driving {len(adopted)} agents of {', '.join(sorted({a.pool for a in adopted}))}")
         return adopted
 
+    def _agent_options(self, agent: SimAgent) -> dict:
+        return {
+            "timeout": 15.0,
+            "load_metrics": self._metrics,
+            "on_revoked": lambda lease: self._revoked(agent, lease),
+            "on_assigned": lambda lease: self._picked_up(agent, lease),
+        }
+
     def _metrics(self):
         return {"cpu": round(self.rng.uniform(10, 75), 1), "memory": round(self.rng.uniform(20, 70), 1),
                 "active_connections": self.rng.randint(0, 20)}
 
-    def _expect(self, what, status, body, ok=(200, 201), also_expected=()) -> bool:
-        """True when it worked; False for an expected refusal; an error (counted) for anything else."""
-        if status in ok:
-            return True
-        code = (body.get("error") or {}).get("code") if isinstance(body, dict) else None
-        if status in (404, 409) and code in EXPECTED_REFUSALS or code in also_expected:
-            return False
+    def _refused(self, what: str, exc: TetherError, also_expected=()) -> None:
+        """An expected refusal is part of the game; anything else is an error (counted, logged)."""
+        if isinstance(exc, ApiError) and (exc.status in (404, 409) and exc.code in EXPECTED_REFUSALS
+                                          or exc.code in also_expected):
+            return
         self.errors += 1
-        self.log(f"ERROR {what}: {status} {body}")
-        return False
+        self.log(f"ERROR {what}: {exc}")
 
     def _round(self):
         now = time.monotonic()
@@ -230,7 +209,7 @@ class Command(BaseCommand):
         for agent in self.agents:
             try:
                 self._act(agent, now)
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, TetherError) as exc:
                 self.errors += 1
                 self.log(f"ERROR {agent.agent_id}: {type(exc).__name__}: {exc}")
 
@@ -269,51 +248,57 @@ class Command(BaseCommand):
         self.log(f"{agent.agent_id} CRASHES (silent for {down:.0f} s; it holds {len(agent.held)})")
 
     def _heartbeat(self, agent: SimAgent):
-        status, body = self.api.call(
-            "POST", f"/api/agents/{agent.agent_id}/heartbeat",
-            {"load_metrics": self._metrics(), "assignments": list(agent.held)}, token=agent.token,
-        )
-        if not self._expect(f"heartbeat of {agent.agent_id}", status, body):
-            return
-        for assignment_id in body.get("revoked", []):
-            agent.held.pop(assignment_id, None)
-            self.stats["revoked"] += 1
-            self.log(f"{agent.agent_id} drops {assignment_id[:8]} (revoked in its heartbeat reply)")
-        for assignment_id in body.get("assigned", []):
-            if assignment_id not in agent.held:
-                agent.held[assignment_id] = "?"
-                self.stats["picked_up"] += 1
-                self.log(f"{agent.agent_id} picks up {assignment_id[:8]} (handed over by the pool)")
+        """One heartbeat through the SDK: it reports what the agent holds, drops what the reply
+        revokes and picks up what it assigns (`_revoked`, `_picked_up` count and tell)."""
+        try:
+            agent.sdk.heartbeat()
+        except TetherError as exc:
+            self._refused(f"heartbeat of {agent.agent_id}", exc)
+
+    def _revoked(self, agent: SimAgent, lease: Lease):
+        self.stats["revoked"] += 1
+        self.log(f"{agent.agent_id} drops {lease.assignment_id[:8]} (revoked in its heartbeat reply)")
+
+    def _picked_up(self, agent: SimAgent, lease: Lease):
+        self.stats["picked_up"] += 1
+        self.log(f"{agent.agent_id} picks up {lease.assignment_id[:8]} (handed over by the pool)")
 
     def _take(self, agent: SimAgent):
-        if len(agent.held) >= agent.capacity:
+        held = agent.held
+        if len(held) >= agent.capacity:
             return
-        mine = set(agent.held.values())
+        mine = {lease.profile_id for lease in held.values()}
         choices = [p for p in self.profiles[agent.pool] if p not in mine]
         if not choices:
             return
         profile_id = self.rng.choice(choices)
-        status, body = self.api.call(
-            "POST", "/api/assignments",
-            {"profile_id": profile_id, "agent_id": agent.agent_id, "workflow_id": f"wf-{self.rng.randint(1000, 9999)}"},
-            token=agent.token,
-        )
-        if self._expect(f"take of {profile_id} by {agent.agent_id}", status, body, ok=(201,)):
-            agent.held[body["assignment_id"]] = profile_id
-            self.stats["takes"] += 1
-        elif status == 409:
+        try:
+            agent.sdk.profile(profile_id, workflow_id=f"wf-{self.rng.randint(1000, 9999)}")
+        except Conflict:
             self.stats["conflicts"] += 1
+        except TetherError as exc:
+            if isinstance(exc, ApiError) and exc.status == 409:
+                self.stats["conflicts"] += 1
+            self._refused(f"take of {profile_id} by {agent.agent_id}", exc)
+        else:
+            self.stats["takes"] += 1
 
     def _release(self, agent: SimAgent):
-        assignment_id = self.rng.choice(list(agent.held))
-        status, body = self.api.call("DELETE", f"/api/assignments/{assignment_id}", token=agent.token)
-        agent.held.pop(assignment_id, None)
-        # Forbidden: it moved to another agent since this one last heard (a late heartbeat).
-        if self._expect(f"release of {assignment_id} by {agent.agent_id}", status, body, also_expected=("forbidden",)):
+        lease = self.rng.choice(list(agent.held.values()))
+        try:
+            # Fenced: if it moved to another agent since this one last heard (a late heartbeat), the
+            # SDK finds it is no longer ours and lets it go without touching the new holder's.
+            lease.release()
+        except TetherError as exc:
+            self._refused(f"release of {lease.assignment_id} by {agent.agent_id}", exc, also_expected=("forbidden",))
+        else:
             self.stats["releases"] += 1
 
     def _idle(self, agent: SimAgent):
-        assignment_id = self.rng.choice(list(agent.held))
-        status, body = self.api.call("PATCH", f"/api/assignments/{assignment_id}", {"status": "idle"}, token=agent.token)
-        if self._expect(f"idle of {assignment_id} by {agent.agent_id}", status, body, also_expected=("forbidden",)):
+        lease = self.rng.choice(list(agent.held.values()))
+        try:
+            lease.idle()
+        except TetherError as exc:
+            self._refused(f"idle of {lease.assignment_id} by {agent.agent_id}", exc, also_expected=("forbidden",))
+        else:
             self.stats["idles"] += 1

@@ -1,0 +1,3 @@
+from tether_client.cli import main
+
+raise SystemExit(main())
