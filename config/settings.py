@@ -98,7 +98,7 @@ if TETHER_HTTP_HANDLER not in ("wsgi", "asgi"):
     raise ImproperlyConfigured(f"TETHER_HTTP_HANDLER={TETHER_HTTP_HANDLER!r} is not 'wsgi' or 'asgi'")
 if TETHER_HTTP_HANDLER == "wsgi" and not REDIS_URL:
     raise ImproperlyConfigured("TETHER_HTTP_HANDLER=wsgi needs REDIS_URL (the in-memory channel layer needs 'asgi')")
-TETHER_HTTP_THREADS = env_int("TETHER_HTTP_THREADS", 16, minimum=1, maximum=1000)
+TETHER_HTTP_THREADS = env_int("TETHER_HTTP_THREADS", 32, minimum=1, maximum=1000)
 ASGI_APPLICATION = "config.asgi.application"
 WSGI_APPLICATION = "config.wsgi.application"
 

@@ -101,7 +101,7 @@ def test_production_mode_pools_its_database_connections_by_default(tmp_path):
     its bound) is the default, and HTTP is served by a fixed set of threads."""
     got = _settings_in_a_fresh_process(tmp_path, **PRODUCTION)
     assert got["pool"]["max_size"] == 8 and got["pool"]["min_size"] == 1 and got["conn_max_age"] == 0
-    assert (got["http"], got["threads"]) == ("wsgi", 16)
+    assert (got["http"], got["threads"]) == ("wsgi", 32)
     assert got["redis_timeout"] <= 0.25
     off = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_DB_POOL="0")
     assert off["pool"] is None and off["conn_max_age"] == 60
