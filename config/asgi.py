@@ -2,11 +2,12 @@
 
 HTTP (TETHER_HTTP_HANDLER): with Redis, Django's WSGI handler on a fixed pool of
 TETHER_HTTP_THREADS threads per process, bridged by a2wsgi. Django's ASGI handler runs every sync
-view through a new thread and several thread hops per request; measured here (one uvicorn worker,
-16 agents heartbeating and reading themselves, on a busy 2-CPU machine) it cost 4.8–5.5 ms of server
-CPU a request against 3.3 ms for the WSGI handler in threads, which also served 30–90% more
-requests a second — the same gain issue 15 measured for gunicorn beside an ASGI server, with one
-server and one port. A fixed pool of threads also bounds the database connections a process can
+view through a new thread and several thread hops per request. A rough measure (one worker, 16
+agents heartbeating and reading themselves, on the shared 2-CPU machine at load 5–10, so only the
+ratios mean anything): Django's ASGI handler under uvicorn 4.8–6.2 ms of server CPU a request,
+112–144 req/s; this (the WSGI handler in threads under uvicorn) 3.3–3.9 ms, 184–275 req/s;
+gunicorn alone (gthread, 16 threads) 3.3–3.6 ms, 207–231 req/s. So nearly all of what a separate
+WSGI server beside an ASGI server would gain (issue 15), with one server and one port. A fixed pool of threads also bounds the database connections a process can
 hold, pool or not. In embedded mode (the in-memory channel layer) HTTP stays on Django's ASGI handler: a
 request's events must be published on the server's own event loop, where the in-memory layer's
 subscribers wait, and only the ASGI handler's threads lead back to it.
