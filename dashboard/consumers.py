@@ -28,8 +28,8 @@ Close codes: 4400 bad query, 4401 no or invalid credential, 4403 not allowed, 44
 killed mid-replay, say): reconnect with the `since` of the error message, which is where the stream
 stopped. Every close code is one both daphne and uvicorn send (daphne's WebSocket library refuses
 1011 and the socket then stayed open and silent, so the client never reconnected). A refused socket
-is accepted first: a close code only reaches a client over an accepted socket. An accepted subscriber without `since` gets every event committed after
-its handshake completed.
+is accepted first: a close code only reaches a client over an accepted socket. An accepted
+subscriber without `since` gets every event committed after its handshake completed.
 """
 
 import asyncio
@@ -129,6 +129,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
     closing = False
 
     horizon = 0
+    horizon_known = False  # whether `horizon` says where this client's stream stands yet
     accepted = False
 
     async def accept(self, subprotocol=None, headers=None):
@@ -155,7 +156,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         if not self.accepted:  # failed in connect(): a close code reaches only an accepted socket
             with contextlib.suppress(Exception):
                 await self.accept()
-        message = {"type": "error", "since": self.horizon,
+        # Where to resume: the client's own `since` if the stream failed before it began; none
+        # (reconnect from now) if it asked for nothing and nothing was read for it yet.
+        message = {"type": "error", "since": self.horizon if self.horizon_known else None,
                    "error": {"code": "server_error", "message": "the stream failed; reconnect with since"}}
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.send(text_data=json.dumps(message)), timeout=1.0)
@@ -182,12 +185,13 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                 )
             query.pool = own_pool
         self.query = query
+        if query.since is not None:
+            self.horizon, self.horizon_known = query.since, True
         self.filters = query.filters()
         self.buffer: deque[dict] = deque()
         self.buffer_limit = settings.TETHER_EVENTS_CLIENT_BUFFER
         self.wakeup = asyncio.Event()
         self.replaying = True
-        self.horizon = 0
         # Join the group before reading the log: see the module docstring.
         self.hub = event_hub()
         await self.hub.subscribe(self._on_events)
@@ -196,6 +200,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             # "From now": fixed before the handshake completes, so a change the client makes once
             # connected is always streamed to it.
             self.horizon = await db_read(log_end)()
+            self.horizon_known = True
         await self.accept()
         self.pump = asyncio.create_task(self._run(query.since))
 
