@@ -9,19 +9,16 @@ was swallowed and the client kept an open, silent socket (7,300 events missed in
 
 import asyncio
 import json
-import secrets
 import threading
 
 import pytest
 import websockets
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.db import OperationalError, connection, connections
+from django.db import connection, connections
 
 from config.actors import Actor
-from dashboard import consumers
-from tests.dashboard.events_support import amake_profiles, closed_with, last_seq, session_cookie_for, ws_connect
+from tests.dashboard.events_support import amake_profiles, last_seq
 from tests.factories import AgentFactory, PoolFactory
 from tests.serving import APPLICATION_NAME, daphne, make_serve, server_env, wait_until
 
@@ -166,32 +163,3 @@ async def test_server_still_streams_after_the_faults(server, agent_token):
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))["seq"] == seq
     assert await database_sync_to_async(last_seq)() == seq
 
-
-# --- where a failed stream tells its client to resume (in process, failures injected) ----------
-
-
-@pytest.fixture
-async def viewer_headers(transactional_db):
-    name = f"resume-watcher-{secrets.token_hex(4)}"
-    user = await database_sync_to_async(get_user_model().objects.create_user)(username=name, password=None)
-    return await database_sync_to_async(session_cookie_for)(user)
-
-
-def _broken(*args, **kwargs):
-    raise OperationalError("the database went away")
-
-
-@pytest.mark.parametrize("query,since", [("", None), ("?since=7", 7)])
-async def test_a_stream_that_fails_before_it_began_resumes_where_the_client_asked(monkeypatch, viewer_headers,
-                                                                                 query, since):
-    """Failed before anything was read for it: `since` is the client's own (or none: from now), never 0,
-    which would replay the whole log to a client that asked for the events from now on."""
-    monkeypatch.setattr(consumers, "log_end", _broken)
-    monkeypatch.setattr(consumers, "_read_page", _broken)
-    communicator = await ws_connect("/assignments/events" + query, headers=viewer_headers)
-    try:
-        code, messages = await closed_with(communicator)
-    finally:
-        await communicator.disconnect()
-    assert code == consumers.CLOSE_SERVER_ERROR
-    assert messages[-1]["type"] == "error" and messages[-1]["since"] == since
