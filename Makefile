@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_WORKERS ?= 1
 
-.PHONY: help install run serve test chaos bench bench-events migrate demo clean
+.PHONY: help install run serve test chaos bench bench-soak bench-events bench-tasks migrate demo clean
 
 help:
 	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT) with its jobs and a simulated fleet"
@@ -14,7 +14,9 @@ help:
 	@echo "make test   — run the test suite (PostgreSQL and Redis when reachable, else SQLite)"
 	@echo "make chaos  — the fault scenarios against real servers: 64 agents, stream failures, Redis restarted and hung"
 	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
+	@echo "make bench-soak — make bench, then 5 minutes checking the event log's order under load"
 	@echo "make bench-dashboard — render time of each dashboard page with 10k live assignments, 1M events"
+	@echo "make bench-tasks — 2,000 tasks batch-submitted, claimed and completed by 16 agents over HTTP; the dispatcher alone"
 
 # The agent SDK and the `tether` command (client/) install editable beside the server: its tests
 # run in the suite, and simulate_agents is written on it.
@@ -78,6 +80,18 @@ BENCH_PORT ?= 8101
 BENCH_WORKERS ?= 2
 bench: install
 	BENCH_PORT=$(BENCH_PORT) BENCH_WORKERS=$(BENCH_WORKERS) $(PY) tests/bench/api_bench.py
+
+# The same, then a soak of BENCH_SOAK_SECONDS (default 300): 32 agents take and release at full speed
+# while a reader checks the event log stays gap-free and in order (invariant 4).
+BENCH_SOAK_SECONDS ?= 300
+bench-soak: install
+	BENCH_PORT=$(BENCH_PORT) BENCH_WORKERS=$(BENCH_WORKERS) BENCH_SOAK_SECONDS=$(BENCH_SOAK_SECONDS) $(PY) tests/bench/api_bench.py
+
+# Tasks end to end over HTTP (uvicorn on 127.0.0.1:$(BENCH_TASKS_PORT), database <name>_taskbench) and
+# the dispatcher alone. BENCH_TASKS, BENCH_AGENTS, BENCH_TASK_CAPACITY size it.
+BENCH_TASKS_PORT ?= 8102
+bench-tasks: install
+	BENCH_PORT=$(BENCH_TASKS_PORT) BENCH_WORKERS=$(BENCH_WORKERS) $(PY) tests/bench/bench_tasks.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

@@ -6,7 +6,7 @@ from config.actors import Actor
 from config.admin import ServiceCheckedAdmin, apply_to_each
 
 _EDITABLE = ("agent_type", "capabilities", "services", "endpoints", "tags", "metadata", "version", "region",
-             "capacity", "weight", "priority")
+             "capacity", "task_capacity", "weight", "priority")
 
 
 @admin.register(Agent)

@@ -1,13 +1,14 @@
 import django_filters
 
 from agents.models import Agent
+from config.api.filters import StrictFilterSet
 
 
 class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
     """`?status=active,busy`"""
 
 
-class AgentFilter(django_filters.FilterSet):
+class AgentFilter(StrictFilterSet):
     pool = django_filters.CharFilter(field_name="pool__name")
     status = ChoiceInFilter(choices=Agent.Status.choices)
     agent_type = django_filters.ChoiceFilter(choices=Agent.AgentType.choices)

@@ -33,6 +33,10 @@ class Agent(models.Model):
     version = models.CharField(max_length=64, blank=True)
     region = models.CharField(max_length=64, blank=True)
     capacity = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(10_000)])
+    # Tasks it may hold at once (assigned or running); null: its pool's `task_capacity`.
+    task_capacity = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(10_000)]
+    )
     weight = models.FloatField(default=1.0, validators=[MinValueValidator(0.0), MaxValueValidator(1_000.0)])
     priority = models.IntegerField(default=0, validators=[MinValueValidator(-1_000), MaxValueValidator(1_000)])
     load_metrics = models.JSONField(default=dict, blank=True)
@@ -49,6 +53,9 @@ class Agent(models.Model):
         indexes = [
             models.Index(fields=["pool", "status"], name="agents_agent_pool_status_idx"),
             models.Index(fields=["status", "last_heartbeat"], name="agents_agent_status_hb_idx"),
+            # Discovery: a pool's agents, healthiest first, without sorting the pool (agents/selectors.py).
+            # On PostgreSQL a GIN index on `capabilities` serves the all-of filter (migration 0003).
+            models.Index(fields=["pool", "-health_score", "agent_id"], name="agents_agent_discover_idx"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -38,12 +38,16 @@ def agent_discover(
         qs = qs.filter(health_score__gte=min_health_score)
     qs = qs.order_by("-health_score", "agent_id")
     if capabilities and connection.vendor == "postgresql":
-        # jsonb containment (@>): every wanted capability is in the agent's list.
-        return list(qs.filter(capabilities__contains=list(capabilities))[:limit])
-    if capabilities:
-        # SQLite (embedded mode) has no JSON containment: filter in Python.
-        wanted = set(capabilities)
-        return [a for a in qs if wanted <= set(a.capabilities or [])][:limit]
+        # jsonb containment (@>), served by the GIN index: every wanted capability is in the list.
+        qs = qs.filter(capabilities__contains=list(capabilities))
+    elif capabilities:
+        # SQLite (embedded mode) has no JSON containment: one json_each() test per capability,
+        # still in the database, so the limit applies to matching agents only.
+        for capability in dict.fromkeys(capabilities):
+            qs = qs.extra(
+                where=["EXISTS (SELECT 1 FROM json_each(agents_agent.capabilities) AS c WHERE c.value = %s)"],
+                params=[capability],
+            )
     return list(qs[:limit])
 
 

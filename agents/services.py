@@ -1,11 +1,12 @@
 """Every write to an Agent goes through here: one transaction each, with its event rows, each
 status change checked against `AGENT_TRANSITIONS` (registration included)."""
 
+import json
 from dataclasses import dataclass, field
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agents.health import health_score
@@ -30,6 +31,8 @@ from config.validation import (
     clean_text,
 )
 from pools.models import AgentPool
+from pools.models import Task
+from pools.selectors import agent_open_tasks
 from pools.services import pool_fail_over, pool_rebalance
 
 # What an agent (or an operator) may set on an agent, with the check each value must pass.
@@ -43,6 +46,7 @@ _WRITABLE_FIELDS = {
     "version": lambda v: clean_text("version", v, max_length=64),
     "region": lambda v: clean_text("region", v, max_length=64),
     "capacity": lambda v: clean_int("capacity", v, minimum=1, maximum=10_000),
+    "task_capacity": lambda v: None if v is None else clean_int("task_capacity", v, minimum=1, maximum=10_000),
     "weight": lambda v: clean_float("weight", v, minimum=0.0, maximum=1_000.0),
     "priority": lambda v: clean_int("priority", v, minimum=-1_000, maximum=1_000),
     "load_metrics": clean_load_metrics,
@@ -53,9 +57,9 @@ def agent_clean_fields(fields: dict) -> dict:
     return clean_fields("agent", fields, _WRITABLE_FIELDS)
 
 
-def _lock_agent(agent_id: str) -> Agent:
+def _lock_agent(agent_id: str, *, only: tuple[str, ...] = ()) -> Agent:
     try:
-        return lock_one(Agent, related=("pool",), agent_id=agent_id)
+        return lock_one(Agent, related=("pool",), only=only, agent_id=agent_id)
     except Agent.DoesNotExist:
         raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
 
@@ -180,10 +184,51 @@ class HeartbeatResult:
     agent: Agent
     revoked: list[UUID] = field(default_factory=list)
     assigned: list[UUID] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)  # its assigned and running tasks
+    # Profiles whose browser the agent says is running but which it does not hold: stop them.
+    stop_profiles: list[str] = field(default_factory=list)
+
+
+# What a heartbeat reads of the agent it locks (the most frequent request of all); the rest of the
+# row (capabilities, endpoints, metadata...) is never touched on this path.
+_HEARTBEAT_AGENT = ("agent_id", "status", "last_heartbeat", "load_metrics", "health_score", "pool__name")
+
+
+# A heartbeat with load metrics (the usual one) locks and updates its agent in one statement: the
+# CTE locks the row (waiting for any writer of it) and hands over the previous heartbeat; the
+# UPDATE then writes the new one. The pool is not read here (loaded on first touch: only a revival
+# needs it), so a pool change committed during the lock wait cannot come back stale.
+HEARTBEAT_SQL = """
+WITH previous AS (SELECT id, last_heartbeat FROM agents_agent WHERE agent_id = %s FOR UPDATE)
+UPDATE agents_agent AS a SET last_heartbeat = %s, load_metrics = %s::jsonb, health_score = %s
+FROM previous WHERE a.id = previous.id
+RETURNING a.id, a.agent_id, a.pool_id, a.status, previous.last_heartbeat
+"""
+
+
+def _heartbeat_row(agent_id: str, *, now, metrics: dict) -> tuple[Agent, object]:
+    """Lock and update the agent (HEARTBEAT_SQL); return it (other fields deferred) and the
+    heartbeat before this one."""
+    score = health_score(metrics)
+    with connection.cursor() as cursor:
+        cursor.execute(HEARTBEAT_SQL, [agent_id, now, json.dumps(metrics), score])
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id})
+    pk, agent_id, pool_pk, status, previous_heartbeat = row
+    loaded = {"id": pk, "agent_id": agent_id, "pool_id": pool_pk, "status": status, "load_metrics": metrics,
+              "health_score": score, "last_heartbeat": now}
+    names = [f.attname for f in Agent._meta.concrete_fields if f.attname in loaded]  # from_db wants model order
+    return Agent.from_db(connection.alias, names, [loaded[name] for name in names]), previous_heartbeat
 
 
 def agent_heartbeat(
-    *, agent_id: str, actor: Actor, load_metrics: dict | None = None, reported: list[UUID] | None = None
+    *,
+    agent_id: str,
+    actor: Actor,
+    load_metrics: dict | None = None,
+    reported: list[UUID] | None = None,
+    running_profiles: list[str] | None = None,
 ) -> HeartbeatResult:
     """Record that the agent is alive: new load metrics and health score; a stale agent becomes
     active again (`agent.status_changed`). Plain heartbeats emit no event.
@@ -191,25 +236,37 @@ def agent_heartbeat(
     When the agent reports what it holds (`reported`, possibly empty):
     - the activity of the reported assignments it does hold (active, idle) is renewed;
     - `revoked` lists what it reported but must drop (moved to another agent, ended, being released);
-    - `assigned` lists live assignments it holds but did not report (given to it by failover);
+    - `assigned` lists live assignments it holds but did not report (given to it by failover), and
+      those a revived agent was given back by the rebalance its revival sets off (new fencing token);
     - a `releasing` assignment it no longer reports has been dropped: it becomes `released`;
     - an active or idle one it held at its previous heartbeat and no longer reports is lost: an
       `assignment_lost` alert is raised (`alert.raised`), once per loss.
+    `tasks` lists its assigned and running tasks (highest priority first), whatever it reports.
+
+    When the agent reports the profiles whose browser runs on it (`running_profiles`, what its
+    launcher says), `stop_profiles` lists those it does not hold — active or idle, by its own
+    live assignment — so that a browser Tether did not give it (or has taken back) is stopped
+    where it runs, not only in Tether's books.
     """
     metrics = clean_load_metrics(load_metrics) if load_metrics is not None else None
+    if running_profiles is not None:
+        running_profiles = [clean_identifier("running_profiles", p) for p in running_profiles]
     require_self_or_operator(actor, agent_id, "heartbeat")
     now = timezone.now()
     revived = False
     with recorded_transaction():
-        agent = _lock_agent(agent_id)
-        previous_heartbeat = agent.last_heartbeat
-        update = ["last_heartbeat", "health_score"]
-        agent.last_heartbeat = now
-        if metrics is not None:
-            agent.load_metrics = metrics
-            update.append("load_metrics")
-        agent.health_score = health_score(agent.load_metrics)
-        agent.save(update_fields=update)
+        if metrics is not None and connection.vendor == "postgresql":
+            agent, previous_heartbeat = _heartbeat_row(agent_id, now=now, metrics=metrics)
+        else:
+            agent = _lock_agent(agent_id, only=_HEARTBEAT_AGENT)
+            previous_heartbeat = agent.last_heartbeat
+            update = ["last_heartbeat", "health_score"]
+            agent.last_heartbeat = now
+            if metrics is not None:
+                agent.load_metrics = metrics
+                update.append("load_metrics")
+            agent.health_score = health_score(agent.load_metrics)
+            agent.save(update_fields=update)
         if agent.status == Agent.Status.STALE:
             _set_status(agent, Agent.Status.ACTIVE, actor=actor, event_type=Event.Type.AGENT_STATUS_CHANGED,
                         data={"reason": "heartbeat"})
@@ -248,8 +305,38 @@ def agent_heartbeat(
                 for assignment_id in dropped:
                     assignment_release(assignment_id=assignment_id, actor=actor)
     if revived:
-        pool_rebalance(pool=agent.pool, actor=Actor.system("rebalance"))
+        moves = pool_rebalance(pool=agent.pool, actor=Actor.system("rebalance"))
+        if reported is not None:
+            # The reply is built after the rebalance this heartbeat set off: what its failover left
+            # waiting may just have come back to this agent (with a new fencing token). Telling it
+            # to drop that now and pick it up on the next heartbeat would stop and start a browser.
+            _reply_after_rebalance(result, reported, moves)
+    result.tasks = agent_open_tasks(agent)
+    if running_profiles:
+        result.stop_profiles = _unheld(agent, running_profiles, keep=result.assigned)
     return result
+
+
+def _unheld(agent: Agent, running: list[str], *, keep: list[UUID]) -> list[str]:
+    """The running profiles this agent does not hold (active or idle) — read after the heartbeat's
+    own changes, so what it was just given back (`assigned`) is not stopped."""
+    held = set(
+        Assignment.objects.filter(
+            agent=agent, profile__profile_id__in=running,
+            status__in=(Assignment.Status.ACTIVE, Assignment.Status.IDLE),
+        ).values_list("profile__profile_id", flat=True)
+    )
+    held |= set(Assignment.objects.filter(assignment_id__in=keep).values_list("profile__profile_id", flat=True))
+    return sorted(set(running) - held)
+
+
+def _reply_after_rebalance(result: HeartbeatResult, reported: list[UUID], moves) -> None:
+    back = {a.assignment_id for a in moves.moved if a.agent_id == result.agent.pk}
+    if not back:
+        return
+    result.revoked = [a for a in result.revoked if a not in back]
+    # In `assigned` even when reported: the agent must learn its new fencing token.
+    result.assigned = [*result.assigned, *sorted(back - set(result.assigned), key=str)]
 
 
 def _alert_assignments_lost(agent: Agent, lost: list[Assignment], *, actor: Actor) -> None:

@@ -4,6 +4,7 @@ from django.utils.functional import cached_property
 
 from assignments.alerts import alert_acknowledge, alert_resolve
 from assignments.models import Alert, Assignment, Event, Profile
+from assignments.profile_health import profile_quarantine_clear
 from assignments.services import assignment_release, profile_clean_fields, profile_create, profile_update
 from config.actors import Actor
 from config.admin import ServiceCheckedAdmin, apply_to_each
@@ -13,11 +14,14 @@ _PROFILE_FIELDS = ("name", "pool", "tags", "region", "metadata", "enabled")
 
 @admin.register(Profile)
 class ProfileAdmin(ServiceCheckedAdmin):
-    list_display = ("profile_id", "name", "pool", "region", "enabled", "fencing_token", "updated_at")
-    list_filter = ("enabled", "pool", "region")
+    list_display = ("profile_id", "name", "pool", "region", "enabled", "health_score", "quarantined", "fencing_token",
+                    "updated_at")
+    list_filter = ("enabled", "quarantined", "pool", "region")
+    actions = ("clear_quarantine",)
     search_fields = ("profile_id", "name")
     list_select_related = ("pool",)
-    readonly_fields = ("fencing_token", "created_at", "updated_at")
+    readonly_fields = ("fencing_token", "health_score", "successes", "failures", "captchas", "bans", "quarantined",
+                       "quarantined_at", "quarantine_reason", "last_released_at", "created_at", "updated_at")
     fields = ("profile_id", "name", "pool", "tags", "region", "metadata", "enabled", *readonly_fields)
 
     def get_readonly_fields(self, request, obj=None):
@@ -38,6 +42,11 @@ class ProfileAdmin(ServiceCheckedAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # profiles are disabled, not deleted: their history must stay readable
+
+    @admin.action(description="Clear quarantine (may be handed out again)")
+    def clear_quarantine(self, request, queryset):
+        apply_to_each(self, request, queryset.values_list("profile_id", flat=True), profile_quarantine_clear,
+                      "profile_id", "Cleared the quarantine of")
 
 
 @admin.register(Assignment)

@@ -13,16 +13,18 @@ drift once it is back, and counts it. A snapshot's `last_activity` may lag (hear
 without an event); reconciliation compares only what says who holds what.
 """
 
+import json
 import logging
 from datetime import datetime
 from uuid import UUID
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Q
 
 from agents.models import Agent
-from assignments.models import Assignment, Profile
+from assignments.models import Assignment, Profile, holding_q
 from pools.models import AgentPool
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,8 @@ def _live():
 def truth_for_profiles(profile_ids) -> dict[str, dict]:
     """What the cache should hold for these profiles, from the database (one query)."""
     entries = {profile_key(pid): {"a": None} for pid in profile_ids}
-    for assignment in _live().filter(profile__profile_id__in=list(profile_ids)):
+    # The profile's holder only: requests queued for it (pending with an agent) are not.
+    for assignment in _live().filter(holding_q(), profile__profile_id__in=list(profile_ids)):
         entries[profile_key(assignment.profile.profile_id)] = {"a": snapshot(assignment)}
     return entries
 
@@ -111,6 +114,53 @@ def truth_for_agents(agent_ids) -> dict[str, dict]:
     return entries
 
 
+# The after-commit refresh runs after every commit that touches an assignment, so it is on the
+# API's hot path: on PostgreSQL it is this named statement, which reads exactly the columns of a
+# snapshot (the ORM's version compiled a four-table query and built four model objects per row).
+# It reads no lock: it runs after COMMIT, and re-reads the truth so that a late refresh can never
+# store an older state over a newer one.
+LIVE_SNAPSHOTS_SQL = """
+SELECT a.id, a.assignment_id, a.profile_id, p.profile_id, a.pool_id, pl.name, a.agent_id, ag.agent_id,
+       a.workflow_id, a.status, a.assigned_at, a.released_at, a.last_activity, a.fencing_token,
+       a.platform_resource_id, a.release_reason, a.metadata
+FROM assignments_assignment a
+JOIN assignments_profile p ON p.id = a.profile_id
+JOIN pools_agentpool pl ON pl.id = a.pool_id
+LEFT JOIN agents_agent ag ON ag.id = a.agent_id
+WHERE a.status IN ('pending', 'active', 'idle', 'releasing')
+  AND (p.profile_id = ANY(%s) OR ag.agent_id = ANY(%s))
+ORDER BY a.id
+"""
+_SNAPSHOT_COLUMNS = (
+    "pk", "assignment_id", "profile_pk", "profile_id", "pool_pk", "pool", "agent_pk", "agent_id", "workflow_id",
+    "status", "assigned_at", "released_at", "last_activity", "fencing_token", "platform_resource_id",
+    "release_reason", "metadata",
+)
+
+
+def _live_snapshots(profile_ids: set, agent_ids: set) -> list[dict]:
+    """Snapshots of the live assignments of these profiles or agents, in primary-key order."""
+    if connection.vendor != "postgresql":
+        return [snapshot(a) for a in _live().filter(
+            Q(profile__profile_id__in=list(profile_ids)) | Q(agent__agent_id__in=list(agent_ids))
+        ).order_by("pk")]
+    with connection.cursor() as cursor:
+        cursor.execute(LIVE_SNAPSHOTS_SQL, [sorted(profile_ids), sorted(agent_ids)])
+        rows = cursor.fetchall()
+    return [snapshot_from_row(row) for row in rows]
+
+
+def snapshot_from_row(row) -> dict:
+    """The same snapshot as `snapshot()`, from a LIVE_SNAPSHOTS_SQL row."""
+    item = dict(zip(_SNAPSHOT_COLUMNS, row, strict=True))
+    item["assignment_id"] = str(item["assignment_id"])
+    for name in ("assigned_at", "released_at", "last_activity"):
+        item[name] = _iso(item[name])
+    if isinstance(item["metadata"], str):
+        item["metadata"] = json.loads(item["metadata"])
+    return item
+
+
 def cache_refresh(*, profile_ids=(), agent_ids=()) -> None:
     """Store the database's current truth for these profiles and agents (one query for both: this
     runs after every commit that touches an assignment, so it is on the API's hot path)."""
@@ -119,15 +169,31 @@ def cache_refresh(*, profile_ids=(), agent_ids=()) -> None:
         return
     entries = {profile_key(pid): {"a": None} for pid in profile_ids}
     entries.update({agent_key(aid): {"a": []} for aid in agent_ids})
-    for assignment in _live().filter(
-        Q(profile__profile_id__in=list(profile_ids)) | Q(agent__agent_id__in=list(agent_ids))
-    ).order_by("pk"):
-        item = snapshot(assignment)
-        if item["profile_id"] in profile_ids:
+    for item in _live_snapshots(profile_ids, agent_ids):
+        # The profile's holder only: requests queued for it (pending with an agent) are not.
+        queued = item["status"] == Assignment.Status.PENDING and item["agent_pk"] is not None
+        if item["profile_id"] in profile_ids and not queued:
             entries[profile_key(item["profile_id"])] = {"a": item}
         if item["agent_id"] in agent_ids:
             entries[agent_key(item["agent_id"])]["a"].append(item)
-    cache.set_many(entries, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+    cache_store(entries)
+
+
+def cache_store(entries: dict) -> None:
+    """Store these entries. One entry that cannot be stored (a value the cache cannot serialise)
+    must not cost the others, nor leave its old value behind — an old "free" for a profile that is
+    now held: such a key is deleted instead, so that readers fall back to the database."""
+    try:
+        cache.set_many(entries, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+        return
+    except Exception:  # noqa: BLE001 — find the bad entry below, one key at a time
+        pass
+    for key, value in entries.items():
+        try:
+            cache.set(key, value, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+        except Exception:  # noqa: BLE001
+            log.warning("could not cache %s; dropping its entry", key, exc_info=True)
+            cache.delete(key)
 
 
 def cache_refresh_for_events(payloads: list[dict]) -> None:
@@ -163,7 +229,10 @@ def fill_profile(profile_id: str, assignment) -> None:
     """Store a value just read from the database, unless a fresher one got there first (`add`: a
     refresh after a concurrent commit wins over this read)."""
     value = {"a": snapshot(assignment) if assignment is not None else None}
-    cache.add(profile_key(profile_id), value, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+    try:
+        cache.add(profile_key(profile_id), value, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+    except Exception:  # noqa: BLE001 — the answer came from the database; only the copy is lost
+        log.warning("could not cache %s", profile_key(profile_id), exc_info=True)
 
 
 def cached_for_agent(agent_id: str) -> tuple[bool, list[dict]]:

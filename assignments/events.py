@@ -1,17 +1,24 @@
 """Writing the event log: every service records its events through `event_record`, inside
 `recorded_transaction`, so that the event rows commit (or roll back) with the change they describe.
 
-Why the events are buffered and written at the end of the transaction, under a lock:
-invariant 4 promises a subscriber that reconnects with `since=N` every event with `seq > N`. If two
-transactions took seq 10 and 11 and 11 committed first, a reader could see 11, move its cursor past
-10, and never see 10. So on PostgreSQL the rows are inserted under a transaction-scoped advisory lock
-(`config.locks.EVENT_ORDER`) that is released only by the commit: whoever takes a later seq commits
-later, and readers always see a gap-free prefix of the log. The lock is taken last, after every row
-lock the service needed, and held only for the insert and the commit — so it cannot deadlock with row
-locks, and it serialises only the commit tail. (SQLite serialises whole write transactions anyway.)
+Why `seq` is given at COMMIT, inside the database: invariant 4 promises a subscriber that
+reconnects with `since=N` every event with `seq > N`. If two transactions took seq 10 and 11 and 11
+committed first, a reader could see 11, move its cursor past 10, and never see 10. So on PostgreSQL
+an event row is inserted with a provisional negative `seq`, and a deferred constraint trigger
+(migration assignments/0008) that PostgreSQL runs during COMMIT takes the event-order lock
+(`config.locks.EVENT_ORDER`) and numbers the transaction's rows; COMMIT releases the lock once the
+transaction is visible. Numbers therefore follow commit order and readers always see a gap-free
+prefix of the log, while the lock is held only for the database's own commit work: no writer waits
+on another writer's Python thread (issue 15; the measurement is in the commit that made it so). The
+numbers given are read back after COMMIT (`currval` of the sequence, on the same connection: the
+trigger drew them consecutively under the lock, in insertion order) for the consumers below.
 
-Do not call several services inside one outer `transaction.atomic()` and then go on taking row
-locks: the event lock would then be held across them.
+When a `recorded_transaction` runs inside a transaction someone else opened (a test's, a job's
+outer `atomic()`), the commit is not ours to see, so the rows are numbered at once, under the
+event-order lock taken then (`_NUMBER_NOW_SQL`), which is held until that outer COMMIT, as before.
+Do not call several services inside one outer `transaction.atomic()` and go on taking row locks: the
+event lock would be held across them. (SQLite serialises whole write transactions, so there the
+plain autoincrement already follows commit order.)
 
 After commit, each committed batch goes to the event consumers declared in settings
 (`TETHER_EVENT_CONSUMERS`, as NetBox's EVENTS_PIPELINE): the live-assignment cache, the publisher to
@@ -62,26 +69,77 @@ def recorded_transaction():
 
     buffer: list[Event] = []
     stack.append(buffer)
+    # Ours when no transaction is open yet: then the rows are numbered by the COMMIT we issue.
+    numbered_at_commit = connection.vendor == "postgresql" and not connection.in_atomic_block
     try:
         with transaction.atomic():
             yield
             stack.pop()
-            _flush(buffer)
+            _flush(buffer, numbered_at_commit=numbered_at_commit)
     finally:
         if stack and stack[-1] is buffer:
             stack.pop()
 
 
-def _flush(buffer: list[Event]) -> None:
+# The trigger's sequence (migration assignments/0008), read back after it numbered our rows.
+_LAST_NUMBER_SQL = "SELECT currval('assignments_event_seq_committed')"
+# Inside someone else's transaction: take the event-order lock now and draw the numbers at once
+# (one statement; the lock function runs before the first nextval). Rows inserted with a positive
+# seq are left alone by the trigger.
+_NUMBER_NOW_SQL = (
+    "SELECT nextval('assignments_event_seq_committed') FROM "
+    "(SELECT pg_advisory_xact_lock(%s)) AS event_order, generate_series(1, %s)"
+)
+
+
+def _flush(buffer: list[Event], *, numbered_at_commit: bool = False) -> None:
     if not buffer:
         return
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            # Released by COMMIT/ROLLBACK: makes events visible in seq order (see module docstring).
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [locks.EVENT_ORDER])
+    if connection.vendor != "postgresql":
+        events = Event.objects.bulk_create(buffer)
+        payloads = [event_payload(event) for event in events]
+        transaction.on_commit(lambda: events_committed(payloads))
+        return
+    if numbered_at_commit:
+        events = Event.objects.bulk_create(buffer)
+        transaction.on_commit(lambda: _numbered_then_committed(events))
+        return
+    # Inside a transaction opened by someone else: number the rows now (the lock is then held
+    # until that transaction commits, see the module docstring).
+    with connection.cursor() as cursor:
+        cursor.execute(_NUMBER_NOW_SQL, [locks.EVENT_ORDER, len(buffer)])
+        numbers = sorted(row[0] for row in cursor.fetchall())
+    for event, seq in zip(buffer, numbers, strict=True):
+        event.seq = seq
     events = Event.objects.bulk_create(buffer)
     payloads = [event_payload(event) for event in events]
     transaction.on_commit(lambda: events_committed(payloads))
+
+
+def _numbered_then_committed(events: list[Event]) -> None:
+    try:
+        payloads = _numbered(events)
+    except Exception:  # noqa: BLE001 — committed already: never turn that into an error reply
+        # (The connection died just after COMMIT.) Each consumer has its own way to catch up: the
+        # reconcile job, a subscriber's replay from its last seq, the rebalance sweep.
+        log.warning("could not read the numbers of %d committed events; consumers skipped", len(events), exc_info=True)
+        return
+    events_committed(payloads)
+
+
+def _numbered(events: list[Event]) -> list[dict]:
+    """Give the inserted events the numbers the trigger drew for them, and return their payloads.
+    The trigger drew them one after another under the event-order lock, in insertion order, on this
+    connection: the last is the sequence's `currval` here. (This needs the same database session
+    before and after COMMIT, which Django's connections and its psycopg pool give; a transaction-
+    pooling proxy such as PgBouncer's transaction mode would not.)"""
+    with connection.cursor() as cursor:
+        cursor.execute(_LAST_NUMBER_SQL)
+        last = cursor.fetchone()[0]
+    first = last - len(events) + 1
+    for offset, event in enumerate(events):
+        event.seq = first + offset
+    return [event_payload(event) for event in events]
 
 
 def events_committed(payloads: list[dict]) -> None:

@@ -13,7 +13,8 @@ from django.utils import timezone
 from assignments import cache as live_cache
 from assignments.events import recorded_transaction
 from assignments.models import Assignment, Event, EventArchive, UsageRollup
-from assignments.services import assignment_expire, assignment_release, assignment_update
+from assignments.services import assignment_expire, assignment_idle, assignment_release
+from assignments.waits import wait_expire, waits_break_cycle, waits_serve_profile
 from config import locks
 from config.actors import Actor, require_operator
 from pools.selectors import older_than_pool_timeout
@@ -22,34 +23,41 @@ S = Assignment.Status
 
 
 def _expiry_due(now):
-    """The three kinds of assignment the expiry sweep ends or idles, as one filter each."""
+    """The three kinds of assignment the expiry sweep ends or idles, as one filter each, in the
+    order the sweep handles them (expiry first: an assignment past its pool's timeout is reaped,
+    not idled)."""
     idle_cutoff = now - timedelta(seconds=settings.TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS)
     grace_cutoff = now - timedelta(seconds=settings.TETHER_RELEASE_GRACE_SECONDS)
-    active = Assignment.objects.filter(status=S.ACTIVE, last_activity__lt=idle_cutoff)
-    releasing = Assignment.objects.filter(status=S.RELEASING, last_activity__lt=grace_cutoff)
-    idle = older_than_pool_timeout(
-        Assignment.objects.filter(status=S.IDLE),
+    # Counted from the last activity, active or idle: a pool's idle timeout means what it says
+    # whatever TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS is (DESIGN.md, "Background jobs").
+    expired = older_than_pool_timeout(
+        Assignment.objects.filter(status__in=(S.ACTIVE, S.IDLE)),
         since_field="last_activity",
         timeout_field="assignment_idle_timeout_seconds",
         now=now,
     )
-    return {S.ACTIVE: active, S.IDLE: idle, S.RELEASING: releasing}
+    active = Assignment.objects.filter(status=S.ACTIVE, last_activity__lt=idle_cutoff)
+    releasing = Assignment.objects.filter(status=S.RELEASING, last_activity__lt=grace_cutoff)
+    return {"expired": expired, "idled": active, "released": releasing}
 
 
 def assignments_expire_idle(*, actor: Actor, now=None, limit: int = 200) -> dict:
     """The idle and expiry sweep (the zombie reaper), at most `limit` assignments per kind:
-    - active with no activity for TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS → idle (`assignment_update`);
-    - idle past its pool's `assignment_idle_timeout_seconds` (counted from when it went idle or was
-      last reported) → expired (`assignment_expire`);
+    - active or idle with no activity for its pool's `assignment_idle_timeout_seconds` → expired
+      (`assignment_expire`): reaped within that time plus one sweep interval;
+    - active with no activity for TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS → idle (`assignment_idle`,
+      which leaves `last_activity` alone, so the pool's timeout still counts from it);
     - releasing whose agent has not confirmed within TETHER_RELEASE_GRACE_SECONDS → released
       (`assignment_release`, reason force_released).
+    Activity is what the holder does: a take, an update, a heartbeat that reports the assignment
+    (one that no longer lists it renews nothing, so the timeout runs from the last that did).
     Each row is handled in its own transaction by the service that owns the change (its events).
     Idempotent; safe on several workers. Returns the counts."""
     require_operator(actor, "sweep assignments")
     now = now or timezone.now()
     due = _expiry_due(now)
     counts = {"idled": 0, "expired": 0, "released": 0}
-    for status, queryset in due.items():
+    for kind, queryset in due.items():
         # One indexed query per kind ((status, last_activity)); nothing to do costs only these.
         for pk in list(queryset.order_by("last_activity").values_list("pk", flat=True)[:limit]):
             with recorded_transaction():
@@ -64,17 +72,15 @@ def assignments_expire_idle(*, actor: Actor, now=None, limit: int = 200) -> dict
                 )
                 if row is None:
                     continue
-                if status == S.ACTIVE:
-                    assignment_update(assignment_id=row, actor=actor, status=S.IDLE)
-                    counts["idled"] += 1
-                elif status == S.IDLE:
+                if kind == "idled":
+                    assignment_idle(assignment_id=row, actor=actor)
+                elif kind == "expired":
                     assignment_expire(assignment_id=row, actor=actor, reason="idle timeout")
-                    counts["expired"] += 1
                 else:
                     assignment_release(
                         assignment_id=row, actor=actor, reason=Assignment.ReleaseReason.FORCE_RELEASED
                     )
-                    counts["released"] += 1
+                counts[kind] += 1
     return counts
 
 
@@ -126,7 +132,7 @@ def assignments_reconcile_cache(*, actor: Actor, now=None, limit: int = 200) -> 
                         counts["stale"] += 1
                         repairs[key] = want
                 if repairs:
-                    live_cache.cache.set_many(repairs, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+                    live_cache.cache_store(repairs)
     return counts
 
 
@@ -153,6 +159,7 @@ def _rollup_hour(start, now) -> list:
     rows = list(
         Assignment.objects.filter(assigned_at__lt=end)
         .exclude(released_at__lte=start)
+        .filter(wait_until__isnull=True)  # a request never served held nothing (a served one counts from its hand-over)
         .values_list("assignment_id", "profile__profile_id", "pool__name", "agent__agent_id", "assigned_at", "released_at")
     )
     # Failover and rebalancing move an assignment between agents (or leave it waiting, held by
@@ -186,12 +193,19 @@ def _rollup_hour(start, now) -> list:
             Event.Type.ASSIGNMENT_CREATED, Event.Type.ASSIGNMENT_REASSIGNED, Event.Type.ASSIGNMENT_CONFLICT,
             Event.Type.ASSIGNMENT_EXPIRED, Event.Type.ASSIGNMENT_STATUS_CHANGED,
         ])
-        .values_list("type", "to_status", "profile_id", "agent_id", "pool")
+        .values_list("type", "from_status", "to_status", "profile_id", "agent_id", "pool")
         .annotate(n=models.Count("seq"))
         .order_by()
     )
-    for type_, to_status, profile_id, agent_id, pool_name, n in counted:
-        if type_ == Event.Type.ASSIGNMENT_CREATED:
+    for type_, from_status, to_status, profile_id, agent_id, pool_name, n in counted:
+        if type_ == Event.Type.ASSIGNMENT_CREATED and to_status == S.PENDING:
+            continue  # a request queued for a profile (assignments/waits.py), not an assignment yet
+        if type_ == Event.Type.ASSIGNMENT_EXPIRED and from_status == S.PENDING and agent_id:
+            continue  # a wait that ran out (or was broken out of a cycle): nothing held expired
+        if type_ == Event.Type.ASSIGNMENT_STATUS_CHANGED and (from_status, to_status) == (S.PENDING, S.ACTIVE):
+            # A queued request handed the profile: an assignment made then.
+            what, scopes = "assignments", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
+        elif type_ == Event.Type.ASSIGNMENT_CREATED:
             what, scopes = "assignments", ((Scope.PROFILE, profile_id), (Scope.POOL, pool_name), (Scope.AGENT, agent_id))
         elif type_ == Event.Type.ASSIGNMENT_REASSIGNED:
             if to_status != S.ACTIVE:
@@ -269,4 +283,46 @@ def events_archive_old(*, actor: Actor, now=None, limit: int = 200) -> dict:
             break
     return {"archived": archived}
 
+
+def waits_sweep(*, actor: Actor, now=None, limit: int = 200) -> dict:
+    """The queued requests' sweep (assignments/waits.py), at most `limit` of each kind:
+    - a request past its `wait_until` → expired, reason "wait timeout" (`wait_expire`);
+    - a free profile with requests queued for it → handed to the next one (`waits_serve_profile`):
+      the pool's cooldown ended, a new UTC day reset its quota, or the request next in line was
+      busy when the profile was released.
+    Each in its own transaction; idempotent, safe on several workers (rows another worker holds are
+    skipped). One indexed query per kind when there is nothing to do. Returns the counts."""
+    require_operator(actor, "sweep waiting requests")
+    now = now or timezone.now()
+    counts = {"expired": 0, "handed_over": 0}
+    due = list(
+        Assignment.objects.queued().filter(wait_until__lte=now)
+        .order_by("wait_until").values_list("assignment_id", flat=True)[:limit]
+    )
+    for assignment_id in due:
+        if wait_expire(assignment_id=assignment_id, actor=actor, reason="wait timeout") is not None:
+            counts["expired"] += 1
+    free = list(
+        Assignment.objects.queued().filter(wait_until__gt=now)
+        .exclude(profile_id__in=Assignment.objects.holding().values("profile_id"))
+        .values_list("profile_id", flat=True).distinct().order_by("profile_id")[:limit]
+    )
+    for profile_pk in free:
+        if waits_serve_profile(profile_pk=profile_pk, actor=actor) is not None:
+            counts["handed_over"] += 1
+    return counts
+
+
+def wait_cycles_break(*, actor: Actor, now=None, limit: int = 200) -> dict:
+    """Break the cycles of waiting requests that formed without a refused request (a hand-over or a
+    failover made a waiting agent the holder of what another waits for): each by expiring its
+    youngest request (reason "deadlock", with a `deadlock` alert), at most `limit` per run.
+    Idempotent: two workers breaking the same cycle expire the same request once. Returns the counts."""
+    require_operator(actor, "break wait cycles")
+    broken = 0
+    for _ in range(limit):
+        if waits_break_cycle(actor=actor) is None:
+            break
+        broken += 1
+    return {"cycles_broken": broken}
 

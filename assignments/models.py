@@ -20,6 +20,23 @@ class Profile(models.Model):
     enabled = models.BooleanField(default=True)
     # The last fencing token issued for this profile. Only ever grows (invariant 2).
     fencing_token = models.BigIntegerField(default=0, editable=False)
+    # Health from its holders' outcome reports (assignments/profile_health.py): 0–1, recent reports
+    # weigh most. `banned` quarantines the profile: not handed out until an operator clears it.
+    health_score = models.FloatField(default=1.0, editable=False)
+    successes = models.PositiveIntegerField(default=0, editable=False)
+    failures = models.PositiveIntegerField(default=0, editable=False)
+    captchas = models.PositiveIntegerField(default=0, editable=False)
+    bans = models.PositiveIntegerField(default=0, editable=False)
+    last_outcome_at = models.DateTimeField(null=True, blank=True, editable=False)
+    quarantined = models.BooleanField(default=False, editable=False)
+    quarantined_at = models.DateTimeField(null=True, blank=True, editable=False)
+    quarantine_reason = models.CharField(max_length=500, blank=True, editable=False)
+    # When its last holder let it go: the pool's cooldown counts from here, and selection by
+    # requirements prefers the profile released longest ago (never released first).
+    last_released_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Takes on `quota_day` (UTC), for the pool's `profile_daily_quota`; reset by the first take of a day.
+    quota_day = models.DateField(null=True, blank=True, editable=False)
+    quota_takes = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -29,6 +46,14 @@ class Profile(models.Model):
             models.CheckConstraint(
                 condition=models.Q(fencing_token__gte=0), name="%(app_label)s_%(class)s_fencing_token_not_negative"
             ),
+            models.CheckConstraint(
+                condition=models.Q(health_score__gte=0.0, health_score__lte=1.0),
+                name="%(app_label)s_%(class)s_health_score_in_range",
+            ),
+        ]
+        indexes = [
+            # Selection by requirements: free, takeable profiles, released longest ago first.
+            models.Index(fields=["last_released_at"], name="profile_last_released_idx"),
         ]
 
     def __str__(self):
@@ -43,8 +68,22 @@ def waiting_q(prefix: str = "") -> models.Q:
 
 
 def live_q(prefix: str = "") -> models.Q:
-    """Live: pending, active, idle or releasing (at most one per profile, invariant 1)."""
+    """Live: pending, active, idle or releasing — held, waiting for an agent, or a queued request."""
     return models.Q(**{f"{prefix}status__in": ["pending", "active", "idle", "releasing"]})
+
+
+def holding_q(prefix: str = "") -> models.Q:
+    """The profile's one holder (invariant 1, the partial unique index): held by an agent (active,
+    idle, releasing) or the pool's session waiting for an agent (`waiting_q`). A queued request
+    (`queued_q`) does not hold the profile: any number of them wait behind its holder."""
+    return models.Q(**{f"{prefix}status__in": ["active", "idle", "releasing"]}) | waiting_q(prefix)
+
+
+def queued_q(prefix: str = "") -> models.Q:
+    """The one definition of a queued request: a pending assignment WITH an agent — that agent asked
+    for the profile with `wait_seconds` and waits for the PROFILE (assignments/waits.py). Not to be
+    confused with `waiting_q` (no agent: the pool's session waits for an AGENT)."""
+    return models.Q(**{f"{prefix}status": "pending", f"{prefix}agent__isnull": False})
 
 
 class AssignmentQuerySet(models.QuerySet):
@@ -54,6 +93,14 @@ class AssignmentQuerySet(models.QuerySet):
     def waiting(self):
         """Waiting for an agent (`waiting_q`)."""
         return self.filter(waiting_q())
+
+    def holding(self):
+        """Holding their profile (`holding_q`): at most one per profile."""
+        return self.filter(holding_q())
+
+    def queued(self):
+        """Queued requests waiting for their profile (`queued_q`)."""
+        return self.filter(queued_q())
 
 
 class Assignment(models.Model):
@@ -95,6 +142,10 @@ class Assignment(models.Model):
     platform_resource_id = models.CharField(max_length=255, blank=True)
     release_reason = models.CharField(max_length=32, choices=ReleaseReason.choices, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # A request's priority for the pool's `conflict_policy` and `preemption` (null: its agent's).
+    priority = models.IntegerField(null=True, blank=True)
+    # A queued request (`queued_q`) waits until then, then expires ("wait timeout").
+    wait_until = models.DateTimeField(null=True, blank=True)
 
     objects = AssignmentQuerySet.as_manager()
 
@@ -105,24 +156,53 @@ class Assignment(models.Model):
             models.Index(fields=["agent", "status"], name="asg_agent_status_idx"),
             models.Index(fields=["pool", "status"], name="asg_pool_status_idx"),
             models.Index(fields=["workflow_id"], name="asg_workflow_idx"),
+            # `GET /api/assignments?platform_resource_id=` finds a session by its pod or container.
+            models.Index(
+                fields=["platform_resource_id"], name="asg_platform_resource_idx",
+                condition=~models.Q(platform_resource_id=""),
+            ),
             models.Index(fields=["-assigned_at"], name="asg_assigned_at_idx"),
+            # The queue of requests waiting for a profile, oldest first (`queued_q`).
+            models.Index(
+                fields=["profile", "assigned_at"], name="asg_queue_idx",
+                condition=models.Q(status="pending", agent__isnull=False),
+            ),
+            models.Index(
+                fields=["wait_until"], name="asg_wait_until_idx",
+                condition=models.Q(status="pending", agent__isnull=False),
+            ),
         ]
         constraints = [
-            # Invariant 1, held by the database itself: at most one live assignment per profile,
-            # whatever the number of web instances and workers (a partial unique index on both
-            # PostgreSQL and SQLite).
+            # Invariant 1, held by the database itself: at most one assignment holds a profile
+            # (`holding_q`: active, idle, releasing, or pending with no agent — the pool's session
+            # waiting for an agent), whatever the number of web instances and workers (a partial
+            # unique index on both PostgreSQL and SQLite). Queued requests (pending WITH an agent)
+            # are outside it: many wait for one profile, and each becomes its holder only through
+            # the hand-over (assignments/waits.py), which this same index still guards.
             models.UniqueConstraint(
                 fields=["profile"],
-                condition=models.Q(status__in=["pending", "active", "idle", "releasing"]),
+                condition=models.Q(status__in=["active", "idle", "releasing"])
+                | models.Q(status="pending", agent__isnull=True),
                 name="%(app_label)s_%(class)s_one_live_per_profile",
+            ),
+            # A queued request always has a deadline (`wait_seconds`), so none waits forever.
+            models.CheckConstraint(
+                condition=~models.Q(status="pending", agent__isnull=False) | models.Q(wait_until__isnull=False),
+                name="%(app_label)s_%(class)s_queued_has_deadline",
             ),
             # Someone must be driving an active, idle or releasing assignment.
             models.CheckConstraint(
                 condition=~models.Q(status__in=["active", "idle", "releasing"]) | models.Q(agent__isnull=False),
                 name="%(app_label)s_%(class)s_held_has_agent",
             ),
+            # Every assignment has a token ≥ 1 — but a request that waited for the profile and was
+            # not (yet) served, which has none (0, and still its deadline): it gets the profile's
+            # next token when it is served, and until then has nothing it could present to the
+            # profile as if it were its holder. A held row always has one.
             models.CheckConstraint(
-                condition=models.Q(fencing_token__gte=1), name="%(app_label)s_%(class)s_fencing_token_positive"
+                condition=models.Q(fencing_token__gte=1)
+                | (models.Q(fencing_token=0, wait_until__isnull=False) & ~models.Q(status__in=["active", "idle", "releasing"])),
+                name="%(app_label)s_%(class)s_fencing_token_positive",
             ),
             models.CheckConstraint(
                 condition=models.Q(status__in=["pending", "active", "idle", "releasing"])
@@ -179,9 +259,21 @@ class Event(models.Model):
         POOL_UPDATED = "pool.updated"
         PROFILE_CREATED = "profile.created"
         PROFILE_UPDATED = "profile.updated"
+        PROFILE_REPORTED = "profile.reported"
+        PROFILE_QUARANTINED = "profile.quarantined"
+        PROFILE_QUARANTINE_CLEARED = "profile.quarantine_cleared"
         ALERT_RAISED = "alert.raised"
         ALERT_ACKNOWLEDGED = "alert.acknowledged"
         ALERT_RESOLVED = "alert.resolved"
+        TASK_SUBMITTED = "task.submitted"
+        TASK_ASSIGNED = "task.assigned"
+        TASK_STARTED = "task.started"
+        TASK_COMPLETED = "task.completed"
+        TASK_FAILED = "task.failed"
+        TASK_REQUEUED = "task.requeued"
+        TASK_EXPIRED = "task.expired"
+        TASK_CANCELLED = "task.cancelled"
+        QUEUE_CLEARED = "queue.cleared"
 
     seq = models.BigAutoField(primary_key=True)
     type = models.CharField(max_length=64, db_index=True)
@@ -335,6 +427,8 @@ class Alert(models.Model):
         AGENT_STALE = "agent_stale", "Agent stale"
         CONFLICT_BURST = "conflict_burst", "Burst of refused takes"
         ASSIGNMENT_LOST = "assignment_lost", "Agent no longer reports an assignment it holds"
+        DEADLOCK = "deadlock", "Requests waiting for each other's profiles"
+        PROFILE_QUARANTINED = "profile_quarantined", "Profile quarantined (reported banned)"
 
     class Severity(models.TextChoices):
         INFO = "info", "Info"

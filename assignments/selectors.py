@@ -81,7 +81,7 @@ def assignment_live_for_profile(profile_id: str) -> Assignment | None:
 
 def assignment_live_for_profile_from_db(profile_id: str) -> Assignment | None:
     return (
-        Assignment.objects.filter(profile__profile_id=profile_id, status__in=Assignment.LIVE_STATUSES)
+        Assignment.objects.holding().filter(profile__profile_id=profile_id)
         .select_related("profile", "pool", "agent")
         .first()
     )
@@ -119,6 +119,9 @@ def assignment_metrics(*, window_seconds: int, now=None) -> dict:
     rows = (
         Assignment.objects.filter(assigned_at__lt=now)
         .filter(Q(released_at__isnull=True) | Q(released_at__gt=start))
+        # A request that waited for a profile and was never served keeps its deadline: not an
+        # assignment (a served one loses it and counts from its hand-over).
+        .filter(wait_until__isnull=True)
         .values_list("profile__profile_id", "agent__agent_id", "status", "assigned_at", "released_at")
     )
     total = successful = failed = 0
@@ -191,3 +194,8 @@ def alert_list(*, status: str | list[str] | None = None, pool: str | None = None
     if pool:
         qs = qs.filter(pool=pool)
     return list(qs.order_by("-raised_at", "-pk")[: max(1, min(int(limit), 1000))])
+
+
+def alert_queryset() -> QuerySet:
+    """Every alert, newest first (the API's list filters it: assignments/filters.AlertFilter)."""
+    return Alert.objects.order_by("-raised_at", "-pk")

@@ -5,16 +5,19 @@ Lock order (config/locks.py): pool move lock → agent rows → profile rows →
 rows → event lock.
 """
 
+import json
 import logging
 from uuid import UUID
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agents.models import Agent
 from assignments.alerts import alert_if_conflict_burst
 from assignments.events import event_record, recorded_transaction
+from assignments.guardrails import profile_check_takeable, profile_count_take
 from assignments.models import ASSIGNMENT_TRANSITIONS, Assignment, Event, Profile
+from assignments.waits import frees_profile, waits_profile_freed
 from config.actors import Actor, require_operator, require_self_or_operator
 from config.errors import (
     AgentAtCapacity,
@@ -107,9 +110,9 @@ def profile_update(*, profile_id: str, actor: Actor, **fields) -> Profile:
     return profile
 
 
-def _lock_profile(profile_id: str) -> Profile:
+def _lock_profile(profile_id: str, *, only: tuple[str, ...] = ()) -> Profile:
     try:
-        return lock_one(Profile, related=("pool",), profile_id=profile_id)
+        return lock_one(Profile, related=("pool",), only=only, profile_id=profile_id)
     except Profile.DoesNotExist:
         raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id}) from None
 
@@ -118,11 +121,8 @@ def _lock_profile(profile_id: str) -> Profile:
 
 
 def _live_holder(profile: Profile) -> Assignment | None:
-    return (
-        Assignment.objects.filter(profile=profile, status__in=Assignment.LIVE_STATUSES)
-        .select_related("agent")
-        .first()
-    )
+    """The profile's holder (`holding_q`); queued requests waiting for it are not."""
+    return Assignment.objects.holding().filter(profile=profile).select_related("agent").first()
 
 
 def _taken(profile_id: str, holder: Assignment | None, pool_name: str) -> ProfileTaken:
@@ -136,6 +136,46 @@ def _taken(profile_id: str, holder: Assignment | None, pool_name: str) -> Profil
             }
         )
     return ProfileTaken(f"profile {profile_id!r} is already assigned", details=details, pool_name=pool_name)
+
+
+# What a take reads of the rows it locks (the rest of them is never touched on this path).
+_TAKING_AGENT = (
+    "agent_id", "status", "capacity", "pool__name", "pool__profile_cooldown_seconds", "pool__profile_daily_quota",
+)
+_TAKEN_PROFILE = (
+    "profile_id", "enabled", "fencing_token", "region", "pool__name",
+    # assignments/guardrails.py: quarantine, cooldown, daily quota
+    "quarantined", "quarantine_reason", "last_released_at", "quota_day", "quota_takes",
+)
+
+# Run by a take once it holds the agent's and the profile's row locks (so both answers are current
+# and stay so until commit): how many live assignments the agent holds (queued requests included),
+# and the profile's holder if any (`holding_q`: held by an agent, or the pool's session waiting for
+# one; a request queued for the profile is not its holder) — one round trip instead of two ORM
+# queries.
+TAKE_CHECK_SQL = """
+SELECT (SELECT count(*) FROM assignments_assignment
+        WHERE agent_id = %s AND status IN ('pending', 'active', 'idle', 'releasing')),
+       h.assignment_id, h.status, ag.agent_id
+FROM (SELECT 1 AS one) AS one
+LEFT JOIN assignments_assignment h
+       ON h.profile_id = %s
+      AND (h.status IN ('active', 'idle', 'releasing') OR (h.status = 'pending' AND h.agent_id IS NULL))
+LEFT JOIN agents_agent ag ON ag.id = h.agent_id
+"""
+
+
+def _live_count_and_holder(*, agent: Agent, profile: Profile) -> tuple[int, dict | None]:
+    with connection.cursor() as cursor:
+        cursor.execute(TAKE_CHECK_SQL, [agent.pk, profile.pk])
+        live, holder_id, holder_status, holder_agent_id = cursor.fetchone()
+    if holder_id is None:
+        return live, None
+    return live, {
+        "holder_agent_id": holder_agent_id,
+        "holder_assignment_id": str(UUID(str(holder_id))),
+        "holder_status": holder_status,
+    }
 
 
 def assignment_create(
@@ -193,11 +233,10 @@ def assignment_create(
 
 
 def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, platform_resource_id) -> Assignment:
-    now = timezone.now()
     with recorded_transaction():
         # The agent row lock serialises this agent's takes, so its capacity count below holds.
         try:
-            agent = lock_one(Agent, related=("pool",), agent_id=agent_id)
+            agent = lock_one(Agent, related=("pool",), only=_TAKING_AGENT, agent_id=agent_id)
         except Agent.DoesNotExist:
             raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
         if not agent.may_take:
@@ -206,7 +245,10 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
                 details={"agent_id": agent_id, "status": agent.status},
             )
         # The profile row lock serialises every take of this profile, across all web instances.
-        profile = _lock_profile(profile_id)
+        profile = _lock_profile(profile_id, only=_TAKEN_PROFILE)
+        # Read under the profile's row lock: a clock read before the lock wait would date this
+        # assignment before the previous holder's release, and one profile's intervals would overlap.
+        now = timezone.now()
         if not profile.enabled:
             raise ProfileDisabled(f"profile {profile_id!r} is disabled", details={"profile_id": profile_id})
         if profile.pool_id and profile.pool_id != agent.pool_id:
@@ -214,10 +256,13 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
                 f"profile {profile_id!r} belongs to pool {profile.pool.name!r}, agent {agent_id!r} to {agent.pool.name!r}",
                 details={"profile_id": profile_id, "profile_pool": profile.pool.name, "agent_pool": agent.pool.name},
             )
-        holder = _live_holder(profile)
+        live, holder = _live_count_and_holder(agent=agent, profile=profile)
         if holder is not None:
-            raise _taken(profile_id, holder, agent.pool.name)
-        live = Assignment.objects.filter(agent=agent, status__in=Assignment.LIVE_STATUSES).count()
+            raise ProfileTaken(f"profile {profile_id!r} is already assigned", details={"profile_id": profile_id, **holder},
+                               pool_name=agent.pool.name)
+        # Quarantine, the pool's cooldown and daily quota (assignments/guardrails.py).
+        profile_check_takeable(profile, agent.pool, now)
+        # (`live` counts queued requests too: they become held assignments without another check.)
         if live >= agent.capacity:
             raise AgentAtCapacity(
                 f"agent {agent_id!r} already holds {live} of its {agent.capacity} assignments",
@@ -225,7 +270,7 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
             )
         # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.
         profile.fencing_token += 1
-        profile.save(update_fields=["fencing_token"])
+        profile.save(update_fields=["fencing_token", *profile_count_take(profile, now)])
         assignment = Assignment(
             profile=profile,
             pool=agent.pool,
@@ -249,13 +294,64 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
     return assignment
 
 
+# What the writes on one assignment and their replies use: the assignment itself, and of its related
+# rows only their ids and the holder's status (the release's row lock read 60+ columns of 4 tables).
+_LOCKED_ASSIGNMENT = (
+    *(f.name for f in Assignment._meta.concrete_fields),
+    "profile__profile_id", "pool__name", "agent__agent_id", "agent__status",
+)
+_ASSIGNMENT_COLUMNS = Assignment._meta.concrete_fields
+# The same read as one named statement on PostgreSQL (every release runs it, and compiling the ORM's
+# version cost more than running it): locks the assignment row only (OF a), not its profile, pool or
+# agent. `ag.id` comes back so that a join made stale by the lock wait can be told (see lock_one).
+ASSIGNMENT_LOCK_SQL = f"""
+SELECT {", ".join("a." + f.column for f in _ASSIGNMENT_COLUMNS)},
+       p.profile_id, pl.name, ag.id, ag.agent_id, ag.status
+FROM assignments_assignment a
+JOIN assignments_profile p ON p.id = a.profile_id
+JOIN pools_agentpool pl ON pl.id = a.pool_id
+LEFT JOIN agents_agent ag ON ag.id = a.agent_id
+WHERE a.assignment_id = %s
+FOR UPDATE OF a
+"""
+
+
+def _lock_assignment_named(assignment_id: UUID) -> Assignment | None:
+    """The assignment, locked, with its profile, pool and agent (ids, name, status; the rest
+    deferred), by ASSIGNMENT_LOCK_SQL; None when the row is missing or the join came back stale, for
+    `lock_one` to sort out (the row lock, if any, is held by then)."""
+    with connection.cursor() as cursor:
+        cursor.execute(ASSIGNMENT_LOCK_SQL, [assignment_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    n = len(_ASSIGNMENT_COLUMNS)
+    values = list(row[:n])
+    profile_id, pool_name, agent_pk, agent_id, agent_status = row[n:]
+    for i, field in enumerate(_ASSIGNMENT_COLUMNS):
+        if field.get_internal_type() == "JSONField" and isinstance(values[i], str):
+            values[i] = json.loads(values[i])
+    assignment = Assignment.from_db(connection.alias, [f.attname for f in _ASSIGNMENT_COLUMNS], values)
+    if assignment.agent_id != agent_pk:
+        return None  # the agent join is from before the lock wait: read again
+    assignment.profile = Profile.from_db(connection.alias, ["id", "profile_id"], [assignment.profile_id, profile_id])
+    assignment.pool = AgentPool.from_db(connection.alias, ["id", "name"], [assignment.pool_id, pool_name])
+    if agent_pk is not None:
+        assignment.agent = Agent.from_db(connection.alias, ["id", "agent_id", "status"], [agent_pk, agent_id, agent_status])
+    return assignment
+
+
 def _lock_assignment(assignment_id) -> Assignment:
     try:
         assignment_id = UUID(str(assignment_id))
     except ValueError:
         raise NotFound(f"assignment {assignment_id!r} does not exist", details={"assignment_id": str(assignment_id)}) from None
+    if connection.vendor == "postgresql":
+        assignment = _lock_assignment_named(assignment_id)
+        if assignment is not None:
+            return assignment
     try:
-        return lock_one(Assignment, related=("profile", "pool", "agent"), assignment_id=assignment_id)
+        return lock_one(Assignment, related=("profile", "pool", "agent"), only=_LOCKED_ASSIGNMENT, assignment_id=assignment_id)
     except Assignment.DoesNotExist:
         raise NotFound(
             f"assignment {assignment_id} does not exist", details={"assignment_id": str(assignment_id)}
@@ -301,23 +397,34 @@ def assignment_check_transition(assignment: Assignment, to_status: str) -> None:
     )
 
 
-def _transition(assignment: Assignment, to_status: str, *, actor: Actor, event_type: str, data=None, now=None, reason="") -> None:
+def _transition(
+    assignment: Assignment, to_status: str, *, actor: Actor, event_type: str, data=None, now=None, reason="",
+    activity: bool = True,
+) -> None:
+    """`activity=False`: the change is no sign of life from the holder, so `last_activity` (from
+    which the pool's idle timeout counts) stays as it is."""
     assignment_check_transition(assignment, to_status)
     now = now or timezone.now()
     from_status = assignment.status
     assignment.status = to_status
-    update = ["status", "last_activity"]
-    assignment.last_activity = now
+    update = ["status"]
+    if activity:
+        assignment.last_activity = now
+        update.append("last_activity")
     if to_status in Assignment.TERMINAL_STATUSES:
         assignment.released_at = now
         assignment.release_reason = reason
         update += ["released_at", "release_reason"]
     assignment.save(update_fields=update)
     event_record(event_type, actor=actor, assignment=assignment, from_status=from_status, to_status=to_status, data=data)
+    if frees_profile(from_status, to_status, assignment):
+        # The profile is free: the next queued request gets it in this same transaction.
+        waits_profile_freed(assignment=assignment, actor=actor, now=now)
 
 
 def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None = None, reason: str | None = None) -> Assignment:
-    """Release an assignment. Releasing an ended one again changes nothing and is not an error.
+    """Release an assignment. Its holder (or an operator) releasing an ended one again changes
+    nothing and is not an error; anyone else is refused (403), ended or not.
 
     - its holder (or a job) releases it: → `released`;
     - an operator releases one whose agent is alive: → `releasing` (the agent is told through its
@@ -329,9 +436,10 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
     with recorded_transaction():
         assignment = _lock_assignment(assignment_id)
         _check_fencing(assignment, fencing_token)
+        # Who may comes first: an ended assignment is still no one else's to release.
+        _require_holder_or_operator(assignment, actor, "release")
         if assignment.status in Assignment.TERMINAL_STATUSES:
             return assignment
-        _require_holder_or_operator(assignment, actor, "release")
         holder_is_actor = actor.is_agent and assignment.agent_id and assignment.agent.agent_id == actor.name
         # A draining agent is on its way out (drain releases what it was releasing, then makes it
         # inactive in the same transaction): nobody is left to confirm, so the release is final.
@@ -340,7 +448,7 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
             Agent.Status.INACTIVE,
             Agent.Status.DRAINING,
         )
-        if actor.kind == "user" and not holder_is_actor and agent_alive:
+        if actor.kind == "user" and not holder_is_actor and agent_alive and assignment.status in Assignment.HELD_STATUSES:
             if assignment.status == S.RELEASING:
                 return assignment
             _transition(
@@ -349,7 +457,9 @@ def assignment_release(*, assignment_id, actor: Actor, fencing_token: int | None
             )
             return assignment
         if reason is None:
-            if holder_is_actor and assignment.status == S.RELEASING:
+            if assignment.status == S.PENDING:
+                reason = Assignment.ReleaseReason.CANCELLED  # a queued request, or one waiting for an agent
+            elif holder_is_actor and assignment.status == S.RELEASING:
                 reason = Assignment.ReleaseReason.FORCE_RELEASED  # the agent confirms an operator's release
             elif holder_is_actor:
                 reason = Assignment.ReleaseReason.RELEASED
@@ -421,6 +531,22 @@ def assignment_update(
     return assignment
 
 
+def assignment_idle(*, assignment_id, actor: Actor) -> Assignment:
+    """The sweep: an `active` assignment with no activity for a while becomes `idle`. Being idled is
+    no activity, so `last_activity` stays: the pool's idle timeout still counts from the holder's
+    last sign of life. Other states are left as they are. Emits `assignment.status_changed`."""
+    require_operator(actor, "idle an assignment")
+    with recorded_transaction():
+        assignment = _lock_assignment(assignment_id)
+        if assignment.status != S.ACTIVE:
+            return assignment
+        _transition(
+            assignment, S.IDLE, actor=actor, event_type=Event.Type.ASSIGNMENT_STATUS_CHANGED,
+            data={"reason": "no activity"}, activity=False,
+        )
+    return assignment
+
+
 def assignment_expire(*, assignment_id, actor: Actor, reason: str = "idle timeout") -> Assignment:
     """End a live assignment nobody is using (the zombie reaper). Ended ones are left as they are.
     Emits `assignment.expired`."""
@@ -438,16 +564,59 @@ def assignment_expire(*, assignment_id, actor: Actor, reason: str = "idle timeou
 
 def assignment_fail(*, assignment_id, actor: Actor, error: str = "", fencing_token: int | None = None) -> Assignment:
     """The holder (or an operator) reports that the work on a live assignment failed (the browser
-    crashed, the profile is broken). Ended ones are left as they are. Emits `assignment.status_changed`."""
+    crashed, the profile is broken). Ended ones are left as they are (anyone else is refused, ended
+    or not). Emits `assignment.status_changed`."""
     error = clean_text("error", error, max_length=1000)
     with recorded_transaction():
         assignment = _lock_assignment(assignment_id)
         _check_fencing(assignment, fencing_token)
+        _require_holder_or_operator(assignment, actor, "fail")
         if assignment.status in Assignment.TERMINAL_STATUSES:
             return assignment
-        _require_holder_or_operator(assignment, actor, "fail")
         _transition(
             assignment, S.FAILED, actor=actor, event_type=Event.Type.ASSIGNMENT_STATUS_CHANGED,
             data={"error": error}, reason=Assignment.ReleaseReason.FAILED,
         )
     return assignment
+
+
+def assignment_release_for_profile(
+    *, profile_id: str, agent_id: str, actor: Actor, fencing_token: int | None = None
+) -> Assignment:
+    """Release by profile (`POST /api/profiles/{profile_id}/release`, the seed's
+    `release_profile(profile_id, agent_id)`): the live assignment of `profile_id` held by `agent_id`,
+    with the rules of `assignment_release` (holder or operator, fencing, idempotent). With none live,
+    that agent's latest assignment of the profile is released again (changing nothing); a profile
+    held by another agent is a 409 `conflict` naming the holder; nothing at all is a 404."""
+    profile_id = clean_identifier("profile_id", profile_id)
+    agent_id = clean_identifier("agent_id", agent_id)
+    require_self_or_operator(actor, agent_id, "release a profile")
+    if not Profile.objects.filter(profile_id=profile_id).exists():
+        raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id})
+    live = (
+        Assignment.objects.filter(profile__profile_id=profile_id, status__in=Assignment.LIVE_STATUSES)
+        .select_related("agent")
+        .first()
+    )
+    if live is not None and (live.agent.agent_id if live.agent_id else None) != agent_id:
+        raise Conflict(
+            f"profile {profile_id!r} is not held by agent {agent_id!r}",
+            details={
+                "profile_id": profile_id,
+                "holder_agent_id": live.agent.agent_id if live.agent_id else None,
+                "holder_assignment_id": str(live.assignment_id),
+            },
+        )
+    target = live or (
+        Assignment.objects.filter(profile__profile_id=profile_id, agent__agent_id=agent_id)
+        .order_by("-assigned_at", "-pk")
+        .first()
+    )
+    if target is None:
+        raise NotFound(
+            f"agent {agent_id!r} holds no assignment of profile {profile_id!r}",
+            details={"profile_id": profile_id, "agent_id": agent_id},
+        )
+    # The row is locked and its state read again by assignment_release: if it ended meanwhile,
+    # releasing it again changes nothing.
+    return assignment_release(assignment_id=target.assignment_id, actor=actor, fencing_token=fencing_token)

@@ -28,3 +28,13 @@ def archive_events():
 @shared_task(name="assignments.prune_idempotency_keys", ignore_result=True)
 def prune_idempotency_keys():
     return job_run("idempotency_keys_prune")
+
+
+@shared_task(name="assignments.waits_sweep", ignore_result=True)
+def waits_sweep():
+    return job_run("waits_sweep")
+
+
+@shared_task(name="assignments.wait_cycles_break", ignore_result=True)
+def wait_cycles_break():
+    return job_run("wait_cycles_break")

@@ -4,7 +4,9 @@ Each one refuses a value it cannot parse, naming the variable, instead of quietl
 default: a typo in production configuration must stop the process at start-up, not at 3 a.m.
 """
 
+import ipaddress
 import os
+import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -66,6 +68,25 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[str]:
+    """Comma-separated IP addresses or networks (e.g. `10.0.0.0/8, 127.0.0.1`), checked now."""
+    values = env_list(name)
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {value!r} is not an IP address or network") from None
+    return values
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate such as `30/min` (per s, min, hour or day), checked now."""
+    raw = os.environ.get(name, default).strip()
+    if not re.fullmatch(r"[0-9]{1,9}/(s|sec|second|m|min|minute|h|hour|d|day)", raw):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate like 30/min")
+    return raw
 
 
 def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict:

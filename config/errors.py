@@ -71,3 +71,32 @@ class ProfileTaken(Conflict):
     def __init__(self, message: str, *, details: dict, pool_name: str = ""):
         super().__init__(message, details=details)
         self.pool_name = pool_name
+
+
+class Deadlock(TetherError):
+    """Waiting for this profile would close a cycle of agents waiting for each other (`details.cycle`)."""
+
+    code = "deadlock"
+    http_status = 409
+
+
+class NoProfileAvailable(TetherError):
+    """No free profile matches the requirements (enabled, healthy, not quarantined, not cooling down)."""
+
+    code = "no_profile_available"
+    http_status = 409
+
+
+class ProfileCoolingDown(TetherError):
+    code = "profile_cooling_down"
+    http_status = 409
+
+
+class QuotaExceeded(TetherError):
+    code = "quota_exceeded"
+    http_status = 409
+
+
+class ProfileQuarantined(TetherError):
+    code = "profile_quarantined"
+    http_status = 409

@@ -2,16 +2,22 @@
 (so that no two collide), the pool-move lock, and row locks that return their related rows safely.
 
 Lock order, kept by every service so that concurrent calls cannot deadlock:
-a pool's move lock → agent rows (primary-key order) → profile rows (primary-key order) →
-assignment rows → alert rows → the event-order lock (taken last, by the commit tail of
-`assignments.events.recorded_transaction`).
+a pool's move lock → agent rows (primary-key order) → task rows (queued ones SKIP LOCKED) →
+profile rows (primary-key order) → assignment rows → the wait-graph lock → alert rows → the
+event-order lock (taken last, inside COMMIT; see `assignments.events.recorded_transaction`).
 """
 
 from django.db import connection
 
-# Held (transaction-scoped) while a transaction inserts its event rows, until it commits: events
-# therefore become visible to readers in `seq` order (invariant 4, see assignments/events.py).
+# Taken (transaction-scoped) inside COMMIT by the trigger that numbers a transaction's event rows
+# (migration assignments/0008), released by the end of the COMMIT: events therefore become visible
+# to readers in `seq` order (invariant 4, see assignments/events.py).
 EVENT_ORDER = 0x7E7E_0001
+# Held (transaction-scoped) by every request that starts waiting for a profile, while it reads the
+# wait-for graph and adds its edge (assignments/waits.py): two requests that would close a cycle
+# together (A waits for B's profile while B asks for A's) are checked one after the other, so the
+# second sees the first's edge and is refused. Taken after every row lock of the request.
+WAIT_GRAPH = 0x7E7E_0002
 
 # Two-key locks (class, object id): a different lock space from the one-key locks above.
 # Held while a transaction moves assignments between a pool's agents (failover, rebalancing,
@@ -24,6 +30,14 @@ POOL_MOVES = 0x7E7E
 JOB_RECONCILE_CACHE = 0x7E7E_0101
 JOB_ROLLUP = 0x7E7E_0102
 JOB_ARCHIVE = 0x7E7E_0103
+
+
+def xact_lock(key: int) -> None:
+    """Take a one-key advisory lock until the current transaction ends, waiting for it. (SQLite
+    serialises write transactions anyway.)"""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
 def try_xact_lock(key: int) -> bool:
@@ -67,12 +81,21 @@ def _mismatched(obj, related) -> bool:
     return False
 
 
-def lock_one(model, *, related: tuple[str, ...] = (), **lookup):
+def lock_one(model, *, related: tuple[str, ...] = (), only: tuple[str, ...] = (), **lookup):
     """Lock the one row matching `lookup` until commit and return it with `related` loaded
-    (direct foreign keys only). Raises `model.DoesNotExist` when there is no such row."""
+    (direct foreign keys only). Raises `model.DoesNotExist` when there is no such row.
+
+    `only` narrows the columns read (as QuerySet.only, "relation__field" for related rows; the
+    foreign keys of `related` are always read): hot paths name what they use, and anything else is
+    read on first touch."""
     locking = model.objects.select_for_update(of=("self",))
+    columns = (*only, *related) if only else ()
+
+    def narrow(queryset):
+        return queryset.only(*columns) if columns else queryset
+
     try:
-        obj = locking.select_related(*related).get(**lookup)
+        obj = narrow(locking.select_related(*related)).get(**lookup)
     except model.DoesNotExist:
         if not related:
             raise
@@ -80,7 +103,7 @@ def lock_one(model, *, related: tuple[str, ...] = (), **lookup):
         pk = locking.filter(**lookup).values_list("pk", flat=True).first()
         if pk is None:
             raise
-        return model.objects.select_related(*related).get(pk=pk)
+        return narrow(model.objects.select_related(*related)).get(pk=pk)
     if related and _mismatched(obj, related):
-        return model.objects.select_related(*related).get(pk=obj.pk)
+        return narrow(model.objects.select_related(*related)).get(pk=obj.pk)
     return obj

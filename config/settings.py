@@ -7,6 +7,7 @@ Two running modes:
 """
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -17,6 +18,8 @@ from config.env import (
     env_float,
     env_int,
     env_list,
+    env_networks,
+    env_rate,
     env_str,
     parse_database_url,
 )
@@ -51,6 +54,47 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+
+# --- HTTPS (TETHER_HTTPS=1 behind TLS) ------------------------------------------------------------
+# Secure cookies, HSTS and the redirect to https://. Behind a reverse proxy that ends TLS, the proxy
+# must set X-Forwarded-Proto (and strip a client's own): Django then believes it (SECURE_PROXY_SSL_HEADER).
+# `manage.py check --deploy --fail-level WARNING` passes with it.
+TETHER_HTTPS = env_bool("TETHER_HTTPS", default=False)
+if TETHER_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    # Load balancers probe /health over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^health$"]
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("TETHER_HSTS_SECONDS", 365 * 86400, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("TETHER_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env_bool("TETHER_HSTS_PRELOAD", default=True)
+SESSION_COOKIE_HTTPONLY = True
+# Messages live in the (server-side, database) session, never in a cookie: a pool's enrollment
+# token, shown once in the admin, is one of them.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy on every response (django-csp): scripts, styles, images and sockets from
+# this origin only — no inline script anywhere (the pages use static/ files; Swagger UI is the
+# split view, whose set-up script is a file too). Inline style *attributes* stay allowed: the pages'
+# meters set their width with one.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
@@ -70,6 +114,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_htmx",
+    "axes",  # limits login attempts (/accounts/login/, /admin/login/)
+    "csp",
     "pools",
     "agents",
     "assignments",
@@ -77,6 +123,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.HeaderLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -86,6 +133,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: answers a locked-out login with 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -222,6 +272,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login attempts (django-axes): after TETHER_LOGIN_FAILURE_LIMIT failures for one account, or from
+# one client address, further attempts get 429 for TETHER_LOGIN_LOCKOUT_MINUTES (a success resets
+# the count). Counted in the database, so every web instance shares the count in any running mode
+# (django-axes' cache handler refuses the embedded mode's in-process cache).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_DISABLE_ACCESS_LOG = True  # failures only: no row per successful login
+AXES_FAILURE_LIMIT = env_int("TETHER_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("TETHER_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "config.ratelimit.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 
@@ -250,11 +317,8 @@ TETHER_ASSIGNMENT_IDLE_TIMEOUT_SECONDS = env_int("TETHER_ASSIGNMENT_IDLE_TIMEOUT
 TETHER_MIN_HEALTH_SCORE = env_float("TETHER_MIN_HEALTH_SCORE", 0.5, minimum=0.0, maximum=1.0)
 # How far a stale agent's health score falls when it misses its heartbeats.
 TETHER_STALE_HEALTH_SCORE = env_float("TETHER_STALE_HEALTH_SCORE", 0.0, minimum=0.0, maximum=1.0)
-# How long a request waits for the channel layer to take its events (after commit; a subscriber that
-# misses them reads them from the log), and how often each web process's event hub renews its
-# membership of the events group (so that it rejoins within this after a Redis restart, which
-# forgets every group).
-TETHER_EVENTS_PUBLISH_TIMEOUT_SECONDS = env_float("TETHER_EVENTS_PUBLISH_TIMEOUT_SECONDS", 0.25, minimum=0.01)
+# How often each web process's event hub renews its membership of the events group (so that it
+# rejoins within this after a Redis restart, which forgets every group).
 TETHER_EVENTS_GROUP_RENEW_SECONDS = env_float("TETHER_EVENTS_GROUP_RENEW_SECONDS", 5.0, minimum=0.1)
 # Event stream (ws://HOST/assignments/events): events one subscriber may have waiting to be sent
 # before it is told to resync and closed; how often an idle web process checks the log for events
@@ -271,6 +335,7 @@ TETHER_EVENT_CONSUMERS = [
     "assignments.cache.cache_refresh_for_events",  # first: a subscriber that hears an event reads the new state
     "dashboard.publish.publish_events",  # to live subscribers (pages, agents) through the channel layer
     "pools.services.pools_rebalance_freed",  # room freed on an agent: give it to work waiting in its pool
+    "pools.dispatch.tasks_dispatch_for_events",  # a task queued or a task slot freed: place queued tasks
 ]
 
 # --- Background jobs (Celery beat; see config/celery.py for the one schedule) ----------------------
@@ -283,12 +348,19 @@ TETHER_JOB_RECONCILE_INTERVAL_SECONDS = env_float("TETHER_JOB_RECONCILE_INTERVAL
 TETHER_JOB_ROLLUP_INTERVAL_SECONDS = env_float("TETHER_JOB_ROLLUP_INTERVAL_SECONDS", 60.0, minimum=0.1)
 TETHER_JOB_ARCHIVE_INTERVAL_SECONDS = env_float("TETHER_JOB_ARCHIVE_INTERVAL_SECONDS", 3600.0, minimum=0.1)
 TETHER_JOB_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS = env_float("TETHER_JOB_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS", 3600.0, minimum=0.1)
+# Queued requests (assignments/waits.py): wait timeouts, hand-overs a cooldown or quota held back,
+# and the wait cycles formed by failover or hand-over (one indexed query each when there is nothing).
+TETHER_JOB_WAITS_INTERVAL_SECONDS = env_float("TETHER_JOB_WAITS_INTERVAL_SECONDS", 2.0, minimum=0.1)
+TETHER_JOB_WAIT_CYCLES_INTERVAL_SECONDS = env_float("TETHER_JOB_WAIT_CYCLES_INTERVAL_SECONDS", 10.0, minimum=0.1)
+TETHER_JOB_TASKS_INTERVAL_SECONDS = env_float("TETHER_JOB_TASKS_INTERVAL_SECONDS", 5.0, minimum=0.1)
 # At most this many rows per job run; the rest waits for the next run.
 TETHER_JOB_BATCH_SIZE = env_int("TETHER_JOB_BATCH_SIZE", 200, minimum=1, maximum=100_000)
 # An active assignment with no activity (heartbeat report, update) for this long becomes idle.
 TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS = env_int("TETHER_ASSIGNMENT_IDLE_AFTER_SECONDS", 300, minimum=1)
 # A force-released (`releasing`) assignment whose agent has not confirmed within this is released.
 TETHER_RELEASE_GRACE_SECONDS = env_int("TETHER_RELEASE_GRACE_SECONDS", 60, minimum=1)
+# Selection by requirements skips profiles whose health (from outcome reports) is below this.
+TETHER_PROFILE_MIN_HEALTH_SCORE = env_float("TETHER_PROFILE_MIN_HEALTH_SCORE", 0.2, minimum=0.0, maximum=1.0)
 # Events older than this move to the archive table (assignments.EventArchive).
 TETHER_EVENT_RETENTION_DAYS = env_int("TETHER_EVENT_RETENTION_DAYS", 30, minimum=1)
 # How many past hours the rollup job recomputes on each run (besides the current one).
@@ -311,15 +383,35 @@ if TETHER_ASSIGNMENT_CACHE_SECONDS > TETHER_JOB_RECONCILE_INTERVAL_SECONDS:
 # beat's messages nor reach the web process's in-memory channel layer with its events.
 TETHER_EMBEDDED_JOBS = env_bool("TETHER_EMBEDDED_JOBS", default=CELERY_BROKER_URL.startswith("memory://"))
 
+# --- Tasks (pools/queue.py, pools/dispatch.py) -------------------------------------------------
+# A queued task moves up one priority level for each period it has waited (so `low` never starves).
+TETHER_TASK_AGING_SECONDS = env_int("TETHER_TASK_AGING_SECONDS", 60, minimum=1)
+# Longest long-poll of `POST /api/agents/{agent_id}/tasks/claim`, and how often it looks again.
+TETHER_TASK_CLAIM_MAX_WAIT_SECONDS = env_int("TETHER_TASK_CLAIM_MAX_WAIT_SECONDS", 30, minimum=0, maximum=30)
+TETHER_TASK_CLAIM_POLL_SECONDS = env_float("TETHER_TASK_CLAIM_POLL_SECONDS", 0.5, minimum=0.05, maximum=5.0)
+# Most tasks in one `POST /api/tasks/batch`.
+TETHER_TASK_BATCH_MAX = env_int("TETHER_TASK_BATCH_MAX", 500, minimum=1, maximum=10_000)
+
 # --- REST API (config/api/) ---------------------------------------------------------------------
 # Form posts (admin, dashboard) are small; the API reads JSON itself with its own limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TETHER_DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024, minimum=1024)
 # Largest JSON body the API accepts (metadata alone is capped at 16 KiB by the services).
 TETHER_API_MAX_BODY_BYTES = env_int("TETHER_API_MAX_BODY_BYTES", 128 * 1024, minimum=1024)
+# Requests with more headers, or more header bytes, than this get 400 / 431 (config/middleware.py).
+TETHER_MAX_REQUEST_HEADERS = env_int("TETHER_MAX_REQUEST_HEADERS", 100, minimum=10)
+TETHER_MAX_REQUEST_HEADER_BYTES = env_int("TETHER_MAX_REQUEST_HEADER_BYTES", 32 * 1024, minimum=1024)
 # How long an Idempotency-Key's first answer is kept for replay.
 TETHER_IDEMPOTENCY_TTL_SECONDS = env_int("TETHER_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=60)
+# How long a claimed key waits for its request's answer before a retry may run anew (a process that
+# died mid-request must not leave the key stuck); longer than any request runs.
+TETHER_IDEMPOTENCY_LEASE_SECONDS = env_int("TETHER_IDEMPOTENCY_LEASE_SECONDS", 60, minimum=5, maximum=3600)
 # Requests per credential (an agent's or a user's token, a session; else per address).
 TETHER_API_THROTTLE_RATE = env_str("TETHER_API_THROTTLE_RATE", "6000/min")
+# Invalid tokens one client address may send before it gets 429 for every token until the window ends.
+TETHER_API_AUTH_FAILURE_RATE = env_rate("TETHER_API_AUTH_FAILURE_RATE", "30/min")
+# Our own reverse proxies (addresses or networks, comma-separated): only requests from these have
+# their X-Forwarded-For (and, with TETHER_HTTPS, X-Forwarded-Proto) believed.
+TETHER_TRUSTED_PROXIES = env_networks("TETHER_TRUSTED_PROXIES")
 CSRF_FAILURE_VIEW = "config.api.errors.csrf_failure"
 
 REST_FRAMEWORK = {
@@ -362,6 +454,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"quiet_disallowed_host": {"()": "config.logfilters.QuietDisallowedHost"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("TETHER_LOG_LEVEL", "INFO")},
     # A line per beat tick and per task run would bury what the jobs did (logged by tether.jobs).
@@ -373,5 +466,8 @@ LOGGING = {
         # Django logs every 4xx as a warning; a refused take (409) is normal traffic, recorded as an
         # event already. Server errors (5xx) still log at ERROR.
         "django.request": {"level": env_str("TETHER_REQUEST_LOG_LEVEL", "ERROR")},
+        # django-axes logs every login and logout at INFO; lockouts are WARNING.
+        "axes": {"level": "WARNING"},
+        "django.security.DisallowedHost": {"filters": ["quiet_disallowed_host"]},
     },
 }

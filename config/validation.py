@@ -12,6 +12,11 @@ IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 MAX_JSON_BYTES = 16 * 1024
 MAX_LIST_ITEMS = 100
 MAX_ITEM_CHARS = 200
+# Deeper JSON is refused: nested hundreds of levels it passes the size cap, then breaks whatever
+# walks it recursively later (pickling for the cache, the JSON encoder, jsonb) — after commit.
+MAX_JSON_DEPTH = 32
+# Whole numbers beyond this are refused before any float arithmetic (10**400 overflows a float).
+MAX_JSON_INT = 2**63 - 1
 
 # Known load metrics and their allowed ranges; others may be any finite number or short string.
 LOAD_METRIC_RANGES = {
@@ -59,11 +64,50 @@ def clean_string_list(field: str, value) -> list[str]:
     return value
 
 
+def json_depth(value, *, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply `value` nests (a scalar is 0, `{}` is 1), counted without recursion and up to
+    `limit + 1` at most, so that any depth is measured safely."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _check_json_values(field: str, value) -> None:
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ValidationFailed(
+            f"{field} nests deeper than {MAX_JSON_DEPTH} levels", details={field: ["nested too deeply"]}
+        )
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_JSON_INT:
+            raise ValidationFailed(
+                f"{field} holds a whole number beyond 64 bits", details={field: ["number too large"]}
+            )
+
+
 def clean_json_object(field: str, value) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise ValidationFailed(f"{field} must be a JSON object", details={field: ["not an object"]})
+    _check_json_values(field, value)
     try:
         encoded = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
@@ -85,6 +129,8 @@ def clean_load_metrics(value) -> dict:
         if isinstance(number, bool):
             errors[key] = "must be a number"
             continue
+        if isinstance(number, int):
+            number = float(number)  # within 64 bits (checked above), so it fits a float
         if key in LOAD_METRIC_RANGES:
             low, high = LOAD_METRIC_RANGES[key]
             if not isinstance(number, (int, float)) or not math.isfinite(number) or not low <= number <= high:
@@ -108,11 +154,19 @@ def clean_int(field: str, value, *, minimum: int, maximum: int) -> int:
 
 
 def clean_float(field: str, value, *, minimum: float, maximum: float) -> float:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_JSON_INT:
+        raise ValidationFailed(f"{field} must be from {minimum} to {maximum}", details={field: ["out of range"]})
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValidationFailed(f"{field} must be a number", details={field: ["not a number"]})
     if not minimum <= value <= maximum:
         raise ValidationFailed(f"{field} must be from {minimum} to {maximum}", details={field: ["out of range"]})
     return float(value)
+
+
+def clean_bool(field: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"{field} must be true or false", details={field: ["not a boolean"]})
+    return value
 
 
 def clean_choice(field: str, value, choices) -> str:

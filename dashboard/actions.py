@@ -18,9 +18,12 @@ from django.views.decorators.http import require_http_methods
 from agents.models import Agent
 from agents.services import agent_drain, agent_mark_stale
 from assignments.alerts import alert_acknowledge
-from assignments.models import Alert, Assignment
+from assignments.models import Alert, Assignment, Profile
+from assignments.profile_health import profile_quarantine_clear
 from assignments.services import assignment_release
 from config.actors import Actor, user_is_operator
+from pools.models import AgentPool, Task
+from pools.queue import queue_clear, task_cancel, task_resubmit
 from config.errors import TetherError
 
 
@@ -154,5 +157,103 @@ def alert_acknowledge_view(request, alert_id):
         perform=lambda actor: alert_acknowledge(alert_id=alert.alert_id, actor=actor),
         done="Alert acknowledged.",
         back="/",
+        danger=False,
+    ))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def profile_quarantine_clear_view(request, profile_id):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may clear a quarantine")
+    profile = Profile.objects.filter(profile_id=profile_id).first()
+    if profile is None:
+        raise Http404(f"profile {profile_id!r} does not exist")
+    return _run(request, Action(
+        title="Clear quarantine",
+        button="Clear quarantine",
+        explanation=(
+            f"Profile {profile.profile_id} was quarantined ({profile.quarantine_reason or 'reported banned'}). "
+            "Cleared, it may be taken and selected again, with its health reset to 1, and its alert is resolved."
+        ),
+        subject=profile,
+        perform=lambda actor: profile_quarantine_clear(profile_id=profile.profile_id, actor=actor),
+        done=f"Quarantine of {profile.profile_id} cleared.",
+        back=f"/profiles/{profile.profile_id}/",
+        danger=False,
+    ))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def task_cancel_view(request, task_id):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may cancel tasks")
+    task = Task.objects.select_related("pool", "agent").filter(task_id=task_id).first()
+    if task is None:
+        raise Http404("no such task")
+    holder = f", assigned to {task.agent.agent_id}" if task.agent_id and task.status == Task.Status.ASSIGNED else ""
+    return _run(request, Action(
+        title="Cancel task",
+        button="Cancel task",
+        explanation=(
+            f"Task {task.task_id} ({task.priority}, pool {task.pool.name}) is {task.status}{holder}. "
+            "It will not run; a profile it holds is released. Running and finished tasks cannot be cancelled."
+        ),
+        subject=task,
+        perform=lambda actor: task_cancel(task_id=task.task_id, actor=actor),
+        done=f"Task {task.task_id} cancelled.",
+        back="/tasks/",
+    ))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def queue_clear_view(request, priority):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may clear queues")
+    if priority not in Task.Priority.values:
+        raise Http404("no such priority")
+    pool = request.POST.get("pool") or request.GET.get("pool") or None
+    if pool is not None and not AgentPool.objects.filter(name=pool).exists():
+        raise Http404("no such pool")
+    queued = Task.objects.filter(status=Task.Status.QUEUED, priority=priority)
+    if pool:
+        queued = queued.filter(pool__name=pool)
+    where = f"pool {pool}" if pool else "every pool"
+    return _run(request, Action(
+        title=f"Clear the {priority} queue",
+        button="Clear queue",
+        explanation=(
+            f"The {queued.count()} queued {priority} task(s) of {where} are cancelled (each recorded). "
+            "Tasks already assigned or running are not touched."
+        ),
+        subject=priority,
+        perform=lambda actor: queue_clear(priority=priority, pool=pool, actor=actor),
+        done=f"{priority} queue of {where} cleared.",
+        back="/tasks/",
+    ))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def task_resubmit_view(request, task_id):
+    if not user_is_operator(request.user):
+        raise PermissionDenied("only operators may resubmit tasks")
+    task = Task.objects.select_related("pool").filter(task_id=task_id).first()
+    if task is None:
+        raise Http404("no such task")
+    return _run(request, Action(
+        title="Resubmit task",
+        button="Resubmit",
+        explanation=(
+            f"Task {task.task_id} ({task.priority}, pool {task.pool.name}) is {task.status}"
+            f"{': ' + task.error[:200] if task.error else ''}. A new task with the same payload and "
+            "requirements is queued; this one stays as it is."
+        ),
+        subject=task,
+        perform=lambda actor: task_resubmit(task_id=task.task_id, actor=actor),
+        done=f"Task {task.task_id} resubmitted.",
+        back="/tasks/",
         danger=False,
     ))

@@ -6,6 +6,7 @@ from django import forms
 
 from agents.models import Agent
 from assignments.models import Assignment
+from pools.models import Task
 from config.validation import IDENTIFIER_RE
 from dashboard.selectors import ASSIGNMENT_SORTS
 
@@ -64,6 +65,12 @@ class AssignmentFilterForm(PageForm):
 class AgentFilterForm(PageForm):
     pool = forms.SlugField(required=False, max_length=64)
     status = forms.ChoiceField(required=False, choices=[("", "Any")] + list(Agent.Status.choices))
+
+
+class TaskFilterForm(PageForm):
+    pool = forms.SlugField(required=False, max_length=64)
+    status = forms.ChoiceField(required=False, choices=[("", "Open"), ("all", "All")] + list(Task.Status.choices))
+    priority = forms.ChoiceField(required=False, choices=[("", "Any")] + list(Task.Priority.choices))
 
 
 class ProfileFilterForm(PageForm):

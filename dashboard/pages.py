@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from agents.models import Agent
+from pools.models import Task
 from assignments.selectors import alert_list
 from config.actors import user_is_operator
 from dashboard import forms, selectors
@@ -91,8 +92,31 @@ def agent_detail(request, agent_id):
 @require_GET
 def pools(request):
     seq = selectors.latest_seq()
-    return _render(request, "dashboard/pools.html", {"rows": selectors.pool_rows(), "live_seq": seq},
+    return _render(request, "dashboard/pools.html",
+                   {"rows": selectors.pool_rows(), "queued": selectors.queued_requests(), "live_seq": seq},
                    live_types="agent.,assignment.,pool.")
+
+
+@login_required
+@require_GET
+def tasks(request):
+    """Queues by priority per pool, and the tasks themselves (open ones by default), live."""
+    form = forms.TaskFilterForm(request.GET)
+    live_types = "task.,queue."
+    ctx = {"form": form, "pools": selectors.pool_names(), "statuses": form.fields["status"].choices,
+           "priorities": Task.Priority.choices}
+    if not form.is_valid():
+        return _bad_filters(request, "dashboard/tasks.html", form, ctx, live_types=live_types)
+    seq = selectors.latest_seq()
+    d = form.cleaned_data
+    pool = d.get("pool") or ""
+    ctx.update({
+        "queues": selectors.queue_rows(pool=pool, names=ctx["pools"]),
+        "page": selectors.task_page(pool=pool, status=d.get("status") or "", priority=d.get("priority") or "",
+                                    page=form.page_number()),
+        "live_seq": seq,
+    })
+    return _render(request, "dashboard/tasks.html", ctx, live_types=live_types)
 
 
 @login_required

@@ -13,8 +13,9 @@ from django.utils import timezone
 from agents.models import Agent
 from assignments.models import Assignment, Event, Profile
 from assignments.selectors import event_filter_q
-from pools.models import AgentPool
-from pools.selectors import PoolCounts, pool_counts
+from assignments.waits import profile_queue
+from pools.models import AgentPool, Task
+from pools.selectors import PoolCounts, pool_counts, queue_stats, task_list
 
 LIVE = Assignment.LIVE_STATUSES
 HELD = Assignment.HELD_STATUSES
@@ -272,6 +273,14 @@ class PoolRow:
     counts: PoolCounts
 
 
+def queued_requests(*, limit: int = 200) -> list[Assignment]:
+    """Requests waiting for a profile (`queued_q`), by profile, then in arrival order (1 query)."""
+    return list(
+        Assignment.objects.queued().select_related("profile", "pool", "agent")
+        .order_by("pool__name", "profile__profile_id", "assigned_at", "pk")[:limit]
+    )
+
+
 def pool_rows() -> list[PoolRow]:
     """Every pool with its counts (`pools.selectors.pool_counts`: 4 queries)."""
     pools = list(AgentPool.objects.order_by("name"))
@@ -289,18 +298,18 @@ def profile_page(*, q: str = "", state: str = "", pool: str = "", page: int = 1,
         qs = qs.filter(Q(profile_id__startswith=q) | Q(name__icontains=q))
     if pool:
         qs = qs.filter(pool__name=pool)
-    live_q = Q(assignments__status__in=LIVE)
+    # Held: it has a holder (`holding_q`); requests queued for it do not make it held.
     if state == "held":
-        qs = qs.filter(live_q)
+        qs = qs.filter(pk__in=Assignment.objects.holding().values("profile_id"))
     elif state == "available":
-        qs = qs.exclude(pk__in=Assignment.objects.filter(status__in=LIVE).values("profile_id"))
+        qs = qs.exclude(pk__in=Assignment.objects.holding().values("profile_id"))
     offset = (page - 1) * per_page
     profiles = list(qs.order_by("profile_id")[offset : offset + per_page + 1])
     has_next = len(profiles) > per_page
     profiles = profiles[:per_page]
     live = {
         a.profile_id: a
-        for a in Assignment.objects.filter(profile__in=[p.pk for p in profiles], status__in=LIVE).select_related("agent")
+        for a in Assignment.objects.holding().filter(profile__in=[p.pk for p in profiles]).select_related("agent")
     }
     for p in profiles:
         p.live_assignment = live.get(p.pk)
@@ -318,10 +327,16 @@ def profile_detail(profile_id: str, *, page: int = 1, per_page: int = PAGE_SIZE)
         .order_by("-assigned_at", "-id")[offset : offset + per_page + 1]
     )
     events = list(Event.objects.filter(profile_id=profile_id).order_by("-seq")[:EVENT_PAGE_SIZE])
-    live = next((a for a in assignments if a.status in LIVE), None) if page == 1 else None
+    live = Assignment.objects.holding().filter(profile=profile).select_related("agent", "pool").first()
+    pool = profile.pool or (live.pool if live is not None else None)
+    queue = list(
+        profile_queue(profile, pool.conflict_policy if pool else "fifo").select_related("agent")
+    )
     return {
         "profile": profile,
         "live": live,
+        "queue": queue,
+        "queue_policy": pool.conflict_policy if pool else "fifo",
         "history": Page(rows=assignments[:per_page], number=page, has_next=len(assignments) > per_page, start=offset),
         "events": events,
     }
@@ -449,3 +464,58 @@ def event_types() -> list[str]:
 
 def newest_activity() -> datetime | None:
     return Assignment.objects.aggregate(m=Max("last_activity"))["m"]
+
+
+# --- Tasks ----------------------------------------------------------------------------------------
+
+TASK_PAGE_SIZE = 100
+# What the tasks page lists by default: work not finished yet.
+OPEN_TASK_STATUSES = ("queued", "assigned", "running")
+
+
+@dataclass
+class QueueRow:
+    pool: str
+    cells: list  # one dict per priority (urgent … low): size, oldest_age_seconds, wait_p95_seconds…
+
+    @property
+    def total(self) -> int:
+        return sum(cell["size"] for cell in self.cells)
+
+
+def queue_rows(*, pool: str = "", names: list[str] | None = None) -> list[QueueRow]:
+    """Each pool's queues by priority, with size, oldest age and wait (`pools.selectors.queue_stats`;
+    two queries), pools with nothing queued included (`names`: every pool's, if the caller has them)."""
+    stats = queue_stats(pool=pool or None)
+    names = [pool] if pool else (names if names is not None else pool_names())
+    rows = []
+    for name in names:
+        per_priority = stats["pools"].get(name, {})
+        cells = [
+            {"priority": priority, **(per_priority.get(priority) or {"size": 0, "oldest_age_seconds": None,
+                                                                "wait_p50_seconds": None, "wait_p95_seconds": None,
+                                                                "assigned_last_minute": 0})}
+            for priority in Task.Priority.values
+        ]
+        rows.append(QueueRow(pool=name, cells=cells))
+    return rows
+
+
+def task_page(*, pool: str = "", status: str = "", priority: str = "", page: int = 1,
+              per_page: int = TASK_PAGE_SIZE) -> Page:
+    """Tasks, the next due first when listing open ones (one query)."""
+    qs = task_list()
+    if pool:
+        qs = qs.filter(pool__name=pool)
+    if priority:
+        qs = qs.filter(priority=priority)
+    if status == "all":
+        qs = qs.order_by("-submitted_at", "-pk")
+    elif status:
+        qs = qs.filter(status=status).order_by("queue_order", "pk") if status == "queued" else \
+            qs.filter(status=status).order_by("-submitted_at", "-pk")
+    else:
+        qs = qs.filter(status__in=OPEN_TASK_STATUSES).order_by("status", "queue_order", "pk")
+    offset = (page - 1) * per_page
+    rows = list(qs[offset : offset + per_page + 1])
+    return Page(rows=rows[:per_page], number=page, has_next=len(rows) > per_page, start=offset)

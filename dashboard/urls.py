@@ -13,7 +13,13 @@ urlpatterns = [
     path("pools/", pages.pools, name="dash-pools"),
     path("profiles/", pages.profiles, name="dash-profiles"),
     path("profiles/<str:profile_id>/", pages.profile_detail, name="dash-profile"),
+    path("profiles/<str:profile_id>/clear-quarantine/", actions.profile_quarantine_clear_view,
+         name="dash-profile-clear-quarantine"),
     path("alerts/<uuid:alert_id>/acknowledge/", actions.alert_acknowledge_view, name="dash-alert-acknowledge"),
+    path("tasks/", pages.tasks, name="dash-tasks"),
+    path("tasks/queues/<str:priority>/clear/", actions.queue_clear_view, name="dash-queue-clear"),
+    path("tasks/<str:task_id>/cancel/", actions.task_cancel_view, name="dash-task-cancel"),
+    path("tasks/<str:task_id>/resubmit/", actions.task_resubmit_view, name="dash-task-resubmit"),
     path("history/", pages.history, name="dash-history"),
     path("history/export.csv", pages.history_export, name="dash-history-export"),
 ]

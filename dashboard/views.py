@@ -1,4 +1,5 @@
 import logging
+import re
 import time
 
 from django.conf import settings
@@ -8,9 +9,12 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from config.actors import user_is_operator
+from config.auth import principal_for_token
 from config.jobs import job_status
 
 log = logging.getLogger(__name__)
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
 
 
 def _check(fn) -> dict:
@@ -89,7 +93,26 @@ def health(request):
     ok = checks["database"]["ok"]
     degraded = not all(c["ok"] for c in checks.values())
     status = "ok" if not degraded else ("degraded" if ok else "down")
+    if not _is_operator(request):
+        # Anyone (a load balancer) learns what is up; only operators see why — error messages
+        # name hosts and ports, and the job list says what runs where.
+        checks = {name: {"ok": check["ok"]} for name, check in checks.items()}
     return JsonResponse({"status": status, "checks": checks}, status=200 if ok else 503)
+
+
+def _is_operator(request) -> bool:
+    """An operator's session, or an operator's `Authorization: Token` (monitoring)."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return user_is_operator(user)
+    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
+    if len(parts) == 2 and parts[0].lower() in ("token", "bearer") and _TOKEN_RE.match(parts[1]):
+        try:
+            principal = principal_for_token(parts[1])
+        except Exception:  # noqa: BLE001 — the database is down: the public answer, then
+            return False
+        return principal is not None and principal.kind == "user" and user_is_operator(principal.user)
+    return False
 
 
 # The dashboard's pages are in dashboard/pages.py, its operator actions in dashboard/actions.py.

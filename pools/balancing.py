@@ -6,7 +6,7 @@ persists it — so every strategy is unit-testable on its own.
 
 import random
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,10 @@ class Candidate:
     cpu: float = 0.0  # 0..1
     memory: float = 0.0  # 0..1
     last_assigned_at: datetime | None = None
+    # What the agent offers, for work with requirements (tasks).
+    agent_type: str = ""
+    capabilities: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
 
     @property
     def has_room(self) -> bool:
@@ -84,9 +88,29 @@ def choose_agent(
 
 
 @dataclass(frozen=True)
+class Requirements:
+    """What a piece of work needs of its agent (a task's `requirements`): all of `capabilities` and
+    `tags`, and the `agent_type` and `region` when given."""
+
+    capabilities: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    agent_type: str = ""
+    region: str = ""
+
+    def met_by(self, c: Candidate) -> bool:
+        return (
+            self.capabilities <= c.capabilities
+            and self.tags <= c.tags
+            and (not self.agent_type or self.agent_type == c.agent_type)
+            and (not self.region or self.region == c.region)
+        )
+
+
+@dataclass(frozen=True)
 class Work:
     key: int
     region: str = ""
+    needs: Requirements | None = None  # None: any agent will do
 
 
 def plan_moves(
@@ -98,17 +122,25 @@ def plan_moves(
     now: datetime,
     rng: random.Random | None = None,
 ) -> list[tuple[Work, Candidate | None]]:
-    """Give each piece of work (in the order given) an agent, or None when none has room.
+    """Give each piece of work (in the order given) an agent, or None when none has room (or none
+    meets its requirements — it does not hold up the work behind it). Each pair holds the chosen
+    agent as it is after that choice (one more live, handed work at that turn).
 
-    Each choice counts against the chosen agent's room before the next one is made.
+    Each choice counts against the chosen agent's room before the next one is made, and is stamped
+    one microsecond after the previous one: with one shared `now`, every agent handed work in this
+    pass would tie, and round robin would fall back to agent-id order after the first cycle. The
+    stamps are what the service stores, so the next pass goes on around the circle too.
     """
     pool = {c.key: c for c in candidates}
     plan: list[tuple[Work, Candidate | None]] = []
     for item in work:
+        options = [c for c in pool.values() if item.needs is None or item.needs.met_by(c)]
         chosen = choose_agent(
-            list(pool.values()), strategy=strategy, min_health_score=min_health_score, region=item.region, rng=rng
+            options, strategy=strategy, min_health_score=min_health_score, region=item.region, rng=rng
         )
         if chosen is not None:
-            pool[chosen.key] = replace(chosen, live=chosen.live + 1, last_assigned_at=now)
+            tick = now + timedelta(microseconds=len(plan))
+            chosen = replace(chosen, live=chosen.live + 1, last_assigned_at=tick)
+            pool[chosen.key] = chosen
         plan.append((item, chosen))
     return plan

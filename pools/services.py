@@ -6,7 +6,7 @@ with no agent) and asks the assignment table first (`assignment_check_transition
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Case, Count, Value, When
 from django.utils import timezone
 
 from agents.models import Agent
@@ -14,13 +14,15 @@ from assignments.alerts import ALERTS_ACTOR, alert_key_pool_no_healthy_agent, al
 from assignments.events import event_record, recorded_transaction
 from assignments.models import Alert, Assignment, Event, Profile
 from assignments.services import assignment_check_transition, assignment_release
+from assignments.waits import wait_cancel
 from config.actors import Actor, require_operator
-from config.errors import Conflict, ValidationFailed
+from config.errors import Conflict, NotFound, ValidationFailed
 from config.locks import pool_lock_moves
 from config.tokens import token_new
-from config.validation import clean_choice, clean_fields, clean_float, clean_identifier, clean_int, clean_text
+from config.validation import clean_bool, clean_choice, clean_fields, clean_float, clean_identifier, clean_int, clean_text
 from pools.balancing import Candidate, Work, plan_moves
-from pools.models import AgentPool
+from pools.models import AgentPool, Task
+from pools.queue import tasks_requeue_for_agent
 
 _WRITABLE_FIELDS = {
     "platform": lambda v: clean_choice("platform", v, AgentPool.Platform),
@@ -31,6 +33,11 @@ _WRITABLE_FIELDS = {
         "assignment_idle_timeout_seconds", v, minimum=1, maximum=30 * 86400
     ),
     "min_health_score": lambda v: clean_float("min_health_score", v, minimum=0.0, maximum=1.0),
+    "conflict_policy": lambda v: clean_choice("conflict_policy", v, AgentPool.ConflictPolicy),
+    "preemption": lambda v: clean_bool("preemption", v),
+    "profile_cooldown_seconds": lambda v: clean_int("profile_cooldown_seconds", v, minimum=0, maximum=30 * 86400),
+    "profile_daily_quota": lambda v: clean_int("profile_daily_quota", v, minimum=0, maximum=1_000_000),
+    "task_capacity": lambda v: clean_int("task_capacity", v, minimum=1, maximum=10_000),
 }
 
 
@@ -69,7 +76,9 @@ def pool_update(*, name: str, actor: Actor, rotate_enrollment_token: bool = Fals
     cleaned = pool_clean_fields(fields)
     token = None
     with recorded_transaction():
-        pool = AgentPool.objects.select_for_update().get(name=name)
+        pool = AgentPool.objects.select_for_update().filter(name=name).first()
+        if pool is None:
+            raise NotFound(f"pool {name!r} does not exist", details={"name": name})
         changed = {k: v for k, v in cleaned.items() if getattr(pool, k) != v}
         for k, v in changed.items():
             setattr(pool, k, v)
@@ -94,6 +103,9 @@ class Moves:
     moved: list[Assignment] = field(default_factory=list)  # now held by another agent
     waiting: list[Assignment] = field(default_factory=list)  # pending, no agent until one is free
     released: list[Assignment] = field(default_factory=list)  # were being released anyway
+    cancelled: list[Assignment] = field(default_factory=list)  # the lost agent's queued requests
+    tasks_requeued: list[Task] = field(default_factory=list)  # the lost agent's tasks, back in the queue
+    tasks_failed: list[Task] = field(default_factory=list)  # ... or failed: that was their last attempt
 
 
 def _lock_candidates(pool_id: int, *, extra_pk: int | None = None) -> tuple[dict[int, Agent], dict[int, int]]:
@@ -138,11 +150,12 @@ def _candidates(agents: dict[int, Agent], counts: dict[int, int], *, exclude: in
 
 def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agent], *, actor: Actor, now, moves: Moves) -> None:
     """Persist a planned pass: each assignment goes to its chosen agent (active) or waits (pending),
-    with a new fencing token either way, so whoever held it before is fenced off at once."""
+    with a new fencing token either way, so whoever held it before is fenced off at once, and
+    without the previous holder's `platform_resource_id`."""
     profile_pks = sorted({assignments[work.key].profile_id for work, _ in plan})
     # Profiles are locked in primary-key order; each move bumps its profile's fencing token.
     profiles = {p.pk: p for p in Profile.objects.select_for_update().filter(pk__in=profile_pks).order_by("pk")}
-    chosen_agents = set()
+    handed_at = {}  # agent pk → when it was last handed work in this plan (round robin's turn)
     for work, chosen in plan:
         assignment = assignments[work.key]
         profile = profiles[assignment.profile_id]
@@ -158,7 +171,7 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
         if chosen is not None:
             assignment.agent = agents[chosen.key]
             assignment.status = Assignment.Status.ACTIVE
-            chosen_agents.add(chosen.key)
+            handed_at[chosen.key] = chosen.last_assigned_at or now
             moves.moved.append(assignment)
         else:
             assignment.agent = None
@@ -166,7 +179,9 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
             moves.waiting.append(assignment)
         assignment.fencing_token = profile.fencing_token
         assignment.last_activity = now
-        assignment.save(update_fields=["agent", "status", "fencing_token", "last_activity"])
+        # The pod or container named was the previous holder's; the new one reports its own.
+        assignment.platform_resource_id = ""
+        assignment.save(update_fields=["agent", "status", "fencing_token", "last_activity", "platform_resource_id"])
         event_record(
             Event.Type.ASSIGNMENT_REASSIGNED,
             actor=actor,
@@ -179,20 +194,41 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
                 "fencing_token": assignment.fencing_token,
             },
         )
-    if chosen_agents:
-        Agent.objects.filter(pk__in=chosen_agents).update(last_assigned_at=now)
+    if handed_at:
+        Agent.objects.filter(pk__in=list(handed_at)).update(
+            last_assigned_at=Case(*(When(pk=pk, then=Value(at)) for pk, at in handed_at.items()))
+        )
 
 
 def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
     """Move every live assignment of `agent` (stale, draining or deregistered) to a healthy agent of
     its pool chosen by the pool's strategy, or leave it pending with no agent until one is free.
-    Assignments that were `releasing` are simply released. Emits `assignment.reassigned` for each
-    move (new fencing token) and `assignment.released` for each release."""
+    Assignments that were `releasing` are simply released (a request queued for that profile gets
+    it). The agent's own queued requests (waiting for a profile) are cancelled, not moved: they were
+    that agent's wish (assignments/waits.py). Emits `assignment.reassigned` for each move (new
+    fencing token) and `assignment.released` for each release or cancellation.
+
+    Its assigned and running tasks go back to the queue first (attempt + 1, or failed on their last
+    attempt; `pools.queue.tasks_requeue_for_agent`), giving back the profiles they held — so those
+    assignments are released, not moved; the dispatcher places the tasks again after commit.
+
+    The caller holds the agent's row lock (taken after its pool's move lock)."""
     moves = Moves()
     now = timezone.now()
+    # Nothing to move (a re-registration, a drain of an idle agent): no need to lock and load every
+    # agent of the pool, nor even to open a savepoint. The answer holds: every caller holds this
+    # agent's row lock (and its pool's move lock), and nothing gives an agent an assignment or a task
+    # without locking its row (the dispatcher skips locked agents).
+    if (
+        not Assignment.objects.filter(agent_id=agent.pk, status__in=Assignment.LIVE_STATUSES).exists()
+        and not Task.objects.filter(agent_id=agent.pk, status__in=Task.HELD_STATUSES).exists()
+    ):
+        return moves
     with recorded_transaction():
         pool_lock_moves(agent.pool_id)
         agents, counts = _lock_candidates(agent.pool_id, extra_pk=agent.pk)
+        # Task rows after the agent rows, before profile and assignment rows (the lock order).
+        moves.tasks_requeued, moves.tasks_failed = tasks_requeue_for_agent(agent=agent, actor=actor)
         lost = list(
             Assignment.objects.select_for_update(of=("self",))
             .filter(agent_id=agent.pk, status__in=Assignment.LIVE_STATUSES)
@@ -203,7 +239,9 @@ def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
             return moves
         to_move = []
         for assignment in lost:
-            if assignment.status == Assignment.Status.RELEASING:
+            if assignment.status == Assignment.Status.PENDING:
+                moves.cancelled.append(wait_cancel(assignment=assignment, actor=actor, reason="agent lost", now=now))
+            elif assignment.status == Assignment.Status.RELEASING:
                 moves.released.append(
                     assignment_release(
                         assignment_id=assignment.assignment_id,
@@ -318,7 +356,8 @@ def pools_rebalance_freed(payloads: list[dict]) -> None:
     if not pool_names:
         return
     waiting = set(
-        Assignment.objects.waiting().filter(pool__name__in=pool_names).values_list("pool__name", flat=True).distinct()
+        Assignment.objects.waiting().filter(pool__name__in=pool_names).order_by()  # no ordering column in the DISTINCT
+        .values_list("pool__name", flat=True).distinct()
     )
     for pool in AgentPool.objects.filter(name__in=sorted(waiting)).order_by("pk"):
         pool_rebalance(pool=pool, actor=Actor.system("rebalance"))

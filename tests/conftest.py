@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import connections
 
 from config.actors import Actor
+from dashboard.publish import publish_flush
 
 _SKIP_REASONS = {
     "postgres": "needs PostgreSQL (row locks and concurrent connections); none reachable at 127.0.0.1:5432 "
@@ -27,6 +28,15 @@ def pytest_collection_modifyitems(config, items):
         for name, ok in available.items():
             if not ok and item.get_closest_marker(name):
                 item.add_marker(pytest.mark.skip(reason=_SKIP_REASONS[name]))
+
+
+@pytest.fixture(autouse=True)
+def _publications_finish_within_their_test():
+    """Publishing is off the request (dashboard/publish.py: a queue one sender drains): let what a
+    test published reach the channel layer before the next test subscribes, so no test hears
+    another's events."""
+    yield
+    publish_flush()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from agents.services import (
     agent_set_status,
 )
 from assignments.alerts import alert_acknowledge, alert_raise, alert_resolve
-from assignments.jobs import assignments_expire_idle
+from assignments.jobs import assignments_expire_idle, waits_sweep
 from assignments.models import Alert, Assignment, Event
 from assignments.services import (
     assignment_create,
@@ -33,6 +33,7 @@ from assignments.services import (
     assignment_release,
     assignment_update,
 )
+from assignments.takes import assignment_take
 from config.actors import Actor
 from config.errors import InvalidTransition
 from config.transitions import StateMachine
@@ -150,6 +151,42 @@ def test_every_write_path_asks_its_table(gate_calls):
 def _raise_one():
     alert, _ = alert_raise(kind=Alert.Kind.CONFLICT_BURST, actor=OPERATOR, message="test", profile_id="g5")
     return alert
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_wait_path_asks_its_table(gate_calls):
+    """Queued requests (assignments/waits.py): hand-over, preemption, wait timeout, cancellation by
+    the requester and by failover (the cycle sweep's expiry is `wait_expire` too: the same path)."""
+    pool = make_pool("wait-gates", preemption=True)
+    for name in ("h", "w1", "w2", "w3"):
+        agent_register(pool=pool, agent_id=name, actor=OPERATOR, capacity=3)
+    for pid in ("q0", "q1", "q2"):
+        make_profile(pid, pool="wait-gates")
+    since = Event.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+
+    def wait(agent_id, profile_id, **kw):
+        return assignment_take(agent_id=agent_id, profile_id=profile_id, actor=as_agent(agent_id),
+                               wait_seconds=60, **kw).assignments[0]
+
+    held = assignment_create(profile_id="q0", agent_id="h", actor=as_agent("h"))
+    wait("w1", "q0")
+    assignment_release(assignment_id=held.assignment_id, actor=as_agent("h"))  # hand-over: pending → active
+    wait("h", "q0", priority=10)  # preempts w1: active → releasing
+    cancelled = wait("w2", "q0")
+    assignment_release(assignment_id=cancelled.assignment_id, actor=as_agent("w2"))  # pending → released
+    wait("w3", "q0")
+    agent_mark_stale(agent_id="w3", actor=OPERATOR)  # its request: pending → released
+    timed_out = wait("w2", "q0")
+    waits_sweep(actor=OPERATOR, now=timezone.now() + timedelta(seconds=120))  # pending → expired
+
+    changes = _assert_all_gated(gate_calls, since)
+    seen = {(machine, f, t) for machine, f, t in changes}
+    for expected in [
+        ("assignment", "pending", "active"), ("assignment", "active", "releasing"),
+        ("assignment", "pending", "released"), ("assignment", "pending", "expired"),
+    ]:
+        assert expected in seen, (expected, changes)
+    assert Assignment.objects.get(pk=timed_out.pk).status == Assignment.Status.EXPIRED
 
 
 @pytest.mark.django_db

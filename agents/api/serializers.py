@@ -1,6 +1,10 @@
+from django.utils import timezone
 from rest_framework import serializers
 
 from agents.models import Agent
+from config.api.serializers import StrictInputSerializer
+from pools.api.serializers import TaskSerializer
+
 
 def _strings(**kwargs):
     return serializers.ListField(child=serializers.CharField(max_length=200), max_length=100, required=False, **kwargs)
@@ -19,6 +23,7 @@ class AgentSerializer(serializers.Serializer):
     version = serializers.CharField()
     region = serializers.CharField()
     capacity = serializers.IntegerField()
+    task_capacity = serializers.IntegerField(allow_null=True, help_text="tasks it may hold at once; null: its pool's")
     weight = serializers.FloatField()
     priority = serializers.IntegerField()
     load_metrics = serializers.DictField()
@@ -26,12 +31,50 @@ class AgentSerializer(serializers.Serializer):
     last_heartbeat = serializers.DateTimeField(allow_null=True)
     registered_at = serializers.DateTimeField()
 
+    def to_representation(self, agent):
+        """The fields above, written out: the same output as DRF's field-by-field walk (a test
+        compares them, and fails when a field is declared above but not written here), at a
+        fraction of its cost, which dominated get-agent and discover."""
+        return {
+            "agent_id": agent.agent_id,
+            "pool": agent.pool.name,
+            "agent_type": agent.agent_type,
+            "status": agent.status,
+            "capabilities": _texts(agent.capabilities),
+            "services": _texts(agent.services),
+            "endpoints": dict(agent.endpoints),
+            "tags": _texts(agent.tags),
+            "metadata": dict(agent.metadata),
+            "version": str(agent.version),
+            "region": str(agent.region),
+            "capacity": int(agent.capacity),
+            "task_capacity": None if agent.task_capacity is None else int(agent.task_capacity),
+            "weight": float(agent.weight),
+            "priority": int(agent.priority),
+            "load_metrics": dict(agent.load_metrics),
+            "health_score": float(agent.health_score),
+            "last_heartbeat": _iso(agent.last_heartbeat),
+            "registered_at": _iso(agent.registered_at),
+        }
+
+
+def _texts(values):
+    return [None if value is None else str(value) for value in values]
+
+
+def _iso(value):
+    """As DRF's DateTimeField writes a UTC datetime (ISO 8601, "Z" for UTC)."""
+    if value is None:
+        return None
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
 
 class AgentRegisteredSerializer(AgentSerializer):
     token = serializers.CharField(help_text="the agent's API token, shown this once: 'Authorization: Token <token>'")
 
 
-class AgentWritableFields(serializers.Serializer):
+class AgentWritableFields(StrictInputSerializer):
     """Every field an agent may set on itself (services check the values again)."""
 
     agent_type = serializers.ChoiceField(choices=Agent.AgentType.choices, required=False)
@@ -43,6 +86,7 @@ class AgentWritableFields(serializers.Serializer):
     version = serializers.CharField(max_length=64, required=False, allow_blank=True)
     region = serializers.CharField(max_length=64, required=False, allow_blank=True)
     capacity = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
+    task_capacity = serializers.IntegerField(min_value=1, max_value=10_000, required=False, allow_null=True)
     weight = serializers.FloatField(min_value=0.0, max_value=1_000.0, required=False)
     priority = serializers.IntegerField(min_value=-1_000, max_value=1_000, required=False)
     load_metrics = serializers.DictField(required=False)
@@ -62,13 +106,20 @@ class AgentRegisterSerializer(AgentWritableFields):
         return value
 
 
-class HeartbeatSerializer(serializers.Serializer):
+class HeartbeatSerializer(StrictInputSerializer):
     load_metrics = serializers.DictField(required=False)
     assignments = serializers.ListField(
         child=serializers.UUIDField(),
         max_length=1000,
         required=False,
         help_text="the assignment ids the agent holds; omit to renew nothing and learn nothing",
+    )
+    running_profiles = serializers.ListField(
+        child=serializers.CharField(max_length=128),
+        max_length=1000,
+        required=False,
+        help_text="the profiles whose browser runs on this agent now (what its launcher says); the "
+        "reply's stop_profiles names those it does not hold",
     )
 
 
@@ -77,14 +128,19 @@ class HeartbeatReplySerializer(serializers.Serializer):
     health_score = serializers.FloatField()
     revoked = serializers.ListField(child=serializers.UUIDField(), help_text="drop these now")
     assigned = serializers.ListField(child=serializers.UUIDField(), help_text="given to you: pick these up")
+    tasks = TaskSerializer(many=True, help_text="your assigned and running tasks, highest priority first")
+    stop_profiles = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="of the running_profiles you reported, those you do not hold: stop their browsers now",
+    )
 
 
-class AgentStatusSerializer(serializers.Serializer):
+class AgentStatusSerializer(StrictInputSerializer):
     status = serializers.ChoiceField(choices=[Agent.Status.ACTIVE, Agent.Status.BUSY])
     load_metrics = serializers.DictField(required=False)
 
 
-class DiscoverSerializer(serializers.Serializer):
+class DiscoverSerializer(StrictInputSerializer):
     agent_type = serializers.ChoiceField(choices=Agent.AgentType.choices, required=False)
     status = serializers.ChoiceField(choices=Agent.Status.choices, required=False)
     capabilities = _strings()

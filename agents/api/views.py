@@ -27,6 +27,7 @@ from config.api.schema import ENROLLMENT_TOKEN, IDEMPOTENCY_KEY
 from config.api.views import APIView, ListAPIView
 from config.errors import ValidationFailed
 from config.tokens import token_hash, token_matches
+from pools.api.serializers import TaskSerializer
 from pools.models import AgentPool
 
 ENROLLMENT_HEADER = "X-Enrollment-Token"
@@ -143,6 +144,7 @@ class AgentHeartbeatView(APIView):
             actor=request_actor(request),
             load_metrics=data.validated_data.get("load_metrics"),
             reported=data.validated_data.get("assignments"),
+            running_profiles=data.validated_data.get("running_profiles"),
         )
         return Response(
             {
@@ -150,6 +152,8 @@ class AgentHeartbeatView(APIView):
                 "health_score": result.agent.health_score,
                 "revoked": [str(a) for a in result.revoked],
                 "assigned": [str(a) for a in result.assigned],
+                "tasks": TaskSerializer(result.tasks, many=True).data,
+                "stop_profiles": result.stop_profiles,
             }
         )
 

@@ -2,8 +2,16 @@ import re
 
 from rest_framework import serializers
 
-from assignments.models import Assignment, Event
+from assignments.models import Alert, Assignment, Event
 from assignments.selectors import MAX_EVENT_PAGE
+from config.api.serializers import QuerySerializer, StrictInputSerializer
+
+
+class RefuseUnknownFields(StrictInputSerializer):
+    """Refuse a body field this serializer does not know (400 `validation_error` naming it), so a
+    client learns at once that a field it sends does nothing (DESIGN.md, REST API) — and a value of
+    the wrong JSON type: config/api/serializers.StrictInputSerializer does both."""
+
 
 # --- Profiles ------------------------------------------------------------------------------------
 
@@ -16,6 +24,11 @@ class ProfileSerializer(serializers.Serializer):
     region = serializers.CharField()
     metadata = serializers.DictField()
     enabled = serializers.BooleanField()
+    health_score = serializers.FloatField(help_text="0–1, from its holders' recent outcome reports")
+    quarantined = serializers.BooleanField(help_text="reported banned: not handed out until an operator clears it")
+    quarantine_reason = serializers.CharField()
+    outcomes = serializers.DictField(child=serializers.IntegerField(), help_text="reports so far: success, failure, captcha, banned")
+    last_released_at = serializers.DateTimeField(allow_null=True)
 
     def to_representation(self, profile):
         return {
@@ -26,10 +39,16 @@ class ProfileSerializer(serializers.Serializer):
             "region": profile.region,
             "metadata": profile.metadata,
             "enabled": profile.enabled,
+            "health_score": profile.health_score,
+            "quarantined": profile.quarantined,
+            "quarantine_reason": profile.quarantine_reason,
+            "outcomes": {"success": profile.successes, "failure": profile.failures, "captcha": profile.captchas,
+                         "banned": profile.bans},
+            "last_released_at": _DT.to_representation(profile.last_released_at) if profile.last_released_at else None,
         }
 
 
-class ProfileCreateSerializer(serializers.Serializer):
+class ProfileCreateSerializer(StrictInputSerializer):
     profile_id = serializers.CharField(max_length=128)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     pool = serializers.CharField(max_length=64, required=False, allow_null=True)
@@ -58,6 +77,11 @@ class AssignmentSerializer(serializers.Serializer):
     platform_resource_id = serializers.CharField()
     release_reason = serializers.CharField()
     metadata = serializers.DictField()
+    priority = serializers.IntegerField(allow_null=True, help_text="the request's priority (null: its agent's)")
+    wait_until = serializers.DateTimeField(allow_null=True, help_text="a queued request's deadline")
+    queue_position = serializers.IntegerField(
+        allow_null=True, help_text="a queued request's place in its profile's queue (1: next); null otherwise and in lists"
+    )
 
     def to_representation(self, a):
         # Hand-written: this is on every hot path (take, release, lookup), and the related objects
@@ -77,18 +101,50 @@ class AssignmentSerializer(serializers.Serializer):
             "platform_resource_id": a.platform_resource_id,
             "release_reason": a.release_reason,
             "metadata": a.metadata,
+            "priority": a.priority,
+            "wait_until": dt(a.wait_until) if a.wait_until else None,
+            "queue_position": getattr(a, "queue_position", None),
         }
 
 
-class AssignmentCreateSerializer(serializers.Serializer):
-    profile_id = serializers.CharField(max_length=128)
+class AssignmentCreateSerializer(RefuseUnknownFields):
+    """Exactly one of `profile_id`, `profile_ids`, `profile_requirements`."""
+
+    profile_id = serializers.CharField(max_length=128, required=False)
+    profile_ids = serializers.ListField(
+        child=serializers.CharField(max_length=128), required=False, max_length=20,
+        help_text="several profiles, all or none (no wait_seconds) → 201 {\"assignments\": [...]}",
+    )
+    profile_requirements = serializers.DictField(
+        required=False, help_text='pick a free profile: {"tags": [...], "region": "...", "pool": "..."}'
+    )
+    wait_seconds = serializers.FloatField(
+        required=False, min_value=0, max_value=3600,
+        help_text="0 (default): refuse a held profile at once (409); else wait up to this long → 202 with a pending assignment",
+    )
+    priority = serializers.IntegerField(
+        required=False, min_value=-1000, max_value=1000, help_text="for the pool's conflict_policy (default: the agent's)"
+    )
     agent_id = serializers.CharField(max_length=128, required=False, help_text="defaults to the calling agent")
     workflow_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
     metadata = serializers.DictField(required=False)
     platform_resource_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
 
 
-class AssignmentUpdateSerializer(serializers.Serializer):
+class AssignmentsTakenSerializer(serializers.Serializer):
+    assignments = AssignmentSerializer(many=True)
+
+
+class ProfileReportSerializer(RefuseUnknownFields):
+    outcome = serializers.ChoiceField(choices=["success", "failure", "captcha", "banned"])
+    detail = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+
+class QuarantineClearSerializer(RefuseUnknownFields):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+
+class AssignmentUpdateSerializer(StrictInputSerializer):
     status = serializers.ChoiceField(
         choices=[Assignment.Status.ACTIVE, Assignment.Status.IDLE, Assignment.Status.FAILED], required=False,
         help_text="active or idle; failed reports that the work failed (with `error`)",
@@ -104,11 +160,22 @@ class AssignmentUpdateSerializer(serializers.Serializer):
         return attrs
 
 
-class ReleaseSerializer(serializers.Serializer):
+class ReleaseSerializer(StrictInputSerializer):
     fencing_token = serializers.IntegerField(required=False, min_value=0, help_text="checked when given: 409 when stale")
 
 
-class StatusQuerySerializer(serializers.Serializer):
+class ReleaseQuerySerializer(QuerySerializer):
+    """`?fencing_token=` on DELETE, for clients that send no body (query strings are text)."""
+
+    fencing_token = serializers.IntegerField(required=False, min_value=0, max_value=2**63 - 1)
+
+
+class ProfileReleaseSerializer(StrictInputSerializer):
+    agent_id = serializers.CharField(max_length=128, required=False, help_text="the holder; defaults to the calling agent")
+    fencing_token = serializers.IntegerField(required=False, min_value=0, help_text="checked when given: 409 when stale")
+
+
+class StatusQuerySerializer(QuerySerializer):
     status = serializers.CharField(required=False, max_length=200)
 
     def validate_status(self, value):
@@ -136,7 +203,7 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW_SECONDS = 366 * 86400
 
 
-class MetricsQuerySerializer(serializers.Serializer):
+class MetricsQuerySerializer(QuerySerializer):
     window = serializers.CharField(
         required=False, default="24h", max_length=12,
         help_text="how far back: seconds, or a number with s, m, h or d (e.g. 15m, 24h, 7d); default 24h",
@@ -187,7 +254,7 @@ class MetricsSerializer(serializers.Serializer):
 _TYPE_RE = re.compile(r"^[a-z_]+(\.[a-z_]*)?(\.\*)?$")
 
 
-class EventQuerySerializer(serializers.Serializer):
+class EventQuerySerializer(QuerySerializer):
     since = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**63 - 1)
     limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=MAX_EVENT_PAGE)
     types = serializers.CharField(
@@ -225,3 +292,30 @@ class EventPageSerializer(serializers.Serializer):
     previous = serializers.CharField(allow_null=True)
     last_seq = serializers.IntegerField(help_text="pass as `since` to read on (unchanged when no events)")
     results = EventSerializer(many=True)
+
+
+# --- Alerts --------------------------------------------------------------------------------------
+
+
+class AlertSerializer(serializers.Serializer):
+    alert_id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=Alert.Kind.choices)
+    severity = serializers.ChoiceField(choices=Alert.Severity.choices)
+    status = serializers.ChoiceField(choices=Alert.Status.choices)
+    message = serializers.CharField()
+    pool = serializers.CharField(help_text="empty when the alert concerns no pool")
+    agent_id = serializers.CharField()
+    profile_id = serializers.CharField()
+    assignment_id = serializers.UUIDField(allow_null=True)
+    data = serializers.DictField()
+    occurrences = serializers.IntegerField(help_text="how many times the condition was raised while unresolved")
+    raised_at = serializers.DateTimeField()
+    last_raised_at = serializers.DateTimeField()
+    acknowledged_by = serializers.CharField()
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    resolved_by = serializers.CharField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+
+
+class AlertResolveSerializer(StrictInputSerializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True)

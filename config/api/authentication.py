@@ -10,8 +10,11 @@ import re
 
 from rest_framework import authentication, exceptions
 
+from django.conf import settings
+
 from config.actors import Actor
 from config.auth import principal_for_token
+from config.ratelimit import FixedWindow, client_address
 
 # Agent tokens (`agt_` + urlsafe base64) and DRF keys (hex) both fit; anything else cannot be a token
 # and is refused before it reaches the database (NUL bytes, odd unicode...).
@@ -38,7 +41,15 @@ class AgentUser:
         return f"agent:{self.agent.agent_id}"
 
 
+def _failures() -> FixedWindow:
+    return FixedWindow("auth-failures", settings.TETHER_API_AUTH_FAILURE_RATE)
+
+
 class TokenAuthentication(authentication.BaseAuthentication):
+    """A client address that sent too many invalid tokens (TETHER_API_AUTH_FAILURE_RATE) gets 429
+    for every token it sends until the window ends — before any lookup: guessing costs the guesser,
+    not the database. (The credential throttle cannot see these requests: they never authenticate.)"""
+
     keyword = "Token"
 
     def authenticate(self, request):
@@ -48,10 +59,16 @@ class TokenAuthentication(authentication.BaseAuthentication):
         parts = header.split()
         if not parts or parts[0].lower() not in ("token", "bearer"):
             return None
+        address = client_address(request)
+        wait = _failures().exhausted(address)
+        if wait is not None:
+            raise exceptions.Throttled(wait=wait, detail="too many failed authentications from this address")
         if len(parts) != 2 or not _TOKEN_RE.match(parts[1]):
+            _failures().hit(address)
             raise exceptions.AuthenticationFailed("malformed Authorization header: use 'Token <key>'")
         principal = principal_for_token(parts[1])
         if principal is None:
+            _failures().hit(address)
             raise exceptions.AuthenticationFailed("invalid or revoked token")
         if principal.kind == "agent":
             return AgentUser(principal.agent), principal

@@ -6,6 +6,11 @@ same body, which changes nothing. The same key with another body is a 422; a ret
 is still running is a 409 `idempotency_in_progress`. A 5xx releases the claim so the retry can run.
 Keys are scoped per credential and expire after TETHER_IDEMPOTENCY_TTL_SECONDS.
 
+A claim is a lease: until its request finishes it expires after TETHER_IDEMPOTENCY_LEASE_SECONDS
+(60 s by default; far longer than any request may run). A process that dies between claiming a key
+and storing its answer did nothing that committed under the key, so a retry after the lease runs
+anew instead of getting 409 for a day.
+
 The stored answer may carry a new agent token, so it is encrypted with a key derived from
 SECRET_KEY and the idempotency key: a leaked table alone reveals no token.
 """
@@ -52,7 +57,8 @@ def _claim(scope: str, key: str, endpoint: str, request_hash: str) -> tuple[Idem
                 key=key,
                 endpoint=endpoint,
                 request_hash=request_hash,
-                expires_at=now + timedelta(seconds=settings.TETHER_IDEMPOTENCY_TTL_SECONDS),
+                # The lease; the answer, once stored, is kept for the full TTL.
+                expires_at=now + timedelta(seconds=settings.TETHER_IDEMPOTENCY_LEASE_SECONDS),
             )
         return row, True
     except IntegrityError:
@@ -79,7 +85,10 @@ def idempotent(scope_for):
                 if row.request_hash != request_hash:
                     raise IdempotencyKeyReused()
                 if row.status_code is None:
-                    raise IdempotencyInProgress()
+                    raise IdempotencyInProgress(
+                        f"a request with this Idempotency-Key is still being processed; retry shortly "
+                        f"(an abandoned one is given up at {row.expires_at.isoformat()})"
+                    )
                 try:
                     body = json.loads(_fernet(key, scope).decrypt(bytes(row.response_body)))
                 except InvalidToken:
@@ -93,8 +102,12 @@ def idempotent(scope_for):
                 IdempotencyKey.objects.filter(pk=row.pk).delete()
                 return response
             encoded = json.dumps(response.data, cls=JSONEncoder).encode()
+            # By pk: if this request outlived its lease and a retry claimed the key anew, the
+            # retry's row is a new one and keeps its own answer.
             IdempotencyKey.objects.filter(pk=row.pk).update(
-                status_code=response.status_code, response_body=_fernet(key, scope).encrypt(encoded)
+                status_code=response.status_code,
+                response_body=_fernet(key, scope).encrypt(encoded),
+                expires_at=timezone.now() + timedelta(seconds=settings.TETHER_IDEMPOTENCY_TTL_SECONDS),
             )
             return response
 

@@ -8,6 +8,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from config.api.errors import RequestTooLarge
+from config.validation import MAX_JSON_DEPTH, json_depth
 
 
 def _reject_constant(name):
@@ -23,16 +24,24 @@ def check_text(value: str, where: str) -> None:
         raise ParseError(f"{where} contains a lone surrogate (invalid unicode)") from None
 
 
-def _check_strings(value, where="body", depth=0) -> None:
-    if isinstance(value, str):
-        check_text(value, where)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(key, where)
-            _check_strings(item, where, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_strings(item, where, depth + 1)
+# A body may wrap its JSON fields a few levels deep; each field is then held to MAX_JSON_DEPTH by
+# the services (config/validation.py). Deeper bodies are refused here, before anything walks them.
+MAX_BODY_DEPTH = MAX_JSON_DEPTH + 8
+
+
+def _check_strings(value, where="body") -> None:
+    # Iterative: a recursive walk would itself fail on deep bodies.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            check_text(item, where)
+        elif isinstance(item, dict):
+            for key in item:
+                check_text(key, where)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 class StrictJSONParser(JSONParser):
@@ -56,8 +65,7 @@ class StrictJSONParser(JSONParser):
             raise ParseError("malformed JSON: nested too deeply") from None
         except ValueError as exc:
             raise ParseError(f"malformed JSON: {exc}") from None
-        try:
-            _check_strings(data)
-        except RecursionError:
-            raise ParseError("malformed JSON: nested too deeply") from None
+        if json_depth(data, limit=MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
+            raise ParseError(f"malformed JSON: nested deeper than {MAX_BODY_DEPTH} levels")
+        _check_strings(data)
         return data

@@ -1,4 +1,5 @@
-"""Throttling per credential (agent token, user), or per client address when anonymous.
+"""Throttling per credential (agent token, user), or per client address when anonymous (the real
+one: `config.ratelimit.client_address` reads X-Forwarded-For only from trusted proxies).
 A refused request gets 429 `throttled` with `Retry-After` (set by DRF from `wait()`).
 
 A fixed-window counter, one Redis round trip per request (INCR + EXPIRE in a pipeline), instead of
@@ -10,35 +11,20 @@ database, not the throttle, is what must stay up.
 import logging
 from time import time as _now
 
-from django.conf import settings
-from django.core.cache import cache
 from rest_framework.throttling import SimpleRateThrottle
 
 from config.api.authentication import credential_scope
+from config.ratelimit import client_address, count
 
 log = logging.getLogger(__name__)
 
 
-def _count(key: str, ttl: int) -> int:
-    """Add one to the counter `key` (expiring after `ttl` seconds) and return its new value."""
-    full_key = cache.make_key(key)
-    if getattr(settings, "REDIS_URL", None):
-        from django_redis import get_redis_connection
-
-        pipe = get_redis_connection("default").pipeline(transaction=False)
-        pipe.incr(full_key)
-        pipe.expire(full_key, ttl)
-        return int(pipe.execute()[0])
-    cache.add(key, 0, ttl)
-    try:
-        return cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, ttl)
-        return 1
-
-
 class CredentialRateThrottle(SimpleRateThrottle):
     scope = "credential"
+
+    def get_ident(self, request):
+        # The real client address (config/ratelimit.py), never a client-written X-Forwarded-For.
+        return client_address(request)
 
     def get_cache_key(self, request, view):
         ident = credential_scope(request) or f"ip:{self.get_ident(request)}"
@@ -51,11 +37,11 @@ class CredentialRateThrottle(SimpleRateThrottle):
         window = int(now // self.duration)
         key = f"{self.get_cache_key(request, view)}:{window}"
         try:
-            count = _count(key, int(self.duration) + 1)
+            used = count(key, int(self.duration) + 1)
         except Exception:  # noqa: BLE001 — fail open, see module docstring
             log.warning("throttle counter unavailable; request allowed", exc_info=True)
             return True
-        if count > self.num_requests:
+        if used > self.num_requests:
             self._wait = (window + 1) * self.duration - now
             return False
         return True

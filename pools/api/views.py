@@ -7,7 +7,7 @@ from config.api.authentication import request_actor
 from config.api.permissions import ReadAnyWriteOperator
 from config.api.views import APIView, DecoratedListMixin, ListAPIView
 from pools import selectors, services
-from pools.api.serializers import PoolCreatedSerializer, PoolCreateSerializer, PoolSerializer
+from pools.api.serializers import PoolCreatedSerializer, PoolCreateSerializer, PoolSerializer, PoolUpdateSerializer
 from pools.filters import PoolFilter
 
 
@@ -41,5 +41,14 @@ class PoolDetailView(APIView):
     @extend_schema(responses={200: PoolSerializer})
     def get(self, request, name):
         pool = get_object_or_404(selectors.pool_list(), name=name)
+        selectors.pools_attach_counts([pool])
+        return Response(PoolSerializer(pool).data)
+
+    @extend_schema(request=PoolUpdateSerializer, responses={200: PoolSerializer})
+    def patch(self, request, name):
+        """Operators: change any writable field, `strategy` included."""
+        data = PoolUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        pool, _ = services.pool_update(name=name, actor=request_actor(request), **data.validated_data)
         selectors.pools_attach_counts([pool])
         return Response(PoolSerializer(pool).data)

@@ -220,3 +220,49 @@ def test_rotating_the_enrollment_token_revokes_the_old_one(api, pool, enrollment
                         headers={"X-Enrollment-Token": new_token})
     assert accepted.status_code == 201
     assert api.get("/api/agents/before", token=first.json()["token"]).status_code == 200
+
+
+def test_the_written_out_agent_representation_matches_drfs_field_walk(make_agent):
+    """AgentSerializer writes its fields out by hand for speed: it must say exactly what DRF's own
+    field-by-field representation says, for a fresh agent and one with every field set."""
+    from rest_framework import serializers
+
+    from agents.api.serializers import AgentSerializer
+    from agents.models import Agent
+
+    make_agent("plain")
+    make_agent("full", capabilities=["chrome", "octo"], services=["s"], endpoints={"http": "x"}, tags=["eu"],
+               metadata={"k": [1, {"n": None}]}, version="1.2", region="eu-west", weight=2.5, priority=3,
+               load_metrics={"cpu": 12.5, "memory": 40}, task_capacity=3)
+    Agent.objects.filter(agent_id="plain").update(last_heartbeat=None)
+    for agent in Agent.objects.select_related("pool").filter(agent_id__in=["plain", "full"]):
+        assert AgentSerializer(agent).data == serializers.Serializer.to_representation(AgentSerializer(), agent)
+
+
+def test_discover_applies_every_filter_in_the_database_before_the_limit(api, make_agent, operator_token):
+    """Capabilities (all of) are filtered before the limit, so a small limit still finds matches
+    that sort after many non-matching agents."""
+    for i in range(6):
+        make_agent(f"plain-{i}", capabilities=["firefox"])
+    make_agent("zz-match", capabilities=["chrome", "octo", "firefox"])
+    make_agent("zz-half", capabilities=["chrome"])
+    body = api.post("/api/agents/discover", {"capabilities": ["octo", "chrome"], "limit": 1}, token=operator_token).json()
+    assert [a["agent_id"] for a in body["results"]] == ["zz-match"]
+
+
+def test_heartbeat_names_the_running_browsers_the_agent_does_not_hold(api, make_agent, make_profile):
+    """`running_profiles` is what the agent's launcher says runs; `stop_profiles` is the part of it
+    the agent does not hold (active or idle), so its browser must stop."""
+    _, t1 = make_agent("a1")
+    _, t2 = make_agent("a2")
+    for p in ("p1", "p2", "p3"):
+        make_profile(p)
+    mine = api.post("/api/assignments", {"profile_id": "p1", "agent_id": "a1"}, token=t1).json()
+    api.post("/api/assignments", {"profile_id": "p2", "agent_id": "a2"}, token=t2)
+    reply = api.post("/api/agents/a1/heartbeat", {"assignments": [mine["assignment_id"]],
+                                                  "running_profiles": ["p1", "p2", "p3"]}, token=t1)
+    assert reply.status_code == 200, reply.content
+    assert reply.json()["stop_profiles"] == ["p2", "p3"]  # another's, and nobody's
+    assert api.post("/api/agents/a1/heartbeat", {}, token=t1).json()["stop_profiles"] == []
+    assert_error(api.post("/api/agents/a1/heartbeat", {"running_profiles": ["bad id!"]}, token=t1), 400, "validation_error")
+    assert_error(api.post("/api/agents/a1/heartbeat", {"running_profiles": "p1"}, token=t1), 400, "validation_error")

@@ -28,8 +28,16 @@ def test_schema_lists_every_endpoint_at_its_exact_path(api, db):
         "/api/pools", "/api/pools/{name}", "/api/agents", "/api/agents/register", "/api/agents/discover",
         "/api/agents/{agent_id}", "/api/agents/{agent_id}/heartbeat", "/api/agents/{agent_id}/status",
         "/api/agents/{agent_id}/drain", "/api/agents/{agent_id}/assignments", "/api/profiles",
-        "/api/profiles/{profile_id}", "/api/profiles/{profile_id}/assignment", "/api/assignments",
+        "/api/profiles/{profile_id}", "/api/profiles/{profile_id}/assignment",
+            "/api/profiles/{profile_id}/report", "/api/profiles/{profile_id}/clear-quarantine", "/api/assignments",
         "/api/assignments/metrics", "/api/assignments/{assignment_id}", "/api/events",
+        "/api/profiles/{profile_id}/release", "/api/alerts", "/api/alerts/{alert_id}/acknowledge",
+        "/api/alerts/{alert_id}/resolve",
+        # Tasks (DESIGN.md, "Tasks: priority queues and distribution")
+        "/api/tasks", "/api/tasks/submit", "/api/tasks/batch", "/api/tasks/status", "/api/tasks/queues",
+        "/api/tasks/queues/stats", "/api/tasks/queues/{priority}/clear", "/api/tasks/{task_id}",
+        "/api/tasks/{task_id}/start", "/api/tasks/{task_id}/complete", "/api/tasks/{task_id}/fail",
+        "/api/tasks/{task_id}/cancel", "/api/agents/{agent_id}/tasks/claim",
     }
 
 

@@ -200,7 +200,7 @@ def test_a_take_that_slips_past_the_holder_check_is_still_refused_as_a_conflict(
     constraint refuses the insert, the take rolls back whole, and the caller gets a conflict."""
     assignment_create(profile_id="p1", agent_id="a1", actor=as_agent("a1"))
     mark = _last_seq()
-    with mock.patch("assignments.services._live_holder", return_value=None):
+    with mock.patch("assignments.services._live_count_and_holder", return_value=(0, None)):
         with pytest.raises(errors.ProfileTaken):
             assignment_create(profile_id="p1", agent_id="a2", actor=as_agent("a2"))
     assert Assignment.objects.filter(profile__profile_id="p1").count() == 1
@@ -219,3 +219,22 @@ def test_an_agent_confirming_an_operators_release_keeps_the_force_released_reaso
     held.refresh_from_db()
     assert held.status == Assignment.Status.RELEASED
     assert held.release_reason == Assignment.ReleaseReason.FORCE_RELEASED
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_change_that_committed_is_not_an_error_when_its_event_numbers_cannot_be_read(monkeypatch, caplog):
+    """The numbers are read back after COMMIT; if that read fails (the connection died just after
+    the commit), the change stands, the caller gets no error, and the consumers are skipped."""
+    import assignments.events
+
+    def broken(events):
+        raise RuntimeError("connection lost after COMMIT")
+
+    consumed = []
+    monkeypatch.setattr(assignments.events, "_numbered", broken)
+    monkeypatch.setattr(assignments.events, "events_committed", consumed.append)
+    with recorded_transaction():
+        event_record(Event.Type.PROFILE_UPDATED, actor="test", profile_id="after-commit")
+    assert Event.objects.filter(profile_id="after-commit", seq__gt=0).count() == 1
+    assert consumed == [] and "could not read the numbers" in caplog.text

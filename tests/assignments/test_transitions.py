@@ -1,4 +1,5 @@
 import itertools
+from datetime import timedelta
 
 import pytest
 
@@ -53,7 +54,9 @@ def live_assignment(db):
 def test_every_transition_through_the_one_gate(live_assignment, from_status, to_status):
     """The service gate accepts exactly the allowed pairs, and each accepted one leaves one event."""
     released = None if from_status in Assignment.LIVE_STATUSES else live_assignment.assigned_at
-    Assignment.objects.filter(pk=live_assignment.pk).update(status=from_status, released_at=released)
+    # A pending row with an agent is a queued request, which the database requires to have a deadline.
+    wait_until = live_assignment.assigned_at + timedelta(minutes=5)
+    Assignment.objects.filter(pk=live_assignment.pk).update(status=from_status, released_at=released, wait_until=wait_until)
     assignment = Assignment.objects.select_related("profile", "pool", "agent").get(pk=live_assignment.pk)
     before = Event.objects.count()
     allowed = (from_status, to_status) in EXPECTED_ASSIGNMENT

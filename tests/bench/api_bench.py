@@ -1,20 +1,40 @@
 """`make bench`: the REST API's hot paths over real HTTP, against the same work as raw SQL.
 
 Starts the real ASGI server (uvicorn, TETHER_DB_POOL=1, PostgreSQL, Redis) on loopback, registers
-32 agents and 64 profiles through the API, then measures:
+128 agents and 256 profiles through the API, then measures, with the load generator split over
+several processes (BENCH_LOADGEN_PROCESSES, default 4, so the client is not the bottleneck):
 
-- take → release cycles (POST /api/assignments, DELETE /api/assignments/{id}) at concurrency 1, 8, 32;
-- heartbeats at concurrency 32, each agent reporting the two assignments it holds (closed loop:
-  each of the 32 clients sends its next request as soon as the last is answered — saturation);
-- the same heartbeats paced as a fleet sends them (open loop: 32 agents, 1 a second each by default (BENCH_PACED_RATE)), which is
-  the latency an agent sees at 32 concurrent agents;
+- take → release cycles (POST /api/assignments, DELETE /api/assignments/{id}) at concurrency 1, 8,
+  32 and 128 (closed loop: each client sends its next request as soon as the last is answered);
+- heartbeats at the same concurrencies, each agent reporting the two assignments it holds;
+- the same heartbeats paced as a fleet sends them (open loop: 32 agents, 1 a second each by
+  default, BENCH_PACED_RATE), and a steady fleet of 32 agents each doing one take → release a
+  second: the latency an agent sees, p50/p99;
+- the server's CPU time per request in each phase (all its processes, from /proc);
 
-and the same transactions as raw SQL through psycopg (the floor), with the ratio. Bounded in count
-and time; stops the server itself. Not a test: speed is measured here, never asserted in the suite.
+and the same transactions as raw SQL through psycopg (the floor: same locks, checks, updates and
+event rows, numbered by the same commit-time trigger), with the ratio. Then conflict resolution
+(issue 12), with no SQL floor:
+
+- contention: 32 agents contending for 8 profiles with `wait_seconds` — each takes one (201, or 202
+  and it waits), holds it 10 ms, releases it; the hand-over latency is release → next waiter active:
+  the release's own round trip (the hand-over commits with it), and what a waiter polling every
+  5 ms sees (release sent → it reads `active`);
+- selection: 64 concurrent takes by `profile_requirements` (all must get distinct profiles).
+
+Bounded in count and time; stops the server itself. Not a test: speed is measured here, never
+asserted in the suite.
+
+BENCH_SOAK_SECONDS (default 0; `make bench-soak` sets 300) adds a soak: the 32-agent take → release
+fleet runs that long at full speed while a reader polls `GET /api/events?since=<its last seq>` and
+checks invariant 4 the whole time — every event once, in seq order, no hole — and at the end that
+it saw exactly what the log holds.
 
 Environment: DATABASE_URL (PostgreSQL; the bench uses its own database `<name>_bench`, made and
 emptied here), REDIS_URL, BENCH_PORT (default 8101), BENCH_WORKERS (uvicorn workers, default 2),
-BENCH_SCALE (multiplies the request counts, default 1).
+BENCH_SCALE (multiplies the request counts, default 1), BENCH_CONCURRENCY (default "1,8,32,128"),
+BENCH_ONLY=conflicts (only the conflict resolution phases: no raw SQL pool, few connections — for
+checking the harness on a busy machine).
 """
 
 import asyncio
@@ -36,10 +56,20 @@ HOST = "127.0.0.1"
 PORT = int(os.environ.get("BENCH_PORT", "8101"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
-AGENTS, PROFILES = 32, 64
+AGENTS, PROFILES = 128, 256
+FLEET = 32  # agents in the paced (open-loop) phases
 PHASE_SECONDS = 60  # no phase runs longer than this, whatever the count
-CYCLES = {1: int(200 * SCALE), 8: int(800 * SCALE), 32: int(1600 * SCALE)}
-HEARTBEATS = int(2000 * SCALE)
+CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,32,128").split(",")]
+CYCLES = {c: max(c, int(min(200 + 50 * c, 3200) * SCALE)) for c in CONCURRENCY}
+HEARTBEATS = {c: max(c, int(min(400 + 60 * c, 4000) * SCALE)) for c in CONCURRENCY}
+LOADGEN_PROCESSES = int(os.environ.get("BENCH_LOADGEN_PROCESSES", "4"))
+SOAK_SECONDS = float(os.environ.get("BENCH_SOAK_SECONDS", "0"))
+ONLY = os.environ.get("BENCH_ONLY", "")
+CONTENDED = 8  # profiles the 32 agents contend for
+CONTENTION_ROUNDS = max(2, int(20 * SCALE))  # takes per agent
+HOLD_SECONDS = 0.010
+POLL_SECONDS = 0.005
+SELECTIONS, SELECTION_ROUNDS = 64, max(1, int(5 * SCALE))
 
 
 def _bench_database_url() -> str:
@@ -152,6 +182,7 @@ class Phase:
         self.latencies: list[float] = []
         self.errors: dict[str, int] = {}
         self.elapsed = 0.0
+        self.server_cpu_seconds: float | None = None
 
     def record(self, started: float, ok: bool, what: str = ""):
         self.latencies.append(time.perf_counter() - started)
@@ -170,6 +201,7 @@ class Phase:
             "p50_ms": round(lat[n // 2] * 1000, 2) if n else None,
             "p99_ms": round(lat[min(n - 1, int(n * 0.99))] * 1000, 2) if n else None,
             "mean_ms": round(statistics.fmean(lat) * 1000, 2) if n else None,
+            "server_cpu_ms": round(self.server_cpu_seconds * 1000 / n, 2) if n and self.server_cpu_seconds is not None else None,
             "errors": self.errors,
         }
 
@@ -195,7 +227,7 @@ async def run_workers(phase: Phase, total: int, work) -> None:
 
 # Heartbeats per second per agent in the paced phase (real agents beat every few seconds).
 PACED_RATE = float(os.environ.get("BENCH_PACED_RATE", "1"))
-PACED_SECONDS = 15.0
+PACED_SECONDS = float(os.environ.get("BENCH_PACED_SECONDS", "15"))
 
 
 async def run_paced(phase: Phase, rate: float, seconds: float, beat) -> None:
@@ -204,7 +236,7 @@ async def run_paced(phase: Phase, rate: float, seconds: float, beat) -> None:
 
     async def agent(a):
         state = {}
-        start = time.perf_counter() + a / (AGENTS * rate)
+        start = time.perf_counter() + a / (FLEET * rate)
         k = 0
         while True:
             due = start + k / rate
@@ -217,7 +249,7 @@ async def run_paced(phase: Phase, rate: float, seconds: float, beat) -> None:
             await state["http"].close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(agent(a) for a in range(AGENTS)))
+    await asyncio.gather(*(agent(a) for a in range(FLEET)))
     phase.elapsed = time.perf_counter() - started
 
 
@@ -253,28 +285,99 @@ async def http_setup(operator: str) -> tuple[list[str], list[str]]:
     return tokens, profiles
 
 
-async def http_cycles(concurrency: int, tokens: list[str]) -> Phase:
-    phase = Phase(f"HTTP take→release", concurrency)
+# --- closed-loop phases, the load generator split over processes ----------------------------------
 
-    async def work(w, i, state):
-        http = state.setdefault("http", Http())
-        a = agent_for(w, i, concurrency)
-        profile = f"bench-p{2 * a + (i // AGENTS) % 2}"
-        t = time.perf_counter()
-        status, body = await http.request("POST", "/api/assignments", {"profile_id": profile, "agent_id": f"bench-{a}"}, token=tokens[a])
-        phase.record(t, status == 201, f"take {status}")
-        if status != 201:
-            return
-        t = time.perf_counter()
-        status, _ = await http.request("DELETE", f"/api/assignments/{body['assignment_id']}", token=tokens[a])
-        phase.record(t, status == 200, f"release {status}")
 
-    await run_workers(phase, CYCLES[concurrency], work)
+def _profile_for(a: int, i: int) -> str:
+    return f"bench-p{2 * a + (i // AGENTS) % 2}"
+
+
+async def _cycle(http, phase, a, i, tokens) -> None:
+    t = time.perf_counter()
+    status, body = await http.request("POST", "/api/assignments", {"profile_id": _profile_for(a, i), "agent_id": f"bench-{a}"},
+                                      token=tokens[a])
+    phase.record(t, status == 201, f"take {status}")
+    if status != 201:
+        return
+    t = time.perf_counter()
+    status, _ = await http.request("DELETE", f"/api/assignments/{body['assignment_id']}", token=tokens[a])
+    phase.record(t, status == 200, f"release {status}")
+
+
+async def _beat(http, phase, a, tokens, held) -> None:
+    t = time.perf_counter()
+    status, body = await http.request(
+        "POST", f"/api/agents/bench-{a}/heartbeat",
+        {"load_metrics": {"cpu": 35.5, "memory": 40, "active_connections": 2}, "assignments": held[a]}, token=tokens[a],
+    )
+    phase.record(t, status == 200 and not body["revoked"], f"heartbeat {status}")
+
+
+async def _shard(kind, concurrency, total, shard, shards, tokens, held, start_at):
+    """One load-generator process: workers shard, shard + shards, ... of `concurrency`."""
+    workers = list(range(shard, concurrency, shards))
+    phase = Phase(kind, concurrency)
+    counter = iter(range(total * len(workers) // concurrency))
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    deadline = time.perf_counter() + PHASE_SECONDS
+
+    async def worker(w):
+        http = Http()
+        for i in counter:
+            if time.perf_counter() > deadline:
+                break
+            a = agent_for(w, i, concurrency)
+            if kind == "cycle":
+                await _cycle(http, phase, a, i, tokens)
+            else:
+                await _beat(http, phase, a, tokens, held)
+        await http.close()
+
+    await asyncio.gather(*(worker(w) for w in workers))
+    return phase.latencies, phase.errors, time.time() - start_at
+
+
+def _shard_main(args):
+    return asyncio.run(_shard(*args))
+
+
+def server_cpu_seconds(session: int) -> float:
+    """CPU time (user + system) of every process in the server's session, from /proc."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # field 6 of stat, counted after the command name
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def run_sharded(name: str, kind: str, concurrency: int, total: int, tokens, held=None, server=None) -> Phase:
+    import multiprocessing
+
+    shards = max(1, min(LOADGEN_PROCESSES, concurrency))
+    start_at = time.time() + 1.0
+    cpu_before = server_cpu_seconds(server.pid) if server else None
+    with multiprocessing.get_context("fork").Pool(shards) as pool:
+        parts = pool.map(_shard_main, [(kind, concurrency, total, k, shards, tokens, held, start_at) for k in range(shards)])
+    phase = Phase(name, concurrency)
+    for latencies, errors, elapsed in parts:
+        phase.latencies.extend(latencies)
+        for what, n in errors.items():
+            phase.errors[what] = phase.errors.get(what, 0) + n
+        phase.elapsed = max(phase.elapsed, elapsed)
+    if server:
+        phase.server_cpu_seconds = server_cpu_seconds(server.pid) - cpu_before
     return phase
 
 
-async def http_heartbeats(concurrency: int, tokens: list[str]) -> Phase:
-    # Each agent holds its two profiles during the heartbeat phase, and reports them.
+async def _hold_two_each(tokens) -> dict[int, list[str]]:
+    """Each agent takes its two profiles (held during the heartbeat phases, and reported)."""
     http = Http()
     held: dict[int, list[str]] = {}
     for a in range(AGENTS):
@@ -282,38 +385,106 @@ async def http_heartbeats(concurrency: int, tokens: list[str]) -> Phase:
             status, body = await http.request("POST", "/api/assignments", {"profile_id": f"bench-p{p}"}, token=tokens[a])
             assert status == 201, (status, body)
             held.setdefault(a, []).append(body["assignment_id"])
-    phase = Phase("HTTP heartbeat", concurrency)
+    await http.close()
+    return held
 
-    async def work(w, i, state):
-        h = state.setdefault("http", Http())
-        a = agent_for(w, i, concurrency)
-        t = time.perf_counter()
-        status, body = await h.request(
-            "POST", f"/api/agents/bench-{a}/heartbeat",
-            {"load_metrics": {"cpu": 35.5, "memory": 40, "active_connections": 2}, "assignments": held[a]}, token=tokens[a],
-        )
-        phase.record(t, status == 200 and not body["revoked"], f"heartbeat {status}")
 
-    await run_workers(phase, HEARTBEATS, work)
-    print(phase.summary(), flush=True)
-    paced = Phase(f"HTTP heartbeat paced {PACED_RATE:g}/s/agent", AGENTS)
-
-    async def beat(a, state):
-        h = state.setdefault("http", Http())
-        t = time.perf_counter()
-        status, body = await h.request(
-            "POST", f"/api/agents/bench-{a}/heartbeat",
-            {"load_metrics": {"cpu": 35.5, "memory": 40, "active_connections": 2}, "assignments": held[a]}, token=tokens[a],
-        )
-        paced.record(t, status == 200 and not body["revoked"], f"heartbeat {status}")
-
-    await run_paced(paced, PACED_RATE, PACED_SECONDS, beat)
+async def _release_all(tokens, held) -> None:
     http = Http()
     for a, ids in held.items():
         for assignment_id in ids:
             await http.request("DELETE", f"/api/assignments/{assignment_id}", token=tokens[a])
     await http.close()
-    return [phase, paced]
+
+
+async def http_paced(tokens, held, server) -> list[Phase]:
+    paced = Phase(f"HTTP heartbeat paced {PACED_RATE:g}/s/agent", FLEET)
+
+    async def beat(a, state):
+        await _beat(state.setdefault("http", Http()), paced, a, tokens, held)
+
+    cpu = server_cpu_seconds(server.pid)
+    await run_paced(paced, PACED_RATE, PACED_SECONDS, beat)
+    paced.server_cpu_seconds = server_cpu_seconds(server.pid) - cpu
+    return [paced]
+
+
+async def http_fleet(tokens, server) -> Phase:
+    """A steady fleet: 32 agents, each one take → release a second (open loop)."""
+    fleet = Phase(f"HTTP fleet take→release {PACED_RATE:g}/s/agent", FLEET)
+    counts = {}
+
+    async def cycle(a, state):
+        i = counts[a] = counts.get(a, -1) + 1
+        await _cycle(state.setdefault("http", Http()), fleet, a, i, tokens)
+
+    cpu = server_cpu_seconds(server.pid)
+    await run_paced(fleet, PACED_RATE, PACED_SECONDS, cycle)
+    fleet.server_cpu_seconds = server_cpu_seconds(server.pid) - cpu
+    return fleet
+
+
+async def http_soak(tokens, operator, seconds: float) -> dict:
+    """Invariant 4 under a long run: a reader polls the event log from its last seq while 32
+    agents take and release as fast as they can; every event must arrive once, in order, gap-free."""
+    stop = asyncio.Event()
+    stats = {"cycles": 0, "errors": 0}
+    seen: list[int] = []
+    problems: list[str] = []
+
+    async def last_seq(http) -> int:
+        status, body = await http.request("GET", "/api/events?since=0&limit=1", token=operator)
+        seq = 0
+        while body["results"]:
+            seq = body["results"][-1]["seq"]
+            status, body = await http.request("GET", f"/api/events?since={seq}&limit=500", token=operator)
+        return seq
+
+    async def writer(a):
+        http, i = Http(), 0
+        while not stop.is_set():
+            phase = Phase("soak", 1)
+            await _cycle(http, phase, a, i, tokens)
+            stats["cycles"] += 1
+            stats["errors"] += sum(phase.errors.values())
+            i += 1
+        await http.close()
+
+    async def reader(cursor):
+        http = Http()
+        while True:
+            finished = stop.is_set()
+            status, body = await http.request("GET", f"/api/events?since={cursor}&limit=500", token=operator)
+            for event in body["results"]:
+                if event["seq"] <= cursor:
+                    problems.append(f"seq {event['seq']} after {cursor}")
+                elif seen and event["seq"] != seen[-1] + 1:
+                    problems.append(f"hole: {seen[-1]} then {event['seq']}")
+                seen.append(event["seq"])
+                cursor = event["seq"]
+            if finished and not body["results"]:
+                break
+            if not body["results"]:
+                await asyncio.sleep(0.01)
+        await http.close()
+        return cursor
+
+    http = Http()
+    start = await last_seq(http)
+    reading = asyncio.create_task(reader(start))
+    writers = [asyncio.create_task(writer(a)) for a in range(FLEET)]
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*writers)
+    await reading
+    end = await last_seq(http)
+    await http.close()
+    expected = end - start  # numbered at commit: every seq from start+1 to end exists
+    return {
+        "seconds": seconds, "cycles": stats["cycles"], "request_errors": stats["errors"], "events_seen": len(seen),
+        "events_in_log": expected, "ordered_gap_free_exactly_once": not problems and len(seen) == expected,
+        "problems": problems[:10],
+    }
 
 
 # --- the same work as raw SQL (the floor) --------------------------------------------------------
@@ -346,7 +517,7 @@ async def sql_take(conn, agent_id: str, profile_id: str) -> str:
             " VALUES (%s, %s, %s, %s, '', 'active', now(), now(), %s, '', '', '{}')",
             [assignment_id, profile[0], agent[1], agent[0], token],
         )
-        await conn.execute("SELECT pg_advisory_xact_lock(2122186753)")
+        # numbered during COMMIT by the event-order trigger (migration assignments/0008), as the app's
         await conn.execute(
             "INSERT INTO assignments_event (type, occurred_at, actor, assignment_id, profile_id, agent_id, pool, task_id,"
             " from_status, to_status, data) VALUES ('assignment.created', now(), %s, %s, %s, %s, 'bench', '', '', 'active', %s)",
@@ -366,7 +537,6 @@ async def sql_release(conn, assignment_id) -> None:
             "UPDATE assignments_assignment SET status = 'released', released_at = now(), last_activity = now(),"
             " release_reason = 'released' WHERE id = %s", [row[0]]
         )
-        await conn.execute("SELECT pg_advisory_xact_lock(2122186753)")
         await conn.execute(
             "INSERT INTO assignments_event (type, occurred_at, actor, assignment_id, profile_id, agent_id, pool, task_id,"
             " from_status, to_status, data) VALUES ('assignment.released', now(), %s, %s, %s, %s, 'bench', '', 'active', 'released', '{}')",
@@ -392,24 +562,29 @@ async def sql_heartbeat(conn, agent_id: str, reported: list) -> None:
 
 
 async def sql_phases() -> list[Phase]:
+    """The floor, phase for phase in the HTTP phases' order: take→release per concurrency, then
+    heartbeats per concurrency, the paced heartbeats and the paced fleet."""
     from psycopg_pool import AsyncConnectionPool
 
     results = []
-    async with AsyncConnectionPool(_conninfo(DB_URL), min_size=32, max_size=32, open=False) as pool:
+    # At most 32 connections (PostgreSQL's connections are shared): at 128 clients they queue for one.
+    async with AsyncConnectionPool(_conninfo(DB_URL), min_size=8, max_size=32, open=False) as pool:
         await pool.open(wait=True)
-        for concurrency in (1, 8, 32):
+
+        async def cycle(phase, a, i):
+            async with pool.connection() as conn:
+                t = time.perf_counter()
+                assignment_id = await sql_take(conn, f"bench-{a}", _profile_for(a, i))
+                phase.record(t, True)
+                t = time.perf_counter()
+                await sql_release(conn, assignment_id)
+                phase.record(t, True)
+
+        for concurrency in CONCURRENCY:
             phase = Phase("SQL take→release", concurrency)
 
             async def work(w, i, state, concurrency=concurrency, phase=phase):
-                a = agent_for(w, i, concurrency)
-                profile = f"bench-p{2 * a + (i // AGENTS) % 2}"
-                async with pool.connection() as conn:
-                    t = time.perf_counter()
-                    assignment_id = await sql_take(conn, f"bench-{a}", profile)
-                    phase.record(t, True)
-                    t = time.perf_counter()
-                    await sql_release(conn, assignment_id)
-                    phase.record(t, True)
+                await cycle(phase, agent_for(w, i, concurrency), i)
 
             await run_workers(phase, CYCLES[concurrency], work)
             results.append(phase)
@@ -418,19 +593,20 @@ async def sql_phases() -> list[Phase]:
         async with pool.connection() as conn:
             for a in range(AGENTS):
                 held[a] = [await sql_take(conn, f"bench-{a}", f"bench-p{p}") for p in (2 * a, 2 * a + 1)]
-        phase = Phase("SQL heartbeat", 32)
+        for concurrency in CONCURRENCY:
+            phase = Phase("SQL heartbeat", concurrency)
 
-        async def beat(w, i, state):
-            a = agent_for(w, i, 32)
-            async with pool.connection() as conn:
-                t = time.perf_counter()
-                await sql_heartbeat(conn, f"bench-{a}", held[a])
-                phase.record(t, True)
+            async def beat(w, i, state, concurrency=concurrency, phase=phase):
+                a = agent_for(w, i, concurrency)
+                async with pool.connection() as conn:
+                    t = time.perf_counter()
+                    await sql_heartbeat(conn, f"bench-{a}", held[a])
+                    phase.record(t, True)
 
-        await run_workers(phase, HEARTBEATS, beat)
-        results.append(phase)
-        print(phase.summary(), flush=True)
-        paced = Phase(f"SQL heartbeat paced {PACED_RATE:g}/s/agent", AGENTS)
+            await run_workers(phase, HEARTBEATS[concurrency], beat)
+            results.append(phase)
+            print(phase.summary(), flush=True)
+        paced = Phase(f"SQL heartbeat paced {PACED_RATE:g}/s/agent", FLEET)
 
         async def paced_beat(a, state):
             async with pool.connection() as conn:
@@ -445,6 +621,16 @@ async def sql_phases() -> list[Phase]:
             for ids in held.values():
                 for assignment_id in ids:
                     await sql_release(conn, assignment_id)
+        fleet = Phase(f"SQL fleet take→release {PACED_RATE:g}/s/agent", FLEET)
+        counts = {}
+
+        async def fleet_cycle(a, state):
+            i = counts[a] = counts.get(a, -1) + 1
+            await cycle(fleet, a, i)
+
+        await run_paced(fleet, PACED_RATE, PACED_SECONDS, fleet_cycle)
+        results.append(fleet)
+        print(fleet.summary(), flush=True)
     return results
 
 
@@ -490,24 +676,132 @@ def machine() -> str:
 
 
 def table(phases: list[Phase]) -> str:
-    rows = ["| phase | concurrency | requests | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+    rows = ["| phase | concurrency | requests | req/s | p50 ms | p99 ms | server CPU ms/request | errors |",
+            "|---|---|---|---|---|---|---|---|"]
     for p in phases:
         s = p.summary()
         rows.append(
-            f"| {s['phase']} | {s['concurrency']} | {s['requests']} | {s['rps']} | {s['p50_ms']} | {s['p99_ms']} | {s['errors'] or '-'} |"
+            f"| {s['phase']} | {s['concurrency']} | {s['requests']} | {s['rps']} | {s['p50_ms']} | {s['p99_ms']} | "
+            f"{s['server_cpu_ms'] if s['server_cpu_ms'] is not None else '-'} | {s['errors'] or '-'} |"
         )
     return "\n".join(rows)
 
 
-async def http_phases(operator: str) -> list[Phase]:
-    tokens, _ = await http_setup(operator)
-    phases = []
-    for c in (1, 8, 32):
-        phases.append(await http_cycles(c, tokens))
-        print(phases[-1].summary(), flush=True)
-    phases.extend(await http_heartbeats(32, tokens))
+# --- conflict resolution (issue 12) --------------------------------------------------------------
+
+
+async def conflict_setup(operator: str) -> None:
+    http = Http()
+    for p in range(CONTENDED):
+        status, body = await http.request("POST", "/api/profiles", {"profile_id": f"bench-w{p}", "pool": "bench",
+                                                                   "tags": ["contended"]}, token=operator)
+        assert status == 201, (status, body)
+    await http.close()
+
+
+async def http_contention(tokens: list[str]) -> list[Phase]:
+    """32 agents, 8 profiles, waits: see the module docstring."""
+    takes = Phase(f"HTTP take, {FLEET} agents for {CONTENDED} profiles, wait_seconds", FLEET)
+    releases = Phase("HTTP release (+ hand-over to the next waiter, one transaction)", FLEET)
+    noticed = Phase(f"waiter sees active (release sent → GET says active, {POLL_SECONDS * 1000:g} ms polls)", FLEET)
+    release_sent: dict[str, float] = {}
+
+    async def agent(a: int):
+        http = Http()
+        for r in range(CONTENTION_ROUNDS):
+            profile = f"bench-w{(a + r) % CONTENDED}"
+            t = time.perf_counter()
+            status, body = await http.request(
+                "POST", "/api/assignments", {"profile_id": profile, "wait_seconds": 30}, token=tokens[a]
+            )
+            takes.record(t, status in (201, 202), f"take {status}")
+            if status not in (201, 202):
+                continue
+            assignment_id = body["assignment_id"]
+            if status == 202:
+                while body["status"] == "pending":
+                    await asyncio.sleep(POLL_SECONDS)
+                    _, body = await http.request("GET", f"/api/assignments/{assignment_id}", token=tokens[a])
+                if body["status"] != "active":
+                    takes.record(time.perf_counter(), False, f"wait ended {body['status']}")
+                    continue
+                if profile in release_sent:
+                    noticed.latencies.append(time.perf_counter() - release_sent[profile])
+            await asyncio.sleep(HOLD_SECONDS)
+            release_sent[profile] = t = time.perf_counter()
+            status, _ = await http.request("DELETE", f"/api/assignments/{assignment_id}", token=tokens[a])
+            releases.record(t, status == 200, f"release {status}")
+        await http.close()
+
+    started = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(agent(a) for a in range(FLEET))), timeout=PHASE_SECONDS * 3)
+    for phase in (takes, releases, noticed):
+        phase.elapsed = time.perf_counter() - started
+    return [takes, releases, noticed]
+
+
+async def http_selection(tokens: list[str]) -> Phase:
+    """64 concurrent selections by requirements (2 per agent), released after each round."""
+    phase = Phase("HTTP take by profile_requirements", SELECTIONS)
+    clients = [Http() for _ in range(SELECTIONS)]
+
+    async def select(i: int):
+        a = i % AGENTS
+        t = time.perf_counter()
+        status, body = await clients[i].request(
+            "POST", "/api/assignments", {"profile_requirements": {"pool": "bench"}}, token=tokens[a]
+        )
+        phase.record(t, status == 201, f"select {status}")
+        return (a, body) if status == 201 else None
+
+    started = time.perf_counter()
+    for _ in range(SELECTION_ROUNDS):
+        got = [g for g in await asyncio.gather(*(select(i) for i in range(SELECTIONS))) if g]
+        profiles = [body["profile_id"] for _, body in got]
+        if len(set(profiles)) != len(profiles):
+            phase.errors["the same profile twice"] = phase.errors.get("the same profile twice", 0) + 1
+        for a, body in got:
+            await clients[0].request("DELETE", f"/api/assignments/{body['assignment_id']}", token=tokens[a])
+    phase.elapsed = time.perf_counter() - started
+    for client in clients:
+        await client.close()
+    return phase
+
+
+async def conflict_phases(operator: str, tokens: list[str] | None = None) -> list[Phase]:
+    if tokens is None:
+        tokens, _ = await http_setup(operator)
+    await conflict_setup(operator)
+    phases = await http_contention(tokens)
+    for phase in phases:
+        print(phase.summary(), flush=True)
+    phases.append(await http_selection(tokens))
     print(phases[-1].summary(), flush=True)
     return phases
+
+
+def http_phases(operator: str, server) -> tuple[list[Phase], list[str]]:
+    tokens, _ = asyncio.run(http_setup(operator))
+    phases = []
+    for c in CONCURRENCY:
+        phases.append(run_sharded("HTTP take→release", "cycle", c, CYCLES[c], tokens, server=server))
+        print(phases[-1].summary(), flush=True)
+    held = asyncio.run(_hold_two_each(tokens))
+    for c in CONCURRENCY:
+        phases.append(run_sharded("HTTP heartbeat", "beat", c, HEARTBEATS[c], tokens, held, server=server))
+        print(phases[-1].summary(), flush=True)
+    phases.extend(asyncio.run(http_paced(tokens, held, server)))
+    print(phases[-1].summary(), flush=True)
+    asyncio.run(_release_all(tokens, held))
+    phases.append(asyncio.run(http_fleet(tokens, server)))
+    print(phases[-1].summary(), flush=True)
+    if SOAK_SECONDS > 0:
+        print(f"soak: {SOAK_SECONDS:g} s of take→release by {FLEET} agents, a reader checking the event log", flush=True)
+        soak = asyncio.run(http_soak(tokens, operator, SOAK_SECONDS))
+        print(f"soak: {soak}", flush=True)
+        if not soak["ordered_gap_free_exactly_once"]:
+            sys.exit("soak: the event log broke invariant 4 (see problems)")
+    return phases, tokens
 
 
 def main() -> None:
@@ -521,24 +815,35 @@ def main() -> None:
             "TETHER_DB_POOL_MIN_SIZE": env.get("TETHER_DB_POOL_MIN_SIZE", "4"),
             "TETHER_DB_POOL_MAX_SIZE": env.get("TETHER_DB_POOL_MAX_SIZE", "16"),
             "TETHER_LOG_LEVEL": "WARNING",
+            # The bench's clients are many agents on one address: no throttle in the way.
+            "TETHER_API_THROTTLE_RATE": env.get("TETHER_API_THROTTLE_RATE", "1000000/min"),
         }
     )
     if not env.get("REDIS_URL"):
         sys.exit("make bench needs Redis too: set REDIS_URL (cache, throttling and the channel layer)")
-    print(f"machine: {machine()}")
-    print(f"server: uvicorn, {WORKERS} workers, http://{HOST}:{PORT}, database {DB_NAME}, psycopg pool on")
+    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.2f} at the start")
+    print(f"server: uvicorn, {WORKERS} workers, http://{HOST}:{PORT}, database {DB_NAME}, psycopg pool on; "
+          f"load generator: {LOADGEN_PROCESSES} processes")
     prepare_database(env)
     operator = make_operator(env)
     server = start_server(env)
     try:
+        if ONLY == "conflicts":
+            conflicts = asyncio.run(conflict_phases(operator))
+            print("\n" + table(conflicts) + "\n")
+            if any(p.errors for p in conflicts):
+                sys.exit("some requests failed (see the errors column)")
+            return
         sessions_before = db_sessions()
-        http = asyncio.run(http_phases(operator))
+        http, tokens = http_phases(operator, server)
         new_sessions = db_sessions() - sessions_before
+        conflicts = asyncio.run(conflict_phases(operator, tokens))
     finally:
         stop_server(server)
     sql = asyncio.run(sql_phases())
     requests = sum(len(p.latencies) for p in http)
     print(f"\nnew database sessions opened by the server during {requests} HTTP requests: {new_sessions}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     print("\n" + table(http + sql) + "\n")
     print("| work | concurrency | HTTP/SQL throughput | HTTP/SQL p50 | HTTP/SQL p99 |\n|---|---|---|---|---|")
     for h, s in zip(http, sql):
@@ -547,7 +852,8 @@ def main() -> None:
             f"| {h.name[5:]} | {h.concurrency} | {hs['rps'] / ss['rps']:.2f} | "
             f"{hs['p50_ms'] / ss['p50_ms']:.1f}× | {hs['p99_ms'] / ss['p99_ms']:.1f}× |"
         )
-    if any(p.errors for p in http):
+    print("\nConflict resolution (issue 12):\n\n" + table(conflicts) + "\n")
+    if any(p.errors for p in http + conflicts):
         sys.exit("some requests failed (see the errors column)")
 
 

@@ -103,3 +103,18 @@ def browser(transactional_db, asgi_server, monkeypatch):
             yield chromium
         finally:
             chromium.close()
+
+
+def wait_until(page, expression: str, *, timeout: int) -> None:
+    """Wait (at most `timeout` ms) until the JavaScript `expression` is true in `page`.
+
+    Instead of Playwright's `wait_for_function` with a string, which Chromium eval's inside the
+    page — and the pages' Content-Security-Policy (script-src 'self') rightly refuses that. Polled
+    from here with `evaluate`, which the policy does not govern."""
+    import time
+
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout} ms: {expression}")
+        time.sleep(0.02)

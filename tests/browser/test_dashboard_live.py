@@ -14,6 +14,7 @@ from agents.services import agent_register
 from assignments.services import profile_create
 from config.actors import OPERATORS_GROUP, Actor
 from pools.services import pool_create
+from tests.browser.conftest import wait_until
 
 pytestmark = [pytest.mark.postgres]
 
@@ -111,8 +112,12 @@ def test_heartbeat_age_ticks_in_the_browser(fleet, browser, asgi_server):
         return int(parts[0]) * 60 + int(parts[1]) if len(parts) == 2 else int(parts[0])
 
     first = seconds()
-    page.wait_for_function(f"document.querySelector('{cell}').textContent !== '{page.inner_text(cell)}'",
-                           timeout=2_500)
+    # Polled from here: a string for wait_for_function is eval'd in the page, which the page's
+    # Content-Security-Policy (script-src 'self') rightly refuses.
+    shown, deadline = page.inner_text(cell), time.monotonic() + 2.5
+    while page.inner_text(cell) == shown:
+        assert time.monotonic() < deadline, f"the heartbeat age stayed at {shown!r}"
+        time.sleep(0.05)
     time.sleep(1.1)
     assert seconds() > first
     # A heartbeat through the API resets it (heartbeats emit no event: the page re-reads on its own
@@ -140,8 +145,8 @@ def test_draining_an_agent_from_its_page_shows_live_on_the_agents_list(fleet, br
     # The viewer's list shows it inactive, and its assignment moved to the spare agent, without reload.
     viewer_page.wait_for_selector(f"{row} .badge.s-inactive", timeout=LIVE_MS)
     assert time.monotonic() - drained_at < 1.0
-    viewer_page.wait_for_function(
-        "document.querySelector('tr[data-key=\"spare-agent\"]').innerText.includes('1/5')", timeout=LIVE_MS)
+    wait_until(viewer_page, "document.querySelector('tr[data-key=\"spare-agent\"]').innerText.includes('1/5')",
+               timeout=LIVE_MS)
     assert viewer_page.evaluate("window.__not_reloaded")
     status, moved = api(base, "GET", f"/api/assignments/{body['assignment_id']}", token)
     assert moved["agent_id"] == "spare-agent" and moved["status"] == "active"

@@ -139,3 +139,20 @@ def test_chromium_launcher_runs_a_user_data_dir_and_revocation_stops_it(world, t
             httpx.get(f"http://127.0.0.1:{lease.browser.debug_port}/json/version", timeout=2)
     finally:
         launcher.close()
+
+
+def test_the_server_tells_the_agent_to_stop_a_browser_it_does_not_hold(world, octo):
+    """Tether, not only the SDK's own books, enforces the lock where the browser runs: the heartbeat
+    reports what the launcher says runs (`running_profiles`), and the reply's `stop_profiles` names
+    what this agent does not hold — here with the SDK's own check switched off."""
+    holder, agent = world.agent("w1"), world.agent("w2")
+    agent.launcher = OctoLauncher(octo.url)
+    agent.stop_unheld_browsers = False
+    mine = agent.profile(world.profiles[1])
+    with holder.profile(world.profiles[0]):
+        octo.start_out_of_band(world.profiles[0])
+        reply = agent.heartbeat()
+        assert reply["stop_profiles"] == [world.profiles[0]]
+        assert set(octo.running) == {world.profiles[1]}, "the unheld browser still runs"
+    assert not mine.revoked
+    mine.release()

@@ -1,9 +1,10 @@
-"""Invariant 4 under the interleaving that breaks naive logs: two transactions take seq 10 and 11,
-and the one with 10 is still open when the other wants to commit.
+"""Invariant 4 under the interleavings that break naive logs: two transactions take seq 10 and 11,
+and the one with 10 is still open when the other wants to commit; and many writers at once.
 
-The mechanism (assignments/events.py, docs/events.md): event rows are inserted at the end of their
-transaction under a transaction-scoped advisory lock that only COMMIT/ROLLBACK releases, so seqs are
-taken in commit order and a reader never sees 11 while 10 is still to come.
+The mechanism (assignments/events.py, docs/events.md): an event row is numbered during its
+transaction's COMMIT, by a deferred trigger that takes a transaction-scoped advisory lock only the end
+of the COMMIT releases, so seqs are given in commit order and a reader never sees 11 while 10 is
+still to come. A transaction that has inserted its events but not begun to commit holds nobody up.
 """
 
 import asyncio
@@ -70,15 +71,19 @@ async def test_later_transaction_cannot_commit_its_event_before_an_open_earlier_
     reader = Snapshots(start)
     reader.start()
 
-    # T1 inserts its event (takes the next seq) and then stays open, before COMMIT.
+    # T1 inserts its event, has it numbered (takes the next seq and the event-order lock, as the
+    # COMMIT's trigger does) and then stays open: the moment between numbering and visibility.
     first_inserted, release_first = threading.Event(), threading.Event()
     taken = {}
     real_flush = assignments.events._flush
 
-    def flush_then_hold(buffer):
-        real_flush(buffer)
+    def flush_then_hold(buffer, **kwargs):
+        real_flush(buffer, **kwargs)
         if threading.current_thread().name == "T1":
-            taken["T1"] = buffer[0].seq
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS assignments_event_number IMMEDIATE")  # the trigger runs now
+                cursor.execute("SELECT seq FROM assignments_event WHERE profile_id = 'order-T1'")
+                taken["T1"] = cursor.fetchone()[0]
             first_inserted.set()
             release_first.wait(10)
 
@@ -121,16 +126,24 @@ async def test_later_transaction_cannot_commit_its_event_before_an_open_earlier_
     await again.disconnect()
 
 
+def _naive_seq() -> int:
+    """A number taken when the row is inserted, as a plain autoincrement would (no ordering at all)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT nextval('assignments_event_seq_committed')")
+        return cursor.fetchone()[0]
+
+
 def test_without_the_commit_order_lock_a_reader_would_see_11_before_10():
-    """The hazard the mechanism exists for, shown with plain inserts (no event lock): a reader sees
-    the later seq while the earlier is still uncommitted, and a cursor taken there would skip it."""
+    """The hazard the mechanism exists for, shown with rows numbered at insert time (no event lock;
+    a positive seq bypasses the commit-time numbering): a reader sees the later seq while the earlier
+    is still uncommitted, and a cursor taken there would skip it."""
     start = last_seq()
     t1_inserted, release_t1 = threading.Event(), threading.Event()
     seqs = {}
 
     def plain_insert(name, hold):
         with transaction.atomic():
-            seqs[name] = Event.objects.create(type="test.plain", actor="test", profile_id=name).seq
+            seqs[name] = Event.objects.create(seq=_naive_seq(), type="test.plain", actor="test", profile_id=name).seq
             if hold:
                 t1_inserted.set()
                 release_t1.wait(10)
@@ -147,6 +160,109 @@ def test_without_the_commit_order_lock_a_reader_would_see_11_before_10():
         release_t1.set()
         t1.join(10)
     assert [e.seq for e in event_list(since=start)] == [seqs["T1"], seqs["T2"]]
+
+
+async def test_an_open_transaction_that_has_not_begun_to_commit_holds_no_writer_up(headers, monkeypatch):
+    """T1 has inserted its event and is still doing its own work (not yet committing): T2 records and
+    commits meanwhile, and takes the earlier number. T1's event is numbered when T1 commits, after
+    T2's; no reader ever sees a gap, and subscribers get both once, in seq order."""
+    start = await database_sync_to_async(last_seq)()
+    subscriber = await ws_connect(f"/assignments/events?since={start}", headers=headers)
+    reader = Snapshots(start)
+    reader.start()
+    first_inserted, release_first = threading.Event(), threading.Event()
+    real_flush = assignments.events._flush
+
+    def flush_then_hold(buffer, **kwargs):
+        real_flush(buffer, **kwargs)
+        if threading.current_thread().name == "T1":
+            first_inserted.set()
+            release_first.wait(10)
+
+    monkeypatch.setattr(assignments.events, "_flush", flush_then_hold)
+
+    def record(name):
+        with recorded_transaction():
+            event_record(Event.Type.PROFILE_UPDATED, actor=OPERATOR, profile_id=f"open-{name}")
+
+    t1 = _in_thread(lambda: record("T1"), name="T1")
+    await _wait(first_inserted)
+    t2 = _in_thread(lambda: record("T2"))
+    await asyncio.get_running_loop().run_in_executor(None, t2.join, 10)
+    assert not t2.is_alive(), "the later transaction waited for one that had not begun to commit"
+    after_t2 = await database_sync_to_async(lambda: [(e.seq, e.profile_id) for e in event_list(since=start)])()
+    assert [p for _, p in after_t2] == ["open-T2"]
+    release_first.set()
+    await asyncio.get_running_loop().run_in_executor(None, t1.join, 10)
+    reader.stop.set()
+    reader.join(5)
+
+    final = await database_sync_to_async(lambda: [(e.seq, e.profile_id) for e in event_list(since=start)])()
+    assert [p for _, p in final] == ["open-T2", "open-T1"]
+    s_t2, s_t1 = (s for s, _ in final)
+    assert s_t1 == s_t2 + 1  # numbered at commit: T1's wait took no number from anyone
+    assert all(snapshot in ([], [s_t2], [s_t2, s_t1]) for snapshot in reader.seen), reader.seen
+    assert [e["seq"] for e in await receive_events(subscriber, 2)] == [s_t2, s_t1]
+    assert await nothing_more(subscriber)
+    await subscriber.disconnect()
+
+
+def test_many_concurrent_writers_a_polling_reader_gets_every_event_once_in_order():
+    """Eight writers on their own connections commit 1-3 events per transaction as fast as they can
+    (some transactions fail and roll back); a reader polls `since=<its last seq>` all along, as a
+    reconnecting subscriber does. It must end with exactly the committed events, each once, in seq
+    order, and never see a seq it would later find a smaller one before (a gap filled behind it)."""
+    start = last_seq()
+    writers, per_writer = 8, 40
+    committed, lock, stop = [], threading.Lock(), threading.Event()
+    seen: list[int] = []
+    problems: list[str] = []
+
+    def write(w):
+        for i in range(per_writer):
+            n = 1 + (w + i) % 3
+            names = [f"many-{w}-{i}-{k}" for k in range(n)]
+            try:
+                with recorded_transaction():
+                    for name in names:
+                        event_record(Event.Type.PROFILE_UPDATED, actor=OPERATOR, profile_id=name)
+                    if i % 7 == 3:
+                        raise RuntimeError("roll back")
+            except RuntimeError:
+                continue
+            with lock:
+                committed.extend(names)
+
+    def read():
+        cursor = start
+        try:
+            while True:
+                finished = stop.is_set()
+                batch = event_list(since=cursor, limit=500)
+                for event in batch:
+                    if event.seq <= cursor:
+                        problems.append(f"seq {event.seq} after cursor {cursor}")
+                    seen.append(event.seq)
+                    cursor = event.seq
+                if finished and not batch:
+                    return
+        finally:
+            connections.close_all()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    threads = [_in_thread(lambda w=w: write(w)) for w in range(writers)]
+    for t in threads:
+        t.join(120)
+    stop.set()
+    reader.join(30)
+    assert not reader.is_alive() and not problems, problems
+
+    final = event_list(since=start, limit=10_000)
+    assert sorted(e.profile_id for e in final) == sorted(committed)
+    assert seen == [e.seq for e in final]  # every committed event once, in seq order
+    # Numbered at commit, only rows that commit take a number: the log has no holes at all.
+    assert seen == list(range(seen[0], seen[0] + len(committed)))
 
 
 async def test_publishes_arriving_out_of_order_still_reach_the_subscriber_in_seq_order(headers, monkeypatch):

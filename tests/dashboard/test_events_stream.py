@@ -338,3 +338,29 @@ async def test_a_failing_channel_layer_receive_loses_nothing(headers):
     finally:
         hub.layer.receive = real_receive
         await communicator.disconnect()
+
+
+@pytest.mark.redis
+def test_publishing_does_not_make_the_request_wait_for_the_channel_layer(monkeypatch, settings):
+    """A slow channel layer delays the live message, not the committing request; batches still go
+    out in commit order, and publish_flush waits for them."""
+    import time as _time
+
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if not dashboard.publish._uses_own_loop(layer):
+        pytest.skip("the in-memory layer publishes on the server's own loop")
+    sent = []
+
+    async def slow_send(group, message):
+        await asyncio.sleep(0.3)
+        sent.append(message["events"][0]["seq"])
+
+    monkeypatch.setattr(layer, "group_send", slow_send)
+    t0 = _time.perf_counter()
+    for seq in (1, 2, 3):
+        dashboard.publish.publish_events([{"seq": seq}])
+    assert _time.perf_counter() - t0 < 0.2
+    assert dashboard.publish.publish_flush(timeout=5)
+    assert sent == [1, 2, 3]

@@ -27,6 +27,8 @@ PAGES = [
     "/history/?type=assignment.*&pool=pool-0",
     "/history/?as_of_profile=prof-0-0&as_of=2030-01-01T00:00:00",
     "/history/export.csv",
+    "/tasks/",
+    "/tasks/?status=all&priority=low",
 ]
 
 # Queries per page, including the session, the user and the operator check. Pinned: a page must
@@ -36,10 +38,11 @@ MAX_QUERIES = {
     "/assignments/": 7,
     "/agents/": 7,
     "/agents/agent-0-0/": 8,
-    "/pools/": 7,
+    "/pools/": 8,  # + the requests waiting for a profile (issue 12)
     "/profiles/": 7,
-    "/profiles/prof-0-0/": 7,
+    "/profiles/prof-0-0/": 9,  # + its holder and its queue of waiting requests (issue 12)
     "/history/": 6,
+    "/tasks/": 8,
     "/history/?as_of_profile=prof-0-0&as_of=2030-01-01T00:00:00": 9,
 }
 

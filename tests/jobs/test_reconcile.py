@@ -35,6 +35,24 @@ def test_a_take_and_a_release_are_written_to_the_cache_on_commit(fleet):
     assert cache.get(live_cache.agent_key("agent-a")) == {"a": []}
 
 
+def test_the_refresh_statement_stores_exactly_the_snapshot_of_the_row(fleet):
+    """The after-commit refresh reads its snapshots with a named statement: the same data, key for
+    key and value for value, as a snapshot of the ORM's row (waiting ones included: no agent)."""
+    from assignments.models import Assignment
+
+    taken = fleet.take(fleet.profiles[0], fleet.a)
+    Assignment.objects.filter(pk=taken.pk).update(metadata={"k": [1, "x"]}, platform_resource_id="pod-1")
+    live_cache.cache_refresh(profile_ids=["prof-0"], agent_ids=["agent-a"])
+    row = Assignment.objects.select_related("profile", "pool", "agent").get(pk=taken.pk)
+    assert _cached("prof-0") == {"a": live_cache.snapshot(row)}
+    assert cache.get(live_cache.agent_key("agent-a")) == {"a": [live_cache.snapshot(row)]}
+    Assignment.objects.filter(pk=taken.pk).update(agent=None, status="pending")
+    live_cache.cache_refresh(profile_ids=["prof-0"], agent_ids=["agent-a"])
+    row.refresh_from_db()
+    assert _cached("prof-0") == {"a": live_cache.snapshot(row)} and _cached("prof-0")["a"]["agent_id"] is None
+    assert cache.get(live_cache.agent_key("agent-a")) == {"a": []}
+
+
 def test_the_selector_answers_from_the_cache_and_falls_back_to_the_database(fleet, django_assert_num_queries):
     taken = fleet.take(fleet.profiles[0], fleet.a)
     with django_assert_num_queries(0):

@@ -11,6 +11,7 @@ from django.db import connections
 from agents.models import Agent
 from assignments.models import Assignment, Event
 from config.jobs import job_run
+from pools.models import Task
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -46,7 +47,7 @@ def test_the_simulator_runs_a_fleet_through_the_api_for_a_while_with_no_error(li
     with jobs_running(("agents_mark_overdue_stale", "pools_rebalance_all", "assignments_expire_idle"), every=0.5) as failures:
         # Raises CommandError if any request failed unexpectedly (5xx, unexpected 4xx, connection).
         call_command("simulate_agents", url=live_server.url, duration=8, tick=0.2, heartbeat_timeout=3,
-                     crash_every=2, seed=7, agents=12, pools=3)
+                     crash_every=2, seed=7, agents=12, pools=3, tasks_per_minute=60)
 
     out = capsys.readouterr().out
     assert not failures, failures
@@ -56,6 +57,14 @@ def test_the_simulator_runs_a_fleet_through_the_api_for_a_while_with_no_error(li
     assert Assignment.objects.exists()
     assert Event.objects.filter(type="agent.registered").count() >= 12
     assert Event.objects.filter(type="assignment.created").exists()
+    # Contention shows: takes by requirements and waits for busy profiles are served, outcomes reported.
+    assert Event.objects.filter(type="profile.reported").exists(), out[-1500:]
+    assert "by requirements" in out or "after waiting" in out, out[-1500:]
+    assert Assignment.objects.filter(profile__profile_id__startswith="sim-", workflow_id__startswith="wf-").count() >= 3
+    # Tasks flow too: submitted by the agents to their pools, placed, claimed, started and finished.
+    assert Task.objects.filter(pool__name__startswith="sim-").count() >= 4
+    assert Task.objects.filter(status=Task.Status.COMPLETED).exists()
+    assert Event.objects.filter(type="task.started").exists() and Event.objects.filter(type="task.completed").exists()
 
 
 def test_the_simulator_keeps_the_demo_fleet_alive_too(live_server, capsys):

@@ -3,7 +3,7 @@
 import random
 from datetime import datetime, timedelta, timezone
 
-from pools.balancing import Candidate, Work, choose_agent, plan_moves
+from pools.balancing import Candidate, Requirements, Work, choose_agent, plan_moves
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -64,3 +64,41 @@ def test_plan_counts_each_choice_against_the_agents_room():
     chosen = [agent.key if agent else None for _, agent in plan]
     assert chosen.count(1) == 2 and chosen.count(2) == 1 and chosen.count(None) == 2
     assert chosen[-2:] == [None, None]
+
+
+def test_round_robin_goes_around_the_circle_after_the_first_cycle():
+    # Issue 10, item 13: with one shared timestamp per pass, ties after the first cycle fell to
+    # agent-id order (12 drained assignments over 3 agents went 6/5/1).
+    agents = [c(1, capacity=20), c(2, capacity=20), c(3, capacity=20)]
+    plan = plan_moves([Work(key=i) for i in range(12)], agents, strategy="round_robin", min_health_score=0.0, now=NOW)
+    chosen = [agent.key for _, agent in plan]
+    assert chosen == [1, 2, 3] * 4
+
+
+def test_round_robin_carries_its_turn_into_the_next_pass():
+    agents = {a.key: a for a in (c(1, capacity=20), c(2, capacity=20), c(3, capacity=20))}
+    first = plan_moves([Work(key=0), Work(key=1)], list(agents.values()), strategy="round_robin",
+                       min_health_score=0.0, now=NOW)
+    for _, agent in first:  # what the service stores: each agent's stamp from the plan
+        agents[agent.key] = agent
+    second = plan_moves([Work(key=i) for i in range(4)], list(agents.values()), strategy="round_robin",
+                        min_health_score=0.0, now=NOW + timedelta(seconds=1))
+    assert [agent.key for _, agent in second] == [3, 1, 2, 3]
+
+
+def test_round_robin_cycles_through_the_agents_within_one_pass():
+    plan = plan_moves([Work(key=i) for i in range(6)], [c(1), c(2), c(3)], strategy="round_robin",
+                      min_health_score=0.0, now=NOW)
+    assert [chosen.key for _, chosen in plan] == [1, 2, 3, 1, 2, 3]
+
+
+def test_work_with_requirements_goes_only_to_agents_that_meet_them():
+    gpu = Requirements(capabilities=frozenset({"gpu"}))
+    eu = Requirements(region="eu", agent_type="worker", tags=frozenset({"residential"}))
+    candidates = [
+        c(1, capabilities=frozenset({"chrome"}), region="eu", agent_type="worker", tags=frozenset({"residential"})),
+        c(2, capabilities=frozenset({"chrome", "gpu"}), region="us", agent_type="worker"),
+    ]
+    plan = plan_moves([Work(key=1, needs=gpu), Work(key=2, needs=eu), Work(key=3, needs=Requirements(region="asia"))],
+                      candidates, strategy="least_connections", min_health_score=0.0, now=NOW)
+    assert [(w.key, chosen.key if chosen else None) for w, chosen in plan] == [(1, 2), (2, 1), (3, None)]

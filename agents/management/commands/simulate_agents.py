@@ -8,6 +8,17 @@ reply revokes, picking up what it assigns), take and release profiles, go idle, 
 crashes — stops heartbeating — so the staleness job fails its work over while an operator watches;
 later it comes back and learns, in its next heartbeat reply, what it no longer holds.
 
+Takes come in three kinds: a named profile (refused at once when held), any free profile of the
+pool by requirements, and — now and then, in a thread of its own so the fleet keeps beating — a
+wait of a few seconds for one of the pool's busiest profiles, so queues form and hand-overs show
+(sim-beta serves its waiters by priority, sim-alpha rests a released profile for a few seconds).
+On release, the agent reports how the profile fared (mostly success, now and then a captcha).
+
+The agents also keep their pools' task queues moving: now and then one submits a task to its pool
+(any of the five priorities, mostly normal and low), and each claims what the pool placed on it,
+starts it, works it for a few seconds and completes it — or fails it, usually with a retry. A
+crashed agent's tasks go back to the queue (a new attempt) and on to another agent.
+
 Expected refusals (409 conflict, at capacity, stale token; 404 for what ended meanwhile) are part
 of the game. Anything else — a 5xx, an unexpected 4xx, a connection error (after the SDK's retries of
 what is safe to retry) — is an error: it is logged, and the command exits non-zero (with --duration)
@@ -18,11 +29,12 @@ background thread), so a crash is simply an agent it stops driving.
 import logging
 import random
 import signal
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.management.base import BaseCommand, CommandError
-from tether_client import Agent, ApiError, Conflict, Lease, TetherError
+from tether_client import Agent, ApiError, Conflict, Lease, Task, TetherError
 
 from agents.models import Agent as AgentRow
 from assignments.models import Profile
@@ -32,7 +44,17 @@ from pools.models import AgentPool
 from pools.services import pool_create, pool_update
 
 EXPECTED_REFUSALS = {"conflict", "agent_at_capacity", "agent_unavailable", "stale_fencing_token",
-                     "invalid_transition", "not_found", "profile_disabled"}
+                     "invalid_transition", "not_found", "profile_disabled", "no_profile_available",
+                     "profile_cooling_down", "quota_exceeded", "profile_quarantined", "deadlock", "wait_expired"}
+# How each simulated pool settles contention (DESIGN.md "Waiting, priority and deadlocks").
+POOL_POLICIES = {
+    "alpha": {"profile_cooldown_seconds": 3},
+    "beta": {"conflict_policy": "priority"},
+    "gamma": {},
+}
+# Submitted priorities: mostly routine work, now and then something urgent.
+PRIORITIES = [("urgent", 0.03), ("critical", 0.07), ("high", 0.2), ("normal", 0.45), ("low", 0.25)]
+TASK_CAPACITY = 2
 
 
 def _interrupt(signum, frame):
@@ -46,7 +68,12 @@ class SimAgent:
     capacity: int
     sdk: Agent | None = None
     next_heartbeat: float = 0.0
+    next_claim: float = 0.0
     crashed_until: float = 0.0
+    # Tasks it is working on, with the moment each is done.
+    working: dict = field(default_factory=dict)
+    # A waiting take in flight (its own thread), at most one at a time.
+    waiting: threading.Thread | None = None
 
     @property
     def held(self) -> dict:
@@ -71,6 +98,8 @@ class Command(BaseCommand):
         parser.add_argument("--heartbeat-timeout", type=int, default=10, help="the simulated pools' timeout")
         parser.add_argument("--idle-timeout", type=int, default=90, help="the simulated pools' idle timeout")
         parser.add_argument("--crash-every", type=float, default=40, help="average seconds between crashes; 0: never")
+        parser.add_argument("--tasks-per-minute", type=float, default=40,
+                            help="tasks the agents submit to their pools, in all; 0: none")
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("--prefix", default="sim", help="prefix of the simulated pools, agents and profiles")
         parser.add_argument("--no-adopt", action="store_true",
@@ -83,7 +112,10 @@ class Command(BaseCommand):
         logging.getLogger("tether_client").setLevel(logging.CRITICAL)
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self.errors = 0
-        self.stats = {"takes": 0, "conflicts": 0, "releases": 0, "idles": 0, "crashes": 0, "revoked": 0, "picked_up": 0}
+        self.stats = {"takes": 0, "conflicts": 0, "releases": 0, "idles": 0, "crashes": 0, "revoked": 0, "picked_up": 0,
+                      "selected": 0, "waited": 0, "reports": 0, "rounds": 0,
+                      "submitted": 0, "completed": 0, "failed": 0}
+        self.stats_lock = threading.Lock()
         tokens, profiles = self._set_stage()
         self.profiles = profiles
         self.agents = self._register(tokens)
@@ -98,6 +130,7 @@ class Command(BaseCommand):
                 time.sleep(opts["tick"])
         except KeyboardInterrupt:
             pass
+        self._let_waits_end()
         self.log(f"done: {self.stats}, errors: {self.errors}")
         if self.errors and opts["duration"]:
             raise CommandError(f"{self.errors} unexpected error(s)")
@@ -115,7 +148,8 @@ class Command(BaseCommand):
         tokens, profiles = {}, {}
         for i, name in enumerate(names):
             timeouts = {"heartbeat_timeout_seconds": self.opts["heartbeat_timeout"],
-                        "assignment_idle_timeout_seconds": self.opts["idle_timeout"]}
+                        "assignment_idle_timeout_seconds": self.opts["idle_timeout"], "task_capacity": TASK_CAPACITY,
+                        **POOL_POLICIES[name.rsplit("-", 1)[-1]]}
             if AgentPool.objects.filter(name=name).exists():
                 _, tokens[name] = pool_update(name=name, actor=operator, rotate_enrollment_token=True, **timeouts)
             else:
@@ -199,13 +233,16 @@ class Command(BaseCommand):
         if isinstance(exc, ApiError) and (exc.status in (404, 409) and exc.code in EXPECTED_REFUSALS
                                           or exc.code in also_expected):
             return
-        self.errors += 1
+        with self.stats_lock:
+            self.errors += 1
         self.log(f"ERROR {what}: {exc}")
 
     def _round(self):
         now = time.monotonic()
         elapsed, self.last_round = now - getattr(self, "last_round", now), now
         self._maybe_crash(now, elapsed)
+        self._maybe_submit(elapsed)
+        self._count("rounds")
         for agent in self.agents:
             try:
                 self._act(agent, now)
@@ -223,6 +260,7 @@ class Command(BaseCommand):
         if now >= agent.next_heartbeat:
             self._heartbeat(agent)
             agent.next_heartbeat = now + self.opts["heartbeat_timeout"] / 3
+        self._work(agent, now)
         roll = self.rng.random()
         if roll < 0.10:
             self._take(agent)
@@ -230,6 +268,82 @@ class Command(BaseCommand):
             self._release(agent)
         elif roll < 0.17 and agent.held:
             self._idle(agent)
+
+    # --- tasks ------------------------------------------------------------------------------------
+
+    def _maybe_submit(self, elapsed: float):
+        """About --tasks-per-minute tasks a minute, each submitted by a live agent to its own pool."""
+        rate = self.opts["tasks_per_minute"] / 60.0
+        if not rate:
+            return
+        count = int(rate * elapsed) + (1 if self.rng.random() < (rate * elapsed) % 1 else 0)
+        live = [a for a in self.agents if not a.crashed and a.sdk is not None]
+        for _ in range(count if live else 0):
+            agent = self.rng.choice(live)
+            priority = self.rng.choices([p for p, _ in PRIORITIES], weights=[w for _, w in PRIORITIES])[0]
+            payload = {"kind": self.rng.choice(["scrape", "sign-in", "checkout", "warm-up"]),
+                       "url": f"https://example.com/{self.rng.randint(1, 999)}"}
+            try:
+                agent.sdk.submit(pool=agent.pool, payload=payload, priority=priority)
+            except TetherError as exc:
+                self._refused(f"submit by {agent.agent_id}", exc)
+            else:
+                self._count("submitted")
+
+    def _work(self, agent: SimAgent, now: float):
+        """Finish what is done (complete, or now and then fail: mostly with a retry), then claim what
+        the pool placed on this agent and start it."""
+        for task_id, (task, done_at) in list(agent.working.items()):
+            if now < done_at:
+                continue
+            del agent.working[task_id]
+            try:
+                roll = self.rng.random()
+                if roll < 0.08:
+                    task.fail("the page did not load", retry=roll < 0.06)
+                    self._count("failed")
+                else:
+                    task.complete({"ok": True, "items": self.rng.randint(1, 40)})
+                    self._count("completed")
+            except TetherError as exc:
+                # Moved to another agent meanwhile (this one crashed and came back): a stale attempt.
+                self._refused(f"finishing task {task_id} by {agent.agent_id}", exc)
+        room = TASK_CAPACITY - len(agent.working)
+        if room <= 0 or now < agent.next_claim:
+            return
+        agent.next_claim = now + self.rng.uniform(1.0, 3.0)
+        try:
+            claimed = agent.sdk.claim(max=room)
+        except TetherError as exc:
+            self._refused(f"claim by {agent.agent_id}", exc)
+            return
+        for task in claimed:
+            if task.task_id in agent.working:
+                continue
+            self._start(agent, task, now)
+
+    def _start(self, agent: SimAgent, task: Task, now: float):
+        try:
+            if task.status != "running":
+                task.start()
+        except TetherError as exc:
+            self._refused(f"start of task {task.task_id} by {agent.agent_id}", exc)
+            return
+        # A few seconds of work (scaled with the pools' heartbeat timeout: 2 to 8 s by default).
+        hb = self.opts["heartbeat_timeout"]
+        agent.working[task.task_id] = (task, now + self.rng.uniform(0.2 * hb, 0.8 * hb))
+
+    def _let_waits_end(self):
+        """Waits in flight end within their few seconds: keep the fleet beating until they have (a
+        fleet that went silent at once would go stale under an operator's eyes)."""
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(a.waiting is not None and a.waiting.is_alive() for a in self.agents):
+            now = time.monotonic()
+            for agent in self.agents:
+                if not agent.crashed and now >= agent.next_heartbeat:
+                    self._heartbeat(agent)
+                    agent.next_heartbeat = now + self.opts["heartbeat_timeout"] / 3
+            time.sleep(self.opts["tick"])
 
     def _maybe_crash(self, now: float, elapsed: float):
         """About once every --crash-every seconds (whatever the round's length), an agent whose pool
@@ -244,7 +358,7 @@ class Command(BaseCommand):
         agent = self.rng.choice(candidates)
         down = self.opts["heartbeat_timeout"] * self.rng.uniform(1.6, 3.0)
         agent.crashed_until = now + down
-        self.stats["crashes"] += 1
+        self._count("crashes")
         self.log(f"{agent.agent_id} CRASHES (silent for {down:.0f} s; it holds {len(agent.held)})")
 
     def _heartbeat(self, agent: SimAgent):
@@ -256,35 +370,89 @@ class Command(BaseCommand):
             self._refused(f"heartbeat of {agent.agent_id}", exc)
 
     def _revoked(self, agent: SimAgent, lease: Lease):
-        self.stats["revoked"] += 1
+        self._count("revoked")
         self.log(f"{agent.agent_id} drops {lease.assignment_id[:8]} (revoked in its heartbeat reply)")
 
     def _picked_up(self, agent: SimAgent, lease: Lease):
-        self.stats["picked_up"] += 1
+        self._count("picked_up")
         self.log(f"{agent.agent_id} picks up {lease.assignment_id[:8]} (handed over by the pool)")
+
+    def _count(self, stat: str) -> None:
+        with self.stats_lock:
+            self.stats[stat] += 1
 
     def _take(self, agent: SimAgent):
         held = agent.held
         if len(held) >= agent.capacity:
             return
+        roll = self.rng.random()
+        if roll < 0.3:
+            self._select(agent)
+        elif roll < 0.45:
+            self._wait_for_busy_profile(agent, held)
+        else:
+            self._take_named(agent, held)
+
+    def _take_named(self, agent: SimAgent, held: dict):
         mine = {lease.profile_id for lease in held.values()}
-        choices = [p for p in self.profiles[agent.pool] if p not in mine]
+        # Half the named takes go to the pool's first three profiles: the busy ones people fight over.
+        pool_profiles = self.profiles[agent.pool]
+        choices = [p for p in (pool_profiles[:3] if self.rng.random() < 0.5 else pool_profiles) if p not in mine]
         if not choices:
             return
         profile_id = self.rng.choice(choices)
         try:
             agent.sdk.profile(profile_id, workflow_id=f"wf-{self.rng.randint(1000, 9999)}")
         except Conflict:
-            self.stats["conflicts"] += 1
+            self._count("conflicts")
         except TetherError as exc:
             if isinstance(exc, ApiError) and exc.status == 409:
-                self.stats["conflicts"] += 1
+                self._count("conflicts")
             self._refused(f"take of {profile_id} by {agent.agent_id}", exc)
         else:
-            self.stats["takes"] += 1
+            self._count("takes")
+
+    def _select(self, agent: SimAgent):
+        """Any free profile of the pool (the one released longest ago): none free is a 409."""
+        try:
+            lease = agent.sdk.profile(requirements={"pool": agent.pool}, workflow_id=f"wf-{self.rng.randint(1000, 9999)}")
+        except Conflict:
+            self._count("conflicts")
+        except TetherError as exc:
+            self._refused(f"selection by {agent.agent_id}", exc)
+        else:
+            self._count("selected")
+            self.log(f"{agent.agent_id} selects {lease.profile_id} by requirements")
+
+    def _wait_for_busy_profile(self, agent: SimAgent, held: dict):
+        """Wait a few seconds for one of the pool's first three profiles (the busy ones), in a
+        thread: the SDK polls until the request is served or the wait ends."""
+        if agent.waiting is not None and agent.waiting.is_alive():
+            return
+        mine = {lease.profile_id for lease in held.values()}
+        choices = [p for p in self.profiles[agent.pool][:3] if p not in mine]
+        if not choices:
+            return
+        profile_id = self.rng.choice(choices)
+        wait = self.rng.uniform(3.0, 8.0)
+        priority = self.rng.randint(0, 5)
+
+        def run():
+            try:
+                agent.sdk.profile(profile_id, wait=round(wait, 1), priority=priority,
+                                  workflow_id=f"wf-{self.rng.randint(1000, 9999)}")
+            except TetherError as exc:
+                self._refused(f"wait for {profile_id} by {agent.agent_id}", exc)
+            else:
+                self._count("waited")
+                self.log(f"{agent.agent_id} gets {profile_id} after waiting (priority {priority})")
+
+        agent.waiting = threading.Thread(target=run, name=f"wait-{agent.agent_id}", daemon=True)
+        agent.waiting.start()
 
     def _release(self, agent: SimAgent):
         lease = self.rng.choice(list(agent.held.values()))
+        self._report(agent, lease)
         try:
             # Fenced: if it moved to another agent since this one last heard (a late heartbeat), the
             # SDK finds it is no longer ours and lets it go without touching the new holder's.
@@ -292,7 +460,17 @@ class Command(BaseCommand):
         except TetherError as exc:
             self._refused(f"release of {lease.assignment_id} by {agent.agent_id}", exc, also_expected=("forbidden",))
         else:
-            self.stats["releases"] += 1
+            self._count("releases")
+
+    def _report(self, agent: SimAgent, lease: Lease):
+        """How the profile fared: mostly fine, sometimes a captcha or a failure."""
+        outcome = self.rng.choices(["success", "failure", "captcha"], weights=[0.88, 0.05, 0.07])[0]
+        try:
+            lease.report(outcome)
+        except TetherError as exc:
+            self._refused(f"report on {lease.profile_id} by {agent.agent_id}", exc, also_expected=("forbidden",))
+        else:
+            self._count("reports")
 
     def _idle(self, agent: SimAgent):
         lease = self.rng.choice(list(agent.held.values()))
@@ -301,4 +479,4 @@ class Command(BaseCommand):
         except TetherError as exc:
             self._refused(f"idle of {lease.assignment_id} by {agent.agent_id}", exc, also_expected=("forbidden",))
         else:
-            self.stats["idles"] += 1
+            self._count("idles")

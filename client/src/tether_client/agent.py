@@ -301,7 +301,7 @@ class Agent:
         wait: float = 0,
         workflow_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-        priority: str | int | None = None,
+        priority: int | None = None,
         launch: bool = True,
     ) -> Lease:
         """Take a profile — by id, or any free one matching `requirements` (`tags`, `region`, `pool`)
@@ -453,11 +453,16 @@ class Agent:
             body: dict[str, Any] = {"assignments": reported}
             if metrics:
                 body["load_metrics"] = metrics
+            if running is not None:
+                # What the launcher says runs here: the server names those this agent does not hold.
+                body["running_profiles"] = sorted(running)
             reply = self.http.post(f"/api/agents/{self.agent_id}/heartbeat", body, retry_safe=True)
             self.status = reply.get("status")
             self.health_score = reply.get("health_score")
             for assignment_id in reply.get("revoked", []):
                 self._revoke(str(assignment_id))
+            for profile_id in reply.get("stop_profiles", []):
+                self._stop_unheld(str(profile_id))
             with self._lock:
                 # A take that ran during this heartbeat may be in `assigned` before it is in _held:
                 # leave those to the next heartbeat rather than hold one assignment twice.
@@ -483,6 +488,17 @@ class Agent:
                         log.warning("stopping the browser of %s: this agent does not hold it", profile_id)
                         self._stop_browser(profile_id)
             return as_object(reply)
+
+    def _stop_unheld(self, profile_id: str) -> None:
+        """The server says this agent does not hold `profile_id`, whose browser runs here: a lease of
+        ours on it is stale (revoke it: stop and release, fenced); otherwise just stop the browser."""
+        with self._lock:
+            stale = [lease.assignment_id for lease in self._held.values() if lease.profile_id == profile_id]
+        for assignment_id in stale:
+            self._revoke(assignment_id)  # stops the browser too
+        if not stale:
+            log.warning("stopping the browser of %s: Tether says this agent does not hold it", profile_id)
+            self._stop_browser(profile_id)
 
     def _revoke(self, assignment_id: str) -> None:
         with self._lock:

@@ -1,0 +1,121 @@
+"""Profile one request loop of each agent-facing hot path in process (not collected by pytest):
+take→release, heartbeat, register, get agent, discover — through Django's test client (the whole
+middleware and DRF stack, no server), on a scratch database `<DATABASE_URL's name>_profile`, with
+Redis when REDIS_URL is set. Prints CPU ms and SQL statements per request (after-commit work
+included) and, with `--profile NAME`, the cProfile of that loop.
+
+    python tests/bench/profile_hot_path.py [--n 300] [--profile take_release|heartbeat|...]
+"""
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bench._harness import django_on, scratch_database  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--profile", default="")
+    parser.add_argument("--agents", type=int, default=2000, help="agents in the discover pool")
+    args = parser.parse_args()
+    name = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tether").rsplit("/", 1)[1]
+    django_on(scratch_database(f"{name}_profile"), key_prefix="profile")
+
+    from django.db import connection
+    from django.test import Client
+
+    from agents.services import agent_register
+    from config.actors import Actor
+    from pools.services import pool_create
+
+    system = Actor.system("profile")
+    pool, enrollment = pool_create(name="prof", actor=system)
+    client = Client(SERVER_NAME="127.0.0.1")
+
+    def call(method, path, body=None, token=None, headers=None):
+        extra = {"HTTP_AUTHORIZATION": f"Token {token}"} if token else {}
+        extra.update(headers or {})
+        data = json.dumps(body) if body is not None else ""
+        response = client.generic(method, path, data, content_type="application/json", **extra)
+        assert response.status_code < 300, (method, path, response.status_code, response.content[:300])
+        return response.json() if response.content else None
+
+    body = call("POST", "/api/agents/register", {"agent_id": "w1", "pool": "prof", "capacity": 4},
+                headers={"HTTP_X_ENROLLMENT_TOKEN": enrollment})
+    token = body["token"]
+    from assignments.services import profile_create
+
+    profile_create(profile_id="p1", pool="prof", actor=system)
+    for i in range(args.agents):
+        agent_register(pool=pool, agent_id=f"d{i}", actor=system, capabilities=["chrome"] if i % 3 else ["firefox"],
+                       region="eu" if i % 2 else "us")
+    held = call("POST", "/api/assignments", {"profile_id": "p1"}, token=token)["assignment_id"]
+    call("DELETE", f"/api/assignments/{held}", token=token)
+
+    def take_release():
+        a = call("POST", "/api/assignments", {"profile_id": "p1"}, token=token)
+        call("DELETE", f"/api/assignments/{a['assignment_id']}", token=token)
+
+    keys = iter(range(10**9))
+
+    def take_release_idempotent():
+        a = call("POST", "/api/assignments", {"profile_id": "p1"}, token=token,
+                 headers={"HTTP_IDEMPOTENCY_KEY": f"k-{next(keys)}"})
+        call("DELETE", f"/api/assignments/{a['assignment_id']}", token=token)
+
+    def heartbeat():
+        call("POST", "/api/agents/w1/heartbeat", {"load_metrics": {"cpu": 20}, "assignments": []}, token=token)
+
+    def register():
+        call("POST", "/api/agents/register", {"agent_id": "r1", "pool": "prof", "capacity": 2},
+             headers={"HTTP_X_ENROLLMENT_TOKEN": enrollment})
+
+    def get_agent():
+        call("GET", "/api/agents/w1", token=token)
+
+    def discover():
+        call("POST", "/api/agents/discover", {"capabilities": ["chrome"], "region": "eu", "pool": "prof"}, token=token)
+
+    loops = {"take_release": (take_release, 2), "take_release_idempotent": (take_release_idempotent, 2), "heartbeat": (heartbeat, 1), "register": (register, 1),
+             "get_agent": (get_agent, 1), "discover": (discover, 1)}
+    for label, (fn, requests) in loops.items():
+        n = max(10, args.n // (20 if label == "discover" else 1))
+        for _ in range(5):
+            fn()  # warm up
+        statements = []
+
+        def count(execute, sql, params, many, context):
+            statements.append(sql)
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(count):
+            fn()
+        profiler = cProfile.Profile() if args.profile == label else None
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
+        for _ in range(n):
+            fn()
+        if profiler:
+            profiler.disable()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        print(f"{label:24s} {cpu / n / requests * 1000:6.2f} ms CPU/request  {wall / n / requests * 1000:6.2f} ms wall"
+              f"  {len(statements) / requests:4.1f} SQL/request", flush=True)
+        if profiler:
+            stats = pstats.Stats(profiler).sort_stats("cumulative")
+            stats.print_stats(45)
+        if os.environ.get("SHOW_SQL") == label:
+            for sql in statements:
+                print("   ", sql[:300])
+
+
+if __name__ == "__main__":
+    main()
