@@ -6,11 +6,13 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_WORKERS ?= 1
 
-.PHONY: help install run serve test bench bench-soak bench-events bench-tasks migrate demo clean
+.PHONY: help install run serve test chaos bench bench-soak bench-events bench-tasks migrate demo clean
 
 help:
 	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT) with its jobs and a simulated fleet"
+	@echo "make serve  — production: uvicorn on http://$(HOST):$(PORT), SERVE_WORKERS processes, SERVE_DB_CONNECTIONS database connections in all"
 	@echo "make test   — run the test suite (PostgreSQL and Redis when reachable, else SQLite)"
+	@echo "make chaos  — the fault scenarios against real servers: 64 agents, stream failures, Redis restarted and hung"
 	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
 	@echo "make bench-soak — make bench, then 5 minutes checking the event log's order under load"
 	@echo "make bench-dashboard — render time of each dashboard page and analytics endpoint with 100k assignments, 1M events"
@@ -44,17 +46,30 @@ run: demo
 	@$(PY) manage.py ensure_operator
 	$(PY) -m config.launcher --host $(HOST) --port $(PORT) $(if $(filter 0,$(SIMULATOR)),--no-simulator) --simulator-args "$(SIMULATOR_ARGS)"
 
-# Production-style serving: uvicorn (HTTP and WebSockets), psycopg's connection pool, one worker
-# per CPU by default (Django runs sync views on one thread per worker, so workers give parallelism).
-# GET /metrics sums the workers' request histograms from PROMETHEUS_MULTIPROC_DIR (emptied at start:
-# prometheus_client's multiprocess mode, see dashboard/metrics.py).
+# Production serving (README, "Running on PostgreSQL and Redis"): uvicorn, HTTP and WebSockets on
+# one port, SERVE_WORKERS processes (one per CPU by default). Each process has psycopg's connection
+# pool (on by default with PostgreSQL), and together they hold at most SERVE_DB_CONNECTIONS
+# PostgreSQL connections: each worker's pool gets an equal share (at least 2). The Celery worker and
+# beat are started beside it (README). GET /metrics sums the workers' request histograms from
+# PROMETHEUS_MULTIPROC_DIR (emptied at start: prometheus_client's multiprocess mode, see
+# dashboard/metrics.py).
 SERVE_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+SERVE_DB_CONNECTIONS ?= 32
+SERVE_POOL_SIZE = $(shell n=$$(( $(SERVE_DB_CONNECTIONS) / $(SERVE_WORKERS) )); [ $$n -ge 2 ] && echo $$n || echo 2)
 PROMETHEUS_MULTIPROC_DIR ?= var/prometheus
 serve: migrate
 	@$(PY) manage.py collectstatic --no-input -v0
 	@rm -rf $(PROMETHEUS_MULTIPROC_DIR) && mkdir -p $(PROMETHEUS_MULTIPROC_DIR)
-	PROMETHEUS_MULTIPROC_DIR=$(PROMETHEUS_MULTIPROC_DIR) TETHER_DB_POOL=$${TETHER_DB_POOL:-1} $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
-		--workers $(SERVE_WORKERS) --loop uvloop --http httptools --no-access-log
+	PROMETHEUS_MULTIPROC_DIR=$(PROMETHEUS_MULTIPROC_DIR) TETHER_DB_POOL=1 TETHER_DB_POOL_MAX_SIZE=$(SERVE_POOL_SIZE) \
+		$(VENV)/bin/uvicorn config.asgi:application \
+		--host $(HOST) --port $(PORT) --workers $(SERVE_WORKERS) --loop uvloop --http httptools --no-access-log
+
+# The fault scenarios of issue 10 against real servers (make serve, daphne) as subprocesses: 64
+# agents through make serve, every stream failure under uvicorn and daphne, Redis restarted and hung
+# (a redis-server of its own). Bounded (a few minutes), loopback only; needs PostgreSQL and Redis.
+CHAOS_TESTS = tests/test_serve.py tests/dashboard/test_stream_faults.py tests/dashboard/test_redis_faults.py
+chaos: install
+	$(PY) -m pytest $(CHAOS_TESTS) $(PYTEST_ARGS)
 
 # PYTEST_ARGS="-k fencing" narrows a run; CI passes --create-db (a fresh test database every time).
 test: install

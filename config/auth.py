@@ -45,8 +45,8 @@ def _agent_for_token_hash(hashed: str) -> Agent | None:
 
 
 def principal_for_token(key: str) -> Principal | None:
-    if not key or len(key) > 200:
-        return None
+    if not key or len(key) > 200 or not key.isascii() or not key.isprintable():
+        return None  # every token we issue is printable ASCII; a NUL would not even reach the query
     if key.startswith("agt_"):
         agent = _agent_for_token_hash(token_hash(key))
         return Principal("agent", agent=agent) if agent is not None else None

@@ -23,6 +23,7 @@ from config.env import (
     env_str,
     parse_database_url,
 )
+from config.redis_guard import GuardedConnection
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("TETHER_VAR_DIR", str(BASE_DIR / "var")))
@@ -139,6 +140,16 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# How the ASGI application (config/asgi.py) serves HTTP: "wsgi" — Django's WSGI handler on a fixed
+# pool of TETHER_HTTP_THREADS threads per process (the faster, and the default with Redis); "asgi"
+# — Django's ASGI handler, a thread per request (the default, and required, with the in-memory
+# channel layer of embedded mode: see config/asgi.py). Requests beyond the threads wait in line.
+TETHER_HTTP_HANDLER = env_str("TETHER_HTTP_HANDLER", "wsgi" if REDIS_URL else "asgi")
+if TETHER_HTTP_HANDLER not in ("wsgi", "asgi"):
+    raise ImproperlyConfigured(f"TETHER_HTTP_HANDLER={TETHER_HTTP_HANDLER!r} is not 'wsgi' or 'asgi'")
+if TETHER_HTTP_HANDLER == "wsgi" and not REDIS_URL:
+    raise ImproperlyConfigured("TETHER_HTTP_HANDLER=wsgi needs REDIS_URL (the in-memory channel layer needs 'asgi')")
+TETHER_HTTP_THREADS = env_int("TETHER_HTTP_THREADS", 32, minimum=1, maximum=1000)
 ASGI_APPLICATION = "config.asgi.application"
 WSGI_APPLICATION = "config.wsgi.application"
 
@@ -165,13 +176,31 @@ else:
     _default_db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "tether.sqlite3")}
 
 if _default_db["ENGINE"] == "django.db.backends.postgresql":
-    if env_bool("TETHER_DB_POOL", default=False):
-        # psycopg's pool: connections are reused across requests and threads (needs CONN_MAX_AGE=0).
+    # Pooled by default: under ASGI each request runs in a thread of its own, and Django's persistent
+    # connections (CONN_MAX_AGE) belong to threads, so they pile up until PostgreSQL refuses everyone
+    # (issue 10: 99 of 100 connections, held after the load stopped). psycopg's pool bounds each
+    # process at TETHER_DB_POOL_MAX_SIZE and hands a connection back at the end of every request;
+    # `make serve` divides one budget (SERVE_DB_CONNECTIONS) between its workers.
+    if env_bool("TETHER_DB_POOL", default=True):
+        _pool_min = env_int("TETHER_DB_POOL_MIN_SIZE", 1, minimum=0)
+        _pool_max = env_int("TETHER_DB_POOL_MAX_SIZE", 8, minimum=1)
+        if _pool_min > _pool_max:
+            raise ImproperlyConfigured(
+                f"TETHER_DB_POOL_MIN_SIZE={_pool_min} is above TETHER_DB_POOL_MAX_SIZE={_pool_max}"
+            )
         _default_db["OPTIONS"]["pool"] = {
-            "min_size": env_int("TETHER_DB_POOL_MIN_SIZE", 2, minimum=0),
-            "max_size": env_int("TETHER_DB_POOL_MAX_SIZE", 20, minimum=1),
+            "min_size": _pool_min,
+            "max_size": _pool_max,
+            # A request waits this long for a free connection before it is answered 503.
+            "timeout": env_float("TETHER_DB_POOL_TIMEOUT", 10.0, minimum=0.1),
+            # Connections above min_size unused this long are closed (one per period), so a
+            # burst's connections go back to PostgreSQL once it is over.
+            "max_idle": env_float("TETHER_DB_POOL_MAX_IDLE", 60.0, minimum=1.0),
         }
-        _default_db["CONN_MAX_AGE"] = 0
+        _default_db["CONN_MAX_AGE"] = 0  # the pool keeps the connections; Django must not
+        # The pool checks a connection before handing it out: a backend killed since (a restart, a
+        # terminate) costs one reconnect, not a failed request.
+        _default_db["CONN_HEALTH_CHECKS"] = True
     else:
         _default_db["CONN_MAX_AGE"] = env_int("TETHER_DB_CONN_MAX_AGE", 60, minimum=0)
         _default_db["CONN_HEALTH_CHECKS"] = True
@@ -191,6 +220,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache, channel layer, Celery ----------------------------------------------------------------
 TETHER_KEY_PREFIX = env_str("TETHER_KEY_PREFIX", "tether")
+# After a Redis command of this process timed out, the cache and the throttle skip Redis this long.
+TETHER_REDIS_BACKOFF_SECONDS = env_float("TETHER_REDIS_BACKOFF_SECONDS", 1.0, minimum=0.0)
 
 if REDIS_URL:
     CACHES = {
@@ -200,10 +231,15 @@ if REDIS_URL:
             "KEY_PREFIX": TETHER_KEY_PREFIX,
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": env_float("TETHER_REDIS_CONNECT_TIMEOUT", 1.0, minimum=0.01),
-                "SOCKET_TIMEOUT": env_float("TETHER_REDIS_TIMEOUT", 1.0, minimum=0.01),
+                # Short: the cache and the throttle are on every request's path, and a hung Redis
+                # must cost a request milliseconds, not seconds (both fail open: a miss reads the
+                # database, the throttle lets the request through).
+                "SOCKET_CONNECT_TIMEOUT": env_float("TETHER_REDIS_CONNECT_TIMEOUT", 0.25, minimum=0.01),
+                "SOCKET_TIMEOUT": env_float("TETHER_REDIS_TIMEOUT", 0.25, minimum=0.01),
                 # The database is the truth: a Redis outage must degrade the cache, not the API.
                 "IGNORE_EXCEPTIONS": True,
+                # After a timeout, skip Redis for TETHER_REDIS_BACKOFF_SECONDS (config/redis_guard.py).
+                "CONNECTION_POOL_KWARGS": {"connection_class": GuardedConnection},
             },
         }
     }
@@ -282,6 +318,9 @@ TETHER_ASSIGNMENT_IDLE_TIMEOUT_SECONDS = env_int("TETHER_ASSIGNMENT_IDLE_TIMEOUT
 TETHER_MIN_HEALTH_SCORE = env_float("TETHER_MIN_HEALTH_SCORE", 0.5, minimum=0.0, maximum=1.0)
 # How far a stale agent's health score falls when it misses its heartbeats.
 TETHER_STALE_HEALTH_SCORE = env_float("TETHER_STALE_HEALTH_SCORE", 0.0, minimum=0.0, maximum=1.0)
+# How often each web process's event hub renews its membership of the events group (so that it
+# rejoins within this after a Redis restart, which forgets every group).
+TETHER_EVENTS_GROUP_RENEW_SECONDS = env_float("TETHER_EVENTS_GROUP_RENEW_SECONDS", 5.0, minimum=0.1)
 # Event stream (ws://HOST/assignments/events): events one subscriber may have waiting to be sent
 # before it is told to resync and closed; how often an idle web process checks the log for events
 # whose live message was lost; replay page size.
@@ -328,8 +367,19 @@ TETHER_PROFILE_MIN_HEALTH_SCORE = env_float("TETHER_PROFILE_MIN_HEALTH_SCORE", 0
 TETHER_EVENT_RETENTION_DAYS = env_int("TETHER_EVENT_RETENTION_DAYS", 30, minimum=1)
 # How many past hours the rollup job recomputes on each run (besides the current one).
 TETHER_ROLLUP_HOURS_BACK = env_int("TETHER_ROLLUP_HOURS_BACK", 2, minimum=0, maximum=24 * 31)
-# How long a cached live assignment (assignments/cache.py) may live before it is read again.
-TETHER_ASSIGNMENT_CACHE_SECONDS = env_int("TETHER_ASSIGNMENT_CACHE_SECONDS", 600, minimum=1)
+# How long a cached live assignment (assignments/cache.py) may live before it is read again. At
+# most one reconcile interval: a write Redis lost or applied late (a hung Redis replays what was
+# queued for it) then can never say "free" or "held" against the database for longer than that,
+# even while the reconcile job is not running.
+TETHER_ASSIGNMENT_CACHE_SECONDS = env_int(
+    "TETHER_ASSIGNMENT_CACHE_SECONDS", max(1, int(TETHER_JOB_RECONCILE_INTERVAL_SECONDS)), minimum=1
+)
+if TETHER_ASSIGNMENT_CACHE_SECONDS > TETHER_JOB_RECONCILE_INTERVAL_SECONDS:
+    raise ImproperlyConfigured(
+        f"TETHER_ASSIGNMENT_CACHE_SECONDS={TETHER_ASSIGNMENT_CACHE_SECONDS} is above "
+        f"TETHER_JOB_RECONCILE_INTERVAL_SECONDS={TETHER_JOB_RECONCILE_INTERVAL_SECONDS:g}: a stale cache entry "
+        "would outlive a reconcile interval"
+    )
 # Run the beat's jobs inside the web process (an asyncio task on its event loop) instead of Celery.
 # Default on the in-memory broker (embedded mode): there, a separate worker could neither receive the
 # beat's messages nor reach the web process's in-memory channel layer with its events.

@@ -23,10 +23,13 @@ How a subscriber gets every event exactly once, in seq order (invariant 4):
   and the gap check refills the rest.) Each subscriber has its own buffer and task, so a slow one
   delays nobody else.
 
-Close codes: 4400 bad query, 4401 no or invalid credential, 4403 not allowed, 4429 too slow
-(resync), 1011 server error. A refused socket is accepted first: a close code only reaches a client
-over an accepted socket. An accepted subscriber without `since` gets every event committed after
-its handshake completed.
+Close codes: 4400 bad query, 4401 no or invalid credential, 4403 not allowed, 4404 no such stream
+(an unknown path), 4429 too slow (resync), 4500 the server failed (its database connection was
+killed mid-replay, say): reconnect with the `since` of the error message, which is where the stream
+stopped. Every close code is one both daphne and uvicorn send (daphne's WebSocket library refuses
+1011 and the socket then stayed open and silent, so the client never reconnected). A refused socket
+is accepted first: a close code only reaches a client over an accepted socket. An accepted
+subscriber without `since` gets every event committed after its handshake completed.
 """
 
 import asyncio
@@ -50,8 +53,9 @@ log = logging.getLogger(__name__)
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
 CLOSE_RESYNC = 4429
-CLOSE_SERVER_ERROR = 1011
+CLOSE_SERVER_ERROR = 4500
 
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.([a-z0-9_]+|\*)?)?$")
 _MAX_TYPES = 50
@@ -95,6 +99,8 @@ def parse_stream_query(query_string: bytes) -> StreamQuery:
         value = raw.get(name, [""])[-1].strip()
         if len(value) > 128:
             raise BadQuery(f"{name} is longer than 128 characters")
+        if not value.isprintable():
+            raise BadQuery(f"{name} contains control characters (a NUL, say)")
         setattr(query, name, value or None)
     return query
 
@@ -122,19 +128,42 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
     subscribed = False
     closing = False
 
+    horizon = 0
+    horizon_known = False  # whether `horizon` says where this client's stream stands yet
+    accepted = False
+
+    async def accept(self, subprotocol=None, headers=None):
+        await super().accept(subprotocol, headers)
+        self.accepted = True
+
     async def __call__(self, scope, receive, send):
         """A failure outside the handlers (the channel layer's receive, say) ends this consumer: close
-        the socket with 1011 so that the client reconnects with its last seq instead of waiting on
-        a socket nobody writes to any more."""
+        the socket with 4500 so that the client reconnects with its last seq instead of waiting on
+        a socket nobody writes to any more. (A failure before the consumer starts — the credential
+        lookup, say — is closed the same way by `close_on_error`, dashboard/routing.py.)"""
         try:
             return await super().__call__(scope, receive, send)
         except Exception:
             log.exception("event stream consumer failed")
-            self.closing = True
-            await self._stop_pump()
-            await self._leave_group()
+            await self._fail()
+
+    async def _fail(self) -> None:
+        """The one close path of every stream failure: stop, tell the client where the stream
+        stopped, close with 4500 (a code every server library sends, so the client reconnects)."""
+        self.closing = True
+        await self._stop_pump()
+        await self._leave_group()
+        if not self.accepted:  # failed in connect(): a close code reaches only an accepted socket
             with contextlib.suppress(Exception):
-                await send({"type": "websocket.close", "code": CLOSE_SERVER_ERROR})
+                await self.accept()
+        # Where to resume: the client's own `since` if the stream failed before it began; none
+        # (reconnect from now) if it asked for nothing and nothing was read for it yet.
+        message = {"type": "error", "since": self.horizon if self.horizon_known else None,
+                   "error": {"code": "server_error", "message": "the stream failed; reconnect with since"}}
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.send(text_data=json.dumps(message)), timeout=1.0)
+        with contextlib.suppress(Exception):
+            await self.close(code=CLOSE_SERVER_ERROR)
 
     async def connect(self):
         who = self.scope.get("principal")
@@ -156,12 +185,13 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                 )
             query.pool = own_pool
         self.query = query
+        if query.since is not None:
+            self.horizon, self.horizon_known = query.since, True
         self.filters = query.filters()
         self.buffer: deque[dict] = deque()
         self.buffer_limit = settings.TETHER_EVENTS_CLIENT_BUFFER
         self.wakeup = asyncio.Event()
         self.replaying = True
-        self.horizon = 0
         # Join the group before reading the log: see the module docstring.
         self.hub = event_hub()
         await self.hub.subscribe(self._on_events)
@@ -170,6 +200,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             # "From now": fixed before the handshake completes, so a change the client makes once
             # connected is always streamed to it.
             self.horizon = await db_read(log_end)()
+            self.horizon_known = True
         await self.accept()
         self.pump = asyncio.create_task(self._run(query.since))
 
@@ -247,10 +278,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             raise
         except Exception:
             log.exception("event stream failed")
-            self.closing = True
-            with contextlib.suppress(Exception):
-                await self._leave_group()
-                await self.close(code=CLOSE_SERVER_ERROR)
+            await self._fail()
 
     async def _fill(self, upto: int | None) -> None:
         """Send every matching event in (horizon, upto] from the log (upto None: to its end)."""
@@ -278,3 +306,18 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         if self.subscribed:
             self.subscribed = False
             self.hub.unsubscribe(self._on_events)
+
+
+class UnknownStreamConsumer(AsyncWebsocketConsumer):
+    """Every WebSocket path but the event stream's: accepted, told so, closed with 4404 (without a
+    route, Channels raises and the server answers the handshake 500)."""
+
+    async def connect(self):
+        await self.accept()
+        message = {"type": "error", "error": {"code": "not_found",
+                                              "message": "no WebSocket here; the event stream is /assignments/events"}}
+        await self.send(text_data=json.dumps(message))
+        await self.close(code=CLOSE_NOT_FOUND)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        pass

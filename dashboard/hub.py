@@ -21,12 +21,15 @@ A subscriber is registered once the hub is a group member and has read its start
 "subscribe before reading the log" (dashboard/consumers.py) holds: everything committed after the
 subscriber reads the end of the log reaches it. If the channel layer fails, the hub retries with a
 growing pause; subscribers lose nothing, the log fills what was missed.
+
+Membership is renewed on a timer (TETHER_EVENTS_GROUP_RENEW_SECONDS), not only when a message
+arrives: a restarted Redis forgets every group, after which no message would ever arrive to prompt
+a renewal and live delivery would fall back to the poll for the life of the process.
 """
 
 import asyncio
 import json
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -42,8 +45,6 @@ from dashboard.publish import EVENTS_GROUP
 
 log = logging.getLogger(__name__)
 
-# Channels-redis forgets group members after `group_expiry` (a day by default): re-join well before.
-GROUP_REFRESH_SECONDS = 600
 _TEXT_CACHE = 20_000
 _READ_PAGE = 1000  # serialised payloads kept so that N subscribers do not serialise one event N times
 
@@ -93,13 +94,13 @@ class EventHub:
             if not self.tasks:
                 self.channel = await self.layer.new_channel()
                 await self.layer.group_add(EVENTS_GROUP, self.channel)
-                self.joined_at = time.monotonic()
                 self.horizon = await db_read(log_end)()
                 self.pending.clear()
                 self.inbox = asyncio.Queue()
                 self.tasks = [
                     asyncio.create_task(self._receive(), name="tether-event-hub-receive"),
                     asyncio.create_task(self._order(), name="tether-event-hub-order"),
+                    asyncio.create_task(self._renew(), name="tether-event-hub-renew"),
                 ]
             self.listeners.add(listener)
 
@@ -147,12 +148,21 @@ class EventHub:
             pause = 0.1
             if message.get("type") == "events.publish":
                 self.inbox.put_nowait(message["events"])
-            if time.monotonic() - self.joined_at > GROUP_REFRESH_SECONDS:
-                try:
-                    await self.layer.group_add(EVENTS_GROUP, self.channel)
-                    self.joined_at = time.monotonic()
-                except Exception:  # noqa: BLE001
-                    log.warning("event hub: could not renew its group membership", exc_info=True)
+
+    async def _renew(self) -> None:
+        """Re-join the group every TETHER_EVENTS_GROUP_RENEW_SECONDS (one ZADD): after a Redis
+        restart the hub is a member again within that, and channels-redis's `group_expiry` never
+        drops a live hub. Each attempt is bounded by the same period, so a hung Redis delays the
+        next one, never stops them."""
+        every = settings.TETHER_EVENTS_GROUP_RENEW_SECONDS
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.wait_for(self.layer.group_add(EVENTS_GROUP, self.channel), timeout=every)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 — TimeoutError included: the next period tries again
+                log.warning("event hub: could not renew its group membership", exc_info=True)
 
     async def _order(self) -> None:
         loop = asyncio.get_running_loop()

@@ -61,6 +61,18 @@ from config.settings import DATABASES  # noqa: E402
 
 TEST_ON_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 TEST_ON_REDIS = bool(os.environ.get("REDIS_URL"))
+if "TETHER_DB_POOL" not in os.environ and DATABASES["default"].get("OPTIONS", {}).pop("pool", None) is not None:
+    # The suite's own process opens a plain connection per thread, as before: its race tests run
+    # more threads than a production pool holds, and pytest-django renames the database after
+    # settings load. Servers the tests start as subprocesses set TETHER_DB_POOL=1, as production.
+    DATABASES["default"]["CONN_MAX_AGE"] = 60
+if "TETHER_REDIS_TIMEOUT" not in os.environ and "OPTIONS" in CACHES["default"]:  # noqa: F405
+    # Likewise the suite's own Redis waits: production's are short (a hung Redis must cost a request
+    # milliseconds), and on a loaded CI machine a healthy Redis now and then answers later than
+    # that, which would turn cache assertions into coin tosses. Servers the tests start keep
+    # production's timeouts, and tests/dashboard/test_redis_faults.py holds them to it.
+    CACHES["default"]["OPTIONS"].update({"SOCKET_TIMEOUT": 2.0, "SOCKET_CONNECT_TIMEOUT": 2.0})  # noqa: F405
+    TETHER_REDIS_BACKOFF_SECONDS = 0.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -72,3 +72,56 @@ def test_each_api_module_imports_first_in_a_fresh_process(tmp_path, module):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _settings_in_a_fresh_process(tmp_path, **env) -> dict:
+    """config.settings read by a new interpreter with only `env` set (plus a path and a var dir)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, config.settings as s; db = s.DATABASES['default']; print(json.dumps({"
+            "'pool': db.get('OPTIONS', {}).get('pool'), 'conn_max_age': db.get('CONN_MAX_AGE'), "
+            "'http': s.TETHER_HTTP_HANDLER, 'threads': s.TETHER_HTTP_THREADS, "
+            "'cache_seconds': s.TETHER_ASSIGNMENT_CACHE_SECONDS, "
+            "'redis_timeout': s.CACHES['default'].get('OPTIONS', {}).get('SOCKET_TIMEOUT')}))")
+    full = {"PATH": "/usr/bin:/bin", "TETHER_VAR_DIR": str(tmp_path), **env}
+    result = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
+    if result.returncode:
+        return {"error": result.stderr}
+    return json.loads(result.stdout)
+
+
+PRODUCTION = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x", "REDIS_URL": "redis://127.0.0.1:6379/0",
+              "SECRET_KEY": "k" * 40}
+
+
+def test_production_mode_pools_its_database_connections_by_default(tmp_path):
+    """Django's persistent connections are per thread, and ASGI servers make threads: the pool (with
+    its bound) is the default, and HTTP is served by a fixed set of threads."""
+    got = _settings_in_a_fresh_process(tmp_path, **PRODUCTION)
+    assert got["pool"]["max_size"] == 8 and got["pool"]["min_size"] == 1 and got["conn_max_age"] == 0
+    assert (got["http"], got["threads"]) == ("wsgi", 32)
+    assert got["redis_timeout"] <= 0.25
+    off = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_DB_POOL="0")
+    assert off["pool"] is None and off["conn_max_age"] == 60
+
+
+def test_pool_bounds_and_handler_are_checked_at_start_up(tmp_path):
+    bad = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_DB_POOL_MIN_SIZE="9", TETHER_DB_POOL_MAX_SIZE="4")
+    assert "TETHER_DB_POOL_MIN_SIZE=9 is above" in bad["error"]
+    bad = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_HTTP_HANDLER="gevent")
+    assert "TETHER_HTTP_HANDLER" in bad["error"]
+    # The in-memory channel layer needs the ASGI handler (events are published on the server's loop).
+    assert _settings_in_a_fresh_process(tmp_path)["http"] == "asgi"
+    bad = _settings_in_a_fresh_process(tmp_path, TETHER_HTTP_HANDLER="wsgi")
+    assert "needs REDIS_URL" in bad["error"]
+
+
+def test_a_cache_entry_never_outlives_a_reconcile_interval(tmp_path):
+    assert _settings_in_a_fresh_process(tmp_path, **PRODUCTION)["cache_seconds"] == 30
+    got = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_JOB_RECONCILE_INTERVAL_SECONDS="5")
+    assert got["cache_seconds"] == 5
+    bad = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_JOB_RECONCILE_INTERVAL_SECONDS="5",
+                                       TETHER_ASSIGNMENT_CACHE_SECONDS="60")
+    assert "would outlive a reconcile interval" in bad["error"]

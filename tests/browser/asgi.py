@@ -4,6 +4,6 @@ from the finders (the tests do not run collectstatic)."""
 from channels.routing import ProtocolTypeRouter
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
-from config.asgi import django_asgi_app, websocket_application
+from config.asgi import http_application, websocket_application
 
-application = ProtocolTypeRouter({"http": ASGIStaticFilesHandler(django_asgi_app), "websocket": websocket_application})
+application = ProtocolTypeRouter({"http": ASGIStaticFilesHandler(http_application), "websocket": websocket_application})

@@ -1,63 +1,40 @@
-"""Two web instances (two real daphne processes) sharing Redis and PostgreSQL: a change committed by
+"""Two web instances (two real `make serve` processes) sharing Redis and PostgreSQL: a change committed by
 one process reaches subscribers connected to either instance, over real WebSockets."""
 
 import asyncio
 import json
-import os
 import secrets
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 import websockets
 from channels.db import database_sync_to_async
-from django.db import connection
+from django.conf import settings
 
 from config.actors import Actor
 from pools.services import pool_create
 from tests.dashboard.events_support import amake_profiles, last_seq
 from tests.factories import AgentFactory, PoolFactory
-from tests.net import free_port, wait_for_port
+from tests.serving import make_serve, server_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis]
-
-PORTS = (free_port(), free_port())
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def two_instances(django_db_setup):
-    """Started once for this module (daphne takes seconds to start on a busy machine); they use the
-    test database, which each transactional test empties after itself."""
-    db = connection.settings_dict
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="tests.settings",
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        TETHER_EVENTS_POLL_SECONDS="30",  # so that only live messages can explain a quick delivery
-    )
-    logs = [tempfile.TemporaryFile() for _ in PORTS]  # a file, not a pipe nobody reads: it never fills
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        for port, log in zip(PORTS, logs)
-    ]
+    """Two production servers, each started as the README says (`make serve`, one worker each), once
+    for this module (they take seconds to start on a busy machine); they use the test database,
+    which each transactional test empties after itself. The suite's settings module, so that the
+    admin login below can check the suite's (fast) password hashes."""
+    env = server_env(settings, DJANGO_SETTINGS_MODULE="tests.settings",
+                     TETHER_EVENTS_POLL_SECONDS="30")  # so that only live messages explain a quick delivery
+    servers = []
     try:
-        for port, process, log in zip(PORTS, processes, logs):
-            wait_for_port(port, process, timeout=30.0, log_tail=lambda: (log.seek(0), log.read().decode()[-2000:])[1])
-        yield PORTS
+        for _ in range(2):
+            servers.append(make_serve(env, workers=1, db_connections=4))
+        yield tuple(server.port for server in servers)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for server in servers:
+            server.stop()
 
 
 async def _receive(ws, n, timeout=5.0):
