@@ -1,6 +1,6 @@
 """`make bench`: the REST API's hot paths over real HTTP, against the same work as raw SQL.
 
-Starts the real ASGI server (uvicorn, TETHER_DB_POOL=1, PostgreSQL, Redis) on loopback, registers
+Starts the production server as the README says (`make serve`: uvicorn, pooled PostgreSQL, Redis) on loopback, registers
 128 agents and 256 profiles through the API, then measures, with the load generator split over
 several processes (BENCH_LOADGEN_PROCESSES, default 4, so the client is not the bottleneck):
 
@@ -638,10 +638,10 @@ async def sql_phases() -> list[Phase]:
 
 
 def start_server(env: dict) -> subprocess.Popen:
-    cmd = [
-        str(Path(PY).with_name("uvicorn")), "config.asgi:application", "--host", HOST, "--port", str(PORT),
-        "--workers", str(WORKERS), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-    ]
+    """The production recipe exactly as the README tells an operator: `make serve` (uvicorn, its
+    workers, their share of the connection budget), against the bench's database."""
+    cmd = ["make", "--no-print-directory", "serve", f"HOST={HOST}", f"PORT={PORT}", f"SERVE_WORKERS={WORKERS}",
+           "-o", ".venv/.installed"]
     server = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     deadline = time.time() + 60
     import urllib.request
@@ -822,7 +822,7 @@ def main() -> None:
     if not env.get("REDIS_URL"):
         sys.exit("make bench needs Redis too: set REDIS_URL (cache, throttling and the channel layer)")
     print(f"machine: {machine()}, load average {os.getloadavg()[0]:.2f} at the start")
-    print(f"server: uvicorn, {WORKERS} workers, http://{HOST}:{PORT}, database {DB_NAME}, psycopg pool on; "
+    print(f"server: make serve (uvicorn), {WORKERS} workers, http://{HOST}:{PORT}, database {DB_NAME}, psycopg pool on; "
           f"load generator: {LOADGEN_PROCESSES} processes")
     prepare_database(env)
     operator = make_operator(env)
