@@ -120,11 +120,6 @@ def _lock_profile(profile_id: str, *, only: tuple[str, ...] = ()) -> Profile:
 # --- Assignments ----------------------------------------------------------------------------------
 
 
-def _live_holder(profile: Profile) -> Assignment | None:
-    """The profile's holder (`holding_q`); queued requests waiting for it are not."""
-    return Assignment.objects.holding().filter(profile=profile).select_related("agent").first()
-
-
 def _taken(profile_id: str, holder: Assignment | None, pool_name: str) -> ProfileTaken:
     details = {"profile_id": profile_id}
     if holder is not None:

@@ -199,19 +199,8 @@ def assignment_page(*, status: str = "live", pool: str = "", agent_id: str = "",
     """One page of assignments (2 queries): the page's ids are sorted on the narrow table first, then
     only those rows are read with their profile, pool and agent — sorting thousands of joined, wide
     rows to keep fifty costs far more. No COUNT: the next page is known by fetching one row more."""
-    qs = Assignment.objects.all()
-    if status == "live":
-        qs = qs.filter(status__in=LIVE)
-    elif status and status != "all":
-        qs = qs.filter(status=status)
-    if pool:
-        qs = qs.filter(pool__name=pool)
-    if agent_id:
-        qs = qs.filter(agent__agent_id=agent_id)
-    if profile_id:
-        qs = qs.filter(profile__profile_id__startswith=profile_id)
-    if workflow_id:
-        qs = qs.filter(workflow_id=workflow_id)
+    qs = _assignments_matching(Assignment.objects.all(), status=status, pool=pool, agent_id=agent_id,
+                               profile_id=profile_id, workflow_id=workflow_id)
     qs = qs.order_by(*ASSIGNMENT_SORTS.get(sort, ASSIGNMENT_SORTS["newest"]))
     offset = (page - 1) * per_page
     ids = list(qs.values_list("pk", flat=True)[offset : offset + per_page + 1])
@@ -566,7 +555,12 @@ def iter_by_pk(queryset, *, chunk: int = 2000):
 def assignment_queryset(*, status: str = "live", pool: str = "", agent_id: str = "", profile_id: str = "",
                         workflow_id: str = "", sort: str = "") -> QuerySet:
     """The assignments of the /assignments/ filters (for the CSV export; the page pages them)."""
-    qs = Assignment.objects.select_related("profile", "pool", "agent")
+    return _assignments_matching(Assignment.objects.select_related("profile", "pool", "agent"), status=status,
+                                 pool=pool, agent_id=agent_id, profile_id=profile_id, workflow_id=workflow_id)
+
+
+def _assignments_matching(qs, *, status: str, pool: str, agent_id: str, profile_id: str, workflow_id: str):
+    """The /assignments/ filters, for the page and its CSV export alike."""
     if status == "live":
         qs = qs.filter(status__in=LIVE)
     elif status and status != "all":

@@ -9,12 +9,6 @@ from assignments.selectors import MAX_EVENT_PAGE
 from config.api.serializers import QuerySerializer, StrictInputSerializer
 
 
-class RefuseUnknownFields(StrictInputSerializer):
-    """Refuse a body field this serializer does not know (400 `validation_error` naming it), so a
-    client learns at once that a field it sends does nothing (DESIGN.md, REST API) — and a value of
-    the wrong JSON type: config/api/serializers.StrictInputSerializer does both."""
-
-
 # --- Profiles ------------------------------------------------------------------------------------
 
 
@@ -109,7 +103,7 @@ class AssignmentSerializer(serializers.Serializer):
         }
 
 
-class AssignmentCreateSerializer(RefuseUnknownFields):
+class AssignmentCreateSerializer(StrictInputSerializer):
     """Exactly one of `profile_id`, `profile_ids`, `profile_requirements`."""
 
     profile_id = serializers.CharField(max_length=128, required=False)
@@ -137,12 +131,12 @@ class AssignmentsTakenSerializer(serializers.Serializer):
     assignments = AssignmentSerializer(many=True)
 
 
-class ProfileReportSerializer(RefuseUnknownFields):
+class ProfileReportSerializer(StrictInputSerializer):
     outcome = serializers.ChoiceField(choices=["success", "failure", "captcha", "banned"])
     detail = serializers.CharField(max_length=500, required=False, allow_blank=True)
 
 
-class QuarantineClearSerializer(RefuseUnknownFields):
+class QuarantineClearSerializer(StrictInputSerializer):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
 
 
