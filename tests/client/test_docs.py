@@ -1,8 +1,8 @@
 """docs/agents.md works as written: its Python blocks run, in order, against a real server (with the
-fake OctoBrowser local API of these tests). Blocks marked `docs-test: awaits …` use server endpoints
-still being built (tasks, selection by requirements, outcome reports): they must compile, they run
-too, and while the server refuses them (404, or 400 for fields it does not know yet) the test is an
-expected failure that names them — it passes on its own once the server answers."""
+fake OctoBrowser local API of these tests). Blocks marked `docs-test: awaits …` would use server endpoints
+still being built (none at present: tasks, selection by requirements and outcome reports have
+landed): they must compile, they run too, and while the server refuses them (404, or 400 for fields
+it does not know yet) the test is an expected failure that names them."""
 
 import re
 from pathlib import Path
@@ -23,7 +23,7 @@ def blocks():
 
 def test_the_page_has_the_blocks_it_promises():
     marks = [mark for mark, _ in blocks()]
-    assert marks.count("today") >= 4 and any(m.startswith("awaits") for m in marks), marks
+    assert marks.count("today") >= 6 and all(m == "today" or m.startswith("awaits") for m in marks), marks
     for i, (_, code) in enumerate(blocks()):
         compile(code, f"docs/agents.md block {i + 1}", "exec")
 

@@ -1,4 +1,4 @@
-"""The SDK's surface for server features still being built — waiting takes (`wait_seconds`),
+"""The SDK's surface for the server features built after the core — waiting takes (`wait_seconds`),
 selection by `profile_requirements`, profile outcome reports, and tasks — written to DESIGN.md.
 
 Each test first asks the server's OpenAPI schema whether it has the feature, and is skipped (saying
@@ -65,6 +65,52 @@ def test_a_waiting_take_gets_the_profile_when_its_holder_releases(world, waits):
     with waiter.profile(world.profiles[0], wait=20) as lease:
         assert lease.assignment.status == "active" and lease.fencing_token > first.fencing_token
         assert world.ops().holder(world.profiles[0])["assignment"]["agent_id"] == waiter.agent_id
+
+
+class _CountingTransport(httpx.BaseTransport):
+    """Counts the reads of one path prefix an agent makes (its Http's transport)."""
+
+    def __init__(self, prefix):
+        self.inner, self.prefix, self.reads = httpx.HTTPTransport(), prefix, 0
+
+    def handle_request(self, request):
+        if request.method == "GET" and request.url.path.startswith(self.prefix):
+            self.reads += 1
+        return self.inner.handle_request(request)
+
+
+def test_a_waiting_take_hears_the_hand_over_on_the_event_stream_instead_of_polling(world, waits):
+    from tether_client._http import Http
+
+    holder, waiter = world.agent("w1"), world.agent("w2")
+    counting = _CountingTransport("/api/assignments/")
+    waiter.http = Http(world.url, token=waiter.token, transport=counting)
+    first = holder.profile(world.profiles[0])
+    threading.Timer(3.0, first.release).start()
+
+    started = time.monotonic()
+    with waiter.profile(world.profiles[0], wait=20) as lease:
+        waited = time.monotonic() - started
+        assert lease.assignment.status == "active" and lease.fencing_token > first.fencing_token
+    # 3 s of waiting: polling every 0.5 s would read it ~6 times; the stream needs one read after
+    # subscribing and one when the hand-over event names the request.
+    assert waited >= 2.5
+    assert counting.reads <= 2, counting.reads
+
+
+def test_a_waiting_take_polls_where_the_event_stream_cannot_be_opened(world, waits, monkeypatch):
+    from tether_client import ConnectionFailed
+    from tether_client.events import EventStream
+
+    def refused(self):
+        raise ConnectionFailed("no WebSocket through this proxy")
+
+    monkeypatch.setattr(EventStream, "open", refused)
+    holder, waiter = world.agent("w1"), world.agent("w2")
+    first = holder.profile(world.profiles[0])
+    threading.Timer(1.0, first.release).start()
+    with waiter.profile(world.profiles[0], wait=20) as lease:
+        assert lease.assignment.status == "active" and lease.fencing_token > first.fencing_token
 
 
 def test_a_wait_that_runs_out_raises_wait_expired(world, waits):

@@ -30,13 +30,15 @@ from tether_client.errors import (
     TetherError,
     WaitExpired,
 )
+from tether_client.events import EventStream
 from tether_client.launchers.base import Launcher
 from tether_client.models import Assignment, BrowserInfo
 
 log = logging.getLogger("tether_client")
 
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
-_WAIT_POLL_SECONDS = 0.5
+_WAIT_POLL_SECONDS = 0.5  # where no event stream can be opened
+_WAIT_RECHECK_SECONDS = 5.0  # with one: the safety-net read while waiting
 _WAIT_GRACE_SECONDS = 10.0
 
 
@@ -351,11 +353,20 @@ class Agent:
     take = profile
 
     def _wait_until_active(self, assignment: Assignment, wait: float) -> Assignment:
-        """A queued take (202, `pending`): poll until it becomes active (a new fencing token) or ends."""
+        """A queued take (202, `pending`): wait until it becomes active (a new fencing token) or ends.
+
+        The agent hears of the hand-over on the event stream (DESIGN.md: its own `agent_id`'s events,
+        from the moment the wait begins), so nothing polls the server while it waits: one read
+        after subscribing (a hand-over committed before the subscription), one when an event names
+        this request, and one every few seconds as a safety net (a stream that reconnected before
+        it had seen any event cannot resume). Where no stream can be opened it polls instead."""
         deadline = time.monotonic() + float(wait) + _WAIT_GRACE_SECONDS
         with self._lock:
             self._waiting_ids.add(assignment.assignment_id)
+        stream = self._open_own_events()
         try:
+            if stream is not None:
+                assignment = self._get_assignment(assignment.assignment_id)
             while True:
                 if assignment.status in ("active", "idle"):
                     return assignment
@@ -365,7 +376,8 @@ class Agent:
                         + (f" ({assignment.release_reason})" if assignment.release_reason else ""),
                         status=409, code="wait_expired", details={"assignment_id": assignment.assignment_id},
                     )
-                if time.monotonic() >= deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     try:  # give up our place in the queue
                         self.http.request("DELETE", f"/api/assignments/{assignment.assignment_id}")
                     except ApiError:
@@ -373,11 +385,38 @@ class Agent:
                     raise WaitExpired(f"profile {assignment.profile_id!r} was not free within {wait}s",
                                       status=409, code="wait_expired",
                                       details={"assignment_id": assignment.assignment_id})
-                time.sleep(_WAIT_POLL_SECONDS)
-                assignment = Assignment.from_json(self.http.get(f"/api/assignments/{assignment.assignment_id}"))
+                if stream is None:
+                    time.sleep(min(_WAIT_POLL_SECONDS, remaining))
+                else:
+                    try:
+                        event = stream.get(timeout=min(_WAIT_RECHECK_SECONDS, remaining))
+                    except TetherError as exc:  # the stream refused us after all: poll instead
+                        log.info("waiting for %s without the event stream: %s", assignment.assignment_id, exc)
+                        stream.close()
+                        stream = None
+                        continue
+                    if event is not None and event.assignment_id != assignment.assignment_id:
+                        continue  # another of our assignments
+                assignment = self._get_assignment(assignment.assignment_id)
         finally:
+            if stream is not None:
+                stream.close()
             with self._lock:
                 self._waiting_ids.discard(assignment.assignment_id)
+
+    def _open_own_events(self) -> EventStream | None:
+        """This agent's events from now on, subscribed before this returns; None where the stream
+        cannot be opened (then the caller polls)."""
+        stream = EventStream(self.http, since=None, agent_id=self.agent_id, poll_interval=_WAIT_POLL_SECONDS)
+        try:
+            return stream.open()
+        except TetherError as exc:
+            log.info("no event stream for %s (%s): polling while it waits", self.agent_id, exc)
+            stream.close()
+            return None
+
+    def _get_assignment(self, assignment_id: str) -> Assignment:
+        return Assignment.from_json(self.http.get(f"/api/assignments/{assignment_id}"))
 
     def adopt(self, assignment_id: str, *, launch: bool | None = None) -> Lease:
         """Hold an assignment the server gave this agent (failover, a task's profile) as a lease."""

@@ -77,6 +77,19 @@ class EventStream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def open(self) -> EventStream:
+        """Subscribe now rather than on the first `get`: once this returns, every event committed
+        from then on will be handed out (with `since=None`, "from now on" starts here). Raises
+        `ConnectionFailed` or `NotAuthenticated` when the stream cannot be opened."""
+        if not self.polling and self.connection is None:
+            try:
+                self._connect()
+            except (InvalidHandshake, OSError, TimeoutError) as exc:
+                raise ConnectionFailed(f"could not open the event stream: {exc}") from None
+        if self.polling and self.last_seq is None:
+            self._poll(0)  # skips to the end of the log: "from now on"
+        return self
+
     def close(self) -> None:
         self._closed = True
         self._disconnect()
