@@ -27,9 +27,16 @@ def redis_backing_off() -> bool:
     return time.monotonic() < _skip_until
 
 
+class RedisBackingOff(RedisConnectionError):
+    """A command not sent because Redis timed out moments ago (the pause). django-redis logs every
+    ignored exception with its traceback; these are dropped from that log
+    (`config.logfilters.QuietRedisBackoff`): the timeout that started the pause was logged once, and
+    a traceback per request during it cost the busy server more CPU than the requests themselves."""
+
+
 def _check() -> None:
     if redis_backing_off():
-        raise RedisConnectionError("Redis timed out moments ago; not asked again until the pause ends")
+        raise RedisBackingOff("Redis timed out moments ago; not asked again until the pause ends")
 
 
 def _trip() -> None:

@@ -477,7 +477,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"quiet_disallowed_host": {"()": "config.logfilters.QuietDisallowedHost"}},
+    "filters": {
+        "quiet_disallowed_host": {"()": "config.logfilters.QuietDisallowedHost"},
+        "quiet_redis_backoff": {"()": "config.logfilters.QuietRedisBackoff"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("TETHER_LOG_LEVEL", "INFO")},
     # A line per beat tick and per task run would bury what the jobs did (logged by tether.jobs).
@@ -492,5 +495,7 @@ LOGGING = {
         # django-axes logs every login and logout at INFO; lockouts are WARNING.
         "axes": {"level": "WARNING"},
         "django.security.DisallowedHost": {"filters": ["quiet_disallowed_host"]},
+        # Not a traceback per cache command while Redis is skipped after a timeout (config/redis_guard.py).
+        "django_redis.cache": {"filters": ["quiet_redis_backoff"]},
     },
 }

@@ -125,3 +125,43 @@ def test_a_cache_entry_never_outlives_a_reconcile_interval(tmp_path):
     bad = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_JOB_RECONCILE_INTERVAL_SECONDS="5",
                                        TETHER_ASSIGNMENT_CACHE_SECONDS="60")
     assert "would outlive a reconcile interval" in bad["error"]
+
+
+@pytest.mark.redis
+def test_while_redis_is_skipped_after_a_timeout_the_cache_logs_no_traceback_per_command(monkeypatch, caplog):
+    """On a saturated server a Redis timeout starts the guard's pause; every cache command in it
+    fails at once, and django-redis logged each with a traceback (1,127 in one bench minute)."""
+    import logging
+    import time
+
+    from django.core.cache import cache
+
+    from config import redis_guard
+
+    monkeypatch.setattr(redis_guard, "_skip_until", time.monotonic() + 60)
+    with caplog.at_level(logging.INFO):
+        assert cache.get("tether-test-anything") is None  # failed open, as before
+        cache.set("tether-test-anything", 1)
+    assert [r for r in caplog.records if r.name == "django_redis.cache"] == []
+
+
+def test_other_redis_errors_the_cache_ignores_are_still_logged():
+    import logging
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from config.logfilters import QuietRedisBackoff
+    from config.redis_guard import RedisBackingOff
+
+    def record_for(error):
+        try:
+            try:
+                raise error
+            except Exception as exc:
+                raise RuntimeError("ConnectionInterrupted") from exc
+        except RuntimeError as wrapped:
+            return logging.LogRecord("django_redis.cache", logging.ERROR, __file__, 1, "Exception ignored", (),
+                                     (type(wrapped), wrapped, wrapped.__traceback__))
+
+    assert QuietRedisBackoff().filter(record_for(RedisConnectionError("Connection refused"))) is True
+    assert QuietRedisBackoff().filter(record_for(RedisBackingOff("pause"))) is False
