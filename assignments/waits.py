@@ -43,6 +43,7 @@ agent's own wish, and nobody else asked for that profile on its behalf.
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.db import connection
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -55,6 +56,7 @@ from assignments.models import ASSIGNMENT_TRANSITIONS, Alert, Assignment, Event,
 from config import locks
 from config.actors import Actor, require_operator
 from config.errors import Conflict, Deadlock, NotFound
+from config.sql import EXISTS, CompiledQuery
 from pools.models import AgentPool
 
 S = Assignment.Status
@@ -361,16 +363,26 @@ def frees_profile(from_status: str, to_status: str, assignment: Assignment) -> b
     return from_status in Assignment.HELD_STATUSES or (from_status == S.PENDING and assignment.agent_id is None)
 
 
+# The statements of `waits_profile_freed`: the queue's compiled once from the ORM's one definition of
+# a queued request (its slot: an impossible primary key).
+_RELEASED_AT_SQL = f"UPDATE {Profile._meta.db_table} SET last_released_at = %s WHERE id = %s"
+_ANY_QUEUED = CompiledQuery(
+    lambda pk: Assignment.objects.queued().filter(profile_id=pk), sentinels=(-7_000_000_001,), kind=EXISTS
+)
+
+
 def waits_profile_freed(*, assignment: Assignment, actor: Actor, now) -> Assignment | None:
     """Called, in its transaction, by the change that ended `assignment`, the profile's holder:
     note when the profile was released (cooldown, selection order) and hand it to the next queued
     request. Returns the request served, if any."""
-    # Two statements on every release (the hot path). The UPDATE locks the profile row (after the
-    # freed holder's row: the lock order above) and records the release; the queue is read in a
-    # second statement so that its snapshot, taken once the lock is held, sees a request queued by a
-    # transaction that held the profile's lock a moment ago (one statement's RETURNING would not).
-    Profile.objects.filter(pk=assignment.profile_id).update(last_released_at=now)
-    if not Assignment.objects.queued().filter(profile_id=assignment.profile_id).exists():
+    # Two statements on every release (the hot path), compiled once (config/sql.py). The UPDATE
+    # locks the profile row (after the freed holder's row: the lock order above) and records the
+    # release; the queue is read in a second statement so that its snapshot, taken once the lock is
+    # held, sees a request queued by a transaction that held the profile's lock a moment ago (one
+    # statement's RETURNING would not).
+    with connection.cursor() as cursor:
+        cursor.execute(_RELEASED_AT_SQL, [now, assignment.profile_id])
+    if not _ANY_QUEUED.exists(assignment.profile_id):
         return None
     profile = Profile.objects.select_related("pool").get(pk=assignment.profile_id)  # locked just above
     return waits_hand_over(profile=profile, fallback_pool=assignment.pool, actor=actor, now=now)

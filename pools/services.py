@@ -18,6 +18,7 @@ from assignments.waits import wait_cancel
 from config.actors import Actor, require_operator
 from config.errors import Conflict, NotFound, ValidationFailed
 from config.locks import pool_lock_moves
+from config.sql import EXISTS, CompiledQuery
 from config.tokens import token_new
 from config.validation import clean_bool, clean_choice, clean_fields, clean_float, clean_identifier, clean_int, clean_text
 from pools.balancing import Candidate, Work, plan_moves
@@ -347,6 +348,12 @@ def _frees_room(event: dict) -> bool:
     )
 
 
+# Its probe, on every release (the hot path): compiled once from the one definition of "waiting".
+_ANY_WAITING = CompiledQuery(
+    lambda name: Assignment.objects.waiting().filter(pool__name=name), sentinels=("\x00pool-slot",), kind=EXISTS
+)
+
+
 def pools_rebalance_freed(payloads: list[dict]) -> None:
     """Event consumer (settings.TETHER_EVENT_CONSUMERS), after commit: an assignment that ended freed
     room on its agent, so give that room to its pool's waiting assignments — only when there are any
@@ -355,9 +362,8 @@ def pools_rebalance_freed(payloads: list[dict]) -> None:
     pool_names = sorted({event["pool"] for event in payloads if event.get("pool") and _frees_room(event)})
     if not pool_names:
         return
-    waiting = set(
-        Assignment.objects.waiting().filter(pool__name__in=pool_names).order_by()  # no ordering column in the DISTINCT
-        .values_list("pool__name", flat=True).distinct()
-    )
-    for pool in AgentPool.objects.filter(name__in=sorted(waiting)).order_by("pk"):
+    waiting = [name for name in pool_names if _ANY_WAITING.exists(name)]
+    if not waiting:
+        return
+    for pool in AgentPool.objects.filter(name__in=waiting).order_by("pk"):
         pool_rebalance(pool=pool, actor=Actor.system("rebalance"))

@@ -25,6 +25,7 @@ def main():
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--profile", default="")
     parser.add_argument("--agents", type=int, default=2000, help="agents in the discover pool")
+    parser.add_argument("--only", default="", help="comma-separated loop names (default: all)")
     args = parser.parse_args()
     name = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tether").rsplit("/", 1)[1]
     django_on(scratch_database(f"{name}_profile"), key_prefix="profile")
@@ -87,6 +88,8 @@ def main():
     loops = {"take_release": (take_release, 2), "take_release_idempotent": (take_release_idempotent, 2), "heartbeat": (heartbeat, 1), "register": (register, 1),
              "get_agent": (get_agent, 1), "discover": (discover, 1)}
     for label, (fn, requests) in loops.items():
+        if args.only and label not in args.only.split(","):
+            continue
         n = max(10, args.n // (20 if label == "discover" else 1))
         for _ in range(5):
             fn()  # warm up
@@ -98,19 +101,21 @@ def main():
 
         with connection.execute_wrapper(count):
             fn()
-        profiler = cProfile.Profile() if args.profile == label else None
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        profiler = cProfile.Profile(time.thread_time) if args.profile == label else None
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
         if profiler:
             profiler.enable()
         for _ in range(n):
             fn()
         if profiler:
             profiler.disable()
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
         print(f"{label:24s} {cpu / n / requests * 1000:6.2f} ms CPU/request  {wall / n / requests * 1000:6.2f} ms wall"
               f"  {len(statements) / requests:4.1f} SQL/request", flush=True)
         if profiler:
-            stats = pstats.Stats(profiler).sort_stats("cumulative")
+            if os.environ.get("PROFILE_OUT"):
+                profiler.dump_stats(os.environ["PROFILE_OUT"])
+            stats = pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "cumulative"))
             stats.print_stats(45)
         if os.environ.get("SHOW_SQL") == label:
             for sql in statements:
