@@ -33,6 +33,7 @@ from config.errors import (
     ValidationFailed,
 )
 from config.locks import lock_one
+from config.sql import sql_insert, sql_update
 from config.validation import (
     clean_fields,
     clean_identifier,
@@ -265,7 +266,7 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
             )
         # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.
         profile.fencing_token += 1
-        profile.save(update_fields=["fencing_token", *profile_count_take(profile, now)])
+        sql_update(profile, ["fencing_token", *profile_count_take(profile, now)])
         assignment = Assignment(
             profile=profile,
             pool=agent.pool,
@@ -278,7 +279,7 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
             platform_resource_id=platform_resource_id,
             metadata=metadata,
         )
-        assignment.save(force_insert=True)
+        sql_insert(assignment)
         event_record(
             Event.Type.ASSIGNMENT_CREATED,
             actor=actor,
@@ -410,7 +411,7 @@ def _transition(
         assignment.released_at = now
         assignment.release_reason = reason
         update += ["released_at", "release_reason"]
-    assignment.save(update_fields=update)
+    sql_update(assignment, update)
     event_record(event_type, actor=actor, assignment=assignment, from_status=from_status, to_status=to_status, data=data)
     if frees_profile(from_status, to_status, assignment):
         # The profile is free: the next queued request gets it in this same transaction.

@@ -52,6 +52,7 @@ from config.errors import (
     ValidationFailed,
 )
 from config.locks import lock_one
+from config.sql import sql_insert, sql_update
 from config.validation import clean_float, clean_identifier, clean_int, clean_json_object, clean_text
 
 S = Assignment.Status
@@ -215,7 +216,7 @@ def _grant(agent: Agent, profile: Profile, *, actor: Actor, now, priority, workf
     """A new `active` assignment of the locked, free `profile` with its next fencing token."""
     # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.
     profile.fencing_token += 1
-    profile.save(update_fields=["fencing_token", *profile_count_take(profile, now)])
+    sql_update(profile, ["fencing_token", *profile_count_take(profile, now)])
     # Its own clock, read under the profile's row lock: the caller's `now` was read before the lock
     # wait, and would date this assignment before the previous holder's release (issue 10, item 10).
     granted_at = timezone.now()
@@ -224,7 +225,7 @@ def _grant(agent: Agent, profile: Profile, *, actor: Actor, now, priority, workf
         assigned_at=granted_at, last_activity=granted_at, fencing_token=profile.fencing_token,
         platform_resource_id=platform_resource_id, metadata=metadata, priority=priority,
     )
-    assignment.save(force_insert=True)
+    sql_insert(assignment)
     event_record(
         Event.Type.ASSIGNMENT_CREATED, actor=actor, assignment=assignment, to_status=S.ACTIVE,
         data={"fencing_token": assignment.fencing_token, "workflow_id": workflow_id} | (data or {}),

@@ -61,3 +61,61 @@ class CompiledQuery:
 
     def exists(self, *values) -> bool:
         return bool(self.rows(*values))
+
+
+# --- Model writes as named statements ------------------------------------------------------------
+# `Model.save()` compiles its INSERT or UPDATE on every call; the hot paths write the same columns
+# every time, so the statement text is built once per (model, columns) from the model's fields and
+# the values are prepared exactly as `save()` prepares them (`pre_save`, `get_db_prep_save`). No
+# model here has signal receivers; these skip `pre_save`/`post_save` signals, so a model that grows
+# one must not be written through them.
+
+_statements: dict[tuple, str] = {}
+
+
+def _columns(model, names) -> list:
+    return [model._meta.get_field(name) for name in names]
+
+
+def sql_insert(obj, *, using: str = "default") -> None:
+    """INSERT `obj` (every concrete field but its auto primary key) and set its primary key."""
+    model = type(obj)
+    pk = model._meta.pk
+    connection = connections[using]
+    if connection.vendor != "postgresql" or not pk.auto_created:
+        obj.save(force_insert=True, using=using)
+        return
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    key = ("insert", model, using)
+    sql = _statements.get(key)
+    if sql is None:
+        sql = _statements[key] = (
+            f"INSERT INTO {model._meta.db_table} ({', '.join(f.column for f in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {pk.column}"
+        )
+    params = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        setattr(obj, pk.attname, cursor.fetchone()[0])
+    obj._state.adding, obj._state.db = False, using
+
+
+def sql_update(obj, fields: list[str] | tuple[str, ...], *, using: str = "default") -> None:
+    """UPDATE these fields of `obj`'s row (as `obj.save(update_fields=fields)`)."""
+    model = type(obj)
+    names = tuple(fields)
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        obj.save(update_fields=names, using=using)
+        return
+    key = ("update", model, names, using)
+    sql = _statements.get(key)
+    columns = _columns(model, names)
+    if sql is None:
+        sql = _statements[key] = (
+            f"UPDATE {model._meta.db_table} SET {', '.join(f'{f.column} = %s' for f in columns)} "
+            f"WHERE {model._meta.pk.column} = %s"
+        )
+    params = [f.get_db_prep_save(f.pre_save(obj, add=False), connection) for f in columns]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, obj.pk])

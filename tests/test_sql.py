@@ -3,7 +3,7 @@
 import pytest
 
 from assignments.models import Assignment, Profile
-from config.sql import EXISTS, CompiledQuery
+from config.sql import EXISTS, CompiledQuery, sql_insert, sql_update
 from assignments.services import assignment_create
 from tests.helpers import OPERATOR, make_agent, make_pool, make_profile
 
@@ -30,3 +30,30 @@ def test_a_slot_that_does_not_compile_to_one_parameter_is_refused():
     grows = CompiledQuery(lambda ids: Profile.objects.filter(pk__in=ids), sentinels=([-7_000_000_003, -7_000_000_004],))
     with pytest.raises(ValueError, match="compiled to 0 parameters"):
         grows.rows([1, 2])
+
+
+def test_sql_insert_and_update_write_what_save_would():
+    from django.utils import timezone
+
+    from agents.models import Agent
+    from pools.models import AgentPool
+
+    pool = make_pool("sqlw")
+    make_agent(pool, "sqlw-a")
+    profile = make_profile("sqlw-p", pool="sqlw")
+    now = timezone.now()
+    assignment = Assignment(profile=profile, pool=AgentPool.objects.get(name="sqlw"), agent=Agent.objects.get(agent_id="sqlw-a"),
+                            status="active", assigned_at=now, last_activity=now, fencing_token=7,
+                            metadata={"nested": {"a": [1, "two"]}, "unicode": "żółw"})
+    sql_insert(assignment)
+    assert assignment.pk is not None and not assignment._state.adding
+    stored = Assignment.objects.get(pk=assignment.pk)
+    assert stored.assignment_id == assignment.assignment_id  # the default made in Python is what was stored
+    assert stored.metadata == {"nested": {"a": [1, "two"]}, "unicode": "żółw"} and stored.fencing_token == 7
+
+    assignment.status, assignment.release_reason, assignment.released_at = "released", "released", now
+    assignment.workflow_id = "not written"
+    sql_update(assignment, ["status", "release_reason", "released_at"])
+    stored = Assignment.objects.get(pk=assignment.pk)
+    assert (stored.status, stored.release_reason, stored.released_at) == ("released", "released", now)
+    assert stored.workflow_id == ""
