@@ -4,14 +4,31 @@ from django.db import connection
 
 from agents.models import Agent
 from assignments.models import Assignment
+from config.sql import CompiledQuery
+from pools.models import AgentPool
 
 
 def agent_list():
     return Agent.objects.select_related("pool")
 
 
+# One agent with its pool's name, compiled once (config/sql.py): get-agent is an agent's most common
+# read, and compiling this select cost more than running it.
+_AGENT_FIELDS = tuple(f.name for f in Agent._meta.concrete_fields)
+_ONE_AGENT = CompiledQuery(
+    lambda agent_id: Agent.objects.filter(agent_id=agent_id).values_list(*_AGENT_FIELDS, "pool__name"),
+    sentinels=("\x00agent-slot",),
+)
+
+
 def agent_get(agent_id: str) -> Agent | None:
-    return agent_list().filter(agent_id=agent_id).first()
+    """The agent (all its fields) with `pool` loaded as far as its id and name; None if there is none."""
+    found = _ONE_AGENT.objects(Agent, _AGENT_FIELDS, agent_id)
+    if not found:
+        return None
+    agent = found[0]
+    agent.pool = AgentPool.from_db(_ONE_AGENT.using, ["id", "name"], [agent.pool_id, agent._extra[0]])
+    return agent
 
 
 def agent_discover(
@@ -25,21 +42,53 @@ def agent_discover(
     limit: int = 100,
 ) -> list[Agent]:
     """Agents matching every given criterion; `capabilities` must all be present. Healthiest first."""
+    given = {
+        "agent_type": agent_type or None, "status": status or None, "pool": pool or None, "region": region or None,
+        "min_health_score": min_health_score, "capabilities": list(capabilities) if capabilities else None,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    if connection.vendor != "postgresql":
+        return list(_discover_queryset(given)[:limit])
+    # One compiled statement per combination of criteria and limit (config/sql.py), filled in.
+    shape = (tuple(given), limit)
+    query = _DISCOVER.get(shape)
+    if query is None:
+        names = tuple(given)
+        query = _DISCOVER[shape] = CompiledQuery(
+            lambda *values: _discover_queryset(dict(zip(names, values, strict=True)))[:limit]
+            .values_list(*_AGENT_FIELDS, "pool__name"),
+            sentinels=tuple(_SLOTS[name] for name in names),
+        )
+    agents = query.objects(Agent, _AGENT_FIELDS, *given.values())
+    for agent in agents:
+        agent.pool = AgentPool.from_db(query.using, ["id", "name"], [agent.pool_id, agent._extra[0]])
+    return agents
+
+
+_DISCOVER: dict[tuple, CompiledQuery] = {}
+_SLOTS = {
+    "agent_type": "\x00type-slot", "status": "\x00status-slot", "pool": "\x00pool-slot", "region": "\x00region-slot",
+    "min_health_score": -7_000_000_001.5, "capabilities": ["\x00capability-slot"],
+}
+
+
+def _discover_queryset(given: dict):
     qs = agent_list()
-    if agent_type:
-        qs = qs.filter(agent_type=agent_type)
-    if status:
-        qs = qs.filter(status=status)
-    if pool:
-        qs = qs.filter(pool__name=pool)
-    if region:
-        qs = qs.filter(region=region)
-    if min_health_score is not None:
-        qs = qs.filter(health_score__gte=min_health_score)
+    if "agent_type" in given:
+        qs = qs.filter(agent_type=given["agent_type"])
+    if "status" in given:
+        qs = qs.filter(status=given["status"])
+    if "pool" in given:
+        qs = qs.filter(pool__name=given["pool"])
+    if "region" in given:
+        qs = qs.filter(region=given["region"])
+    if "min_health_score" in given:
+        qs = qs.filter(health_score__gte=given["min_health_score"])
     qs = qs.order_by("-health_score", "agent_id")
+    capabilities = given.get("capabilities")
     if capabilities and connection.vendor == "postgresql":
         # jsonb containment (@>), served by the GIN index: every wanted capability is in the list.
-        qs = qs.filter(capabilities__contains=list(capabilities))
+        qs = qs.filter(capabilities__contains=capabilities)
     elif capabilities:
         # SQLite (embedded mode) has no JSON containment: one json_each() test per capability,
         # still in the database, so the limit applies to matching agents only.
@@ -48,7 +97,7 @@ def agent_discover(
                 where=["EXISTS (SELECT 1 FROM json_each(agents_agent.capabilities) AS c WHERE c.value = %s)"],
                 params=[capability],
             )
-    return list(qs[:limit])
+    return qs
 
 
 def agent_assignments(agent: Agent, statuses: list[str] | None):

@@ -18,6 +18,7 @@ from assignments.services import assignment_release
 from config.actors import Actor, require_operator, require_self_or_operator
 from config.errors import Conflict, InvalidTransition, NotFound
 from config.locks import lock_one, pool_lock_moves
+from config.sql import CompiledQuery
 from config.tokens import token_new
 from config.validation import (
     clean_choice,
@@ -206,6 +207,29 @@ RETURNING a.id, a.agent_id, a.pool_id, a.status, previous.last_heartbeat
 """
 
 
+# What a heartbeat reads of the agent's live assignments, and its renewal of those it reported:
+# on every heartbeat, so compiled once / named (config/sql.py; compiling cost more than running).
+_LIVE_FIELDS = ("id", "assignment_id", "status", "last_activity")
+_LIVE_OF_AGENT = CompiledQuery(
+    lambda pk: Assignment.objects.filter(agent_id=pk, status__in=Assignment.LIVE_STATUSES).values_list(*_LIVE_FIELDS),
+    sentinels=(-7_000_000_001,),
+)
+_RENEW_SQL = (
+    f"UPDATE {Assignment._meta.db_table} SET last_activity = %s "
+    "WHERE agent_id = %s AND assignment_id = ANY(%s) AND status IN (%s, %s)"
+)
+
+
+def _renew(agent: Agent, assignment_ids: list, now) -> None:
+    if connection.vendor != "postgresql":
+        Assignment.objects.filter(
+            agent=agent, assignment_id__in=assignment_ids, status__in=(Assignment.Status.ACTIVE, Assignment.Status.IDLE)
+        ).update(last_activity=now)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_RENEW_SQL, [now, agent.pk, list(assignment_ids), Assignment.Status.ACTIVE, Assignment.Status.IDLE])
+
+
 def _heartbeat_row(agent_id: str, *, now, metrics: dict) -> tuple[Agent, object]:
     """Lock and update the agent (HEARTBEAT_SQL); return it (other fields deferred) and the
     heartbeat before this one."""
@@ -275,18 +299,12 @@ def agent_heartbeat(
         result = HeartbeatResult(agent=agent)
         if reported is not None:
             reported_set = set(reported)
-            rows = list(
-                Assignment.objects.filter(agent=agent, status__in=Assignment.LIVE_STATUSES).only(
-                    "assignment_id", "status", "last_activity"
-                )
-            )
+            rows = _LIVE_OF_AGENT.objects(Assignment, _LIVE_FIELDS, agent.pk)
             held = {a.assignment_id: a.status for a in rows}
             renew = [a for a in reported_set if held.get(a) in (Assignment.Status.ACTIVE, Assignment.Status.IDLE)]
             if renew:
                 # Filtered on status again: this UPDATE may wait on an expiry sweep's row lock.
-                Assignment.objects.filter(
-                    agent=agent, assignment_id__in=renew, status__in=(Assignment.Status.ACTIVE, Assignment.Status.IDLE)
-                ).update(last_activity=now)
+                _renew(agent, renew, now)
             result.revoked = [
                 a for a in reported if held.get(a) is None or held[a] == Assignment.Status.RELEASING
             ]

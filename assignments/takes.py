@@ -33,6 +33,7 @@ from assignments.selection import (
 from assignments.services import assignment_create
 from assignments.waits import (
     MAX_WAIT_SECONDS,
+    profile_has_queue,
     wait_enqueue,
     wait_record_deadlock,
     waits_hand_over,
@@ -246,7 +247,7 @@ def _take_or_wait(*, agent_id, profile_id, actor, wait_seconds, priority, **fiel
             raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id}) from None
         _check_profile_for(profile, agent)
         holder = _holder(profile)
-        if holder is None and Assignment.objects.queued().filter(profile=profile).exists():
+        if holder is None and profile_has_queue(profile.pk):
             # Free with requests queued before this one (a cooldown just ended, a quota day turned,
             # the waits sweep has not run yet): they go first.
             holder = waits_hand_over(profile=profile, fallback_pool=agent.pool, actor=actor, now=now)

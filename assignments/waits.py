@@ -56,7 +56,7 @@ from assignments.models import ASSIGNMENT_TRANSITIONS, Alert, Assignment, Event,
 from config import locks
 from config.actors import Actor, require_operator
 from config.errors import Conflict, Deadlock, NotFound
-from config.sql import EXISTS, CompiledQuery
+from config.sql import EXISTS, CompiledQuery, sql_insert, sql_update
 from pools.models import AgentPool
 
 S = Assignment.Status
@@ -229,7 +229,7 @@ def wait_enqueue(
         priority=priority,
         wait_until=now + timedelta(seconds=wait_seconds),
     )
-    request.save(force_insert=True)
+    sql_insert(request)
     request.queue_position = queue_position(request)
     event_record(
         Event.Type.ASSIGNMENT_CREATED,
@@ -366,9 +366,17 @@ def frees_profile(from_status: str, to_status: str, assignment: Assignment) -> b
 # The statements of `waits_profile_freed`: the queue's compiled once from the ORM's one definition of
 # a queued request (its slot: an impossible primary key).
 _RELEASED_AT_SQL = f"UPDATE {Profile._meta.db_table} SET last_released_at = %s WHERE id = %s"
+_ANY_HOLDER = CompiledQuery(
+    lambda pk: Assignment.objects.holding().filter(profile_id=pk), sentinels=(-7_000_000_001,), kind=EXISTS
+)
 _ANY_QUEUED = CompiledQuery(
     lambda pk: Assignment.objects.queued().filter(profile_id=pk), sentinels=(-7_000_000_001,), kind=EXISTS
 )
+
+
+def profile_has_queue(profile_pk: int) -> bool:
+    """Whether requests are queued for this profile (one compiled statement: on the take path)."""
+    return _ANY_QUEUED.exists(profile_pk)
 
 
 def waits_profile_freed(*, assignment: Assignment, actor: Actor, now) -> Assignment | None:
@@ -406,12 +414,12 @@ def waits_hand_over(*, profile: Profile, fallback_pool: AgentPool, actor: Actor,
     )
     if request is None:
         return None
-    if Assignment.objects.holding().filter(profile=profile).exists():
+    if _ANY_HOLDER.exists(profile.pk):
         return None
     request.profile = profile
     # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.
     profile.fencing_token += 1
-    profile.save(update_fields=["fencing_token", *profile_count_take(profile, now)])
+    sql_update(profile, ["fencing_token", *profile_count_take(profile, now)])
     requested_at = request.assigned_at
     ASSIGNMENT_TRANSITIONS.check(
         request.status, S.ACTIVE, subject=str(request.assignment_id), details={"assignment_id": str(request.assignment_id)}
@@ -421,7 +429,7 @@ def waits_hand_over(*, profile: Profile, fallback_pool: AgentPool, actor: Actor,
     request.assigned_at = now
     request.last_activity = now
     request.wait_until = None  # served: no longer a request (a row with a deadline was never served)
-    request.save(update_fields=["status", "fencing_token", "assigned_at", "last_activity", "wait_until"])
+    sql_update(request, ["status", "fencing_token", "assigned_at", "last_activity", "wait_until"])
     event_record(
         Event.Type.ASSIGNMENT_STATUS_CHANGED,
         actor=actor,

@@ -11,6 +11,7 @@ checked when the query is compiled.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 
@@ -19,6 +20,10 @@ from django.db.models import QuerySet
 
 EXISTS = "exists"
 ROWS = "rows"
+
+
+def _unwrapped(value):
+    return getattr(value, "obj", value)
 
 
 class CompiledQuery:
@@ -39,7 +44,7 @@ class CompiledQuery:
                 params = list(params)
                 slots = []
                 for sentinel in self.sentinels:
-                    where = [i for i, value in enumerate(params) if value == sentinel]
+                    where = [i for i, value in enumerate(params) if _unwrapped(value) == sentinel]
                     if len(where) != 1:
                         raise ValueError(f"slot {sentinel!r} compiled to {len(where)} parameters, not 1: {sql}")
                     slots.append(where[0])
@@ -50,6 +55,11 @@ class CompiledQuery:
         sql, params, slots = self._compile()
         params = list(params)
         for slot, value in zip(slots, values, strict=True):
+            template = params[slot]
+            if hasattr(template, "obj"):  # an adapter the field wrapped its value in (psycopg's Jsonb)
+                wrapped = copy.copy(template)
+                wrapped.obj = value
+                value = wrapped
             params[slot] = value
         return sql, params
 
@@ -61,6 +71,23 @@ class CompiledQuery:
 
     def exists(self, *values) -> bool:
         return bool(self.rows(*values))
+
+    def objects(self, model, fields: tuple[str, ...], *values) -> list:
+        """The rows as `model` instances, for a query built as `.values_list(*fields, …)`: the
+        first len(fields) columns are those fields (in the model's field order; the rest deferred),
+        converted as the ORM converts them; any further columns are left on `obj._extra`."""
+        connection = connections[self.using]
+        meta_fields = [model._meta.get_field(name) for name in fields]
+        attnames = [f.attname for f in meta_fields]
+        converters = [getattr(f, "from_db_value", None) for f in meta_fields]
+        built = []
+        for row in self.rows(*values):
+            loaded = [conv(v, None, connection) if conv is not None and v is not None else v
+                      for conv, v in zip(converters, row, strict=False)]
+            obj = model.from_db(self.using, attnames, loaded)
+            obj._extra = row[len(fields):]
+            built.append(obj)
+        return built
 
 
 # --- Model writes as named statements ------------------------------------------------------------

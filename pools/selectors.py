@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from assignments.models import Assignment, Profile, live_q, queued_q, waiting_q
+from config.sql import EXISTS, CompiledQuery
 from pools.models import AgentPool, Task
 
 # Agents that may hold work: their capacity is the pool's capacity.
@@ -132,8 +133,17 @@ def _by_priority(tasks: list[Task]) -> list[Task]:
     return sorted(tasks, key=lambda t: (Task.PRIORITY_RANK[t.priority], t.queue_order, t.pk))
 
 
+# Most heartbeats come from agents holding no task: a probe compiled once (config/sql.py) spares
+# them compiling the three-table select below, which cost more than the rest of the reply.
+_HAS_OPEN_TASKS = CompiledQuery(
+    lambda pk: Task.objects.filter(agent_id=pk, status__in=Task.HELD_STATUSES), sentinels=(-7_000_000_001,), kind=EXISTS
+)
+
+
 def agent_open_tasks(agent) -> list[Task]:
     """The agent's assigned and running tasks, highest priority first (its heartbeat reply)."""
+    if not _HAS_OPEN_TASKS.exists(agent.pk):
+        return []
     return _by_priority(list(task_list().filter(agent_id=agent.pk, status__in=Task.HELD_STATUSES)))
 
 

@@ -57,3 +57,20 @@ def test_sql_insert_and_update_write_what_save_would():
     stored = Assignment.objects.get(pk=assignment.pk)
     assert (stored.status, stored.release_reason, stored.released_at) == ("released", "released", now)
     assert stored.workflow_id == ""
+
+
+def test_discover_reuses_one_statement_per_shape_with_each_call_s_values():
+    from agents.selectors import agent_discover, agent_get
+
+    pool = make_pool("sqld")
+    make_agent(pool, "sqld-chrome", capabilities=["chrome", "pdf"], region="eu")
+    make_agent(pool, "sqld-firefox", capabilities=["firefox"], region="us")
+    for _ in range(2):  # the second round runs the statements compiled in the first
+        assert [a.agent_id for a in agent_discover(pool="sqld", capabilities=["chrome"])] == ["sqld-chrome"]
+        assert [a.agent_id for a in agent_discover(pool="sqld", capabilities=["firefox"])] == ["sqld-firefox"]
+        assert [a.agent_id for a in agent_discover(pool="sqld", capabilities=["chrome", "firefox"])] == []
+        assert [a.agent_id for a in agent_discover(pool="sqld", region="us")] == ["sqld-firefox"]
+        assert agent_discover(pool="nope", capabilities=["chrome"]) == []
+    agent = agent_get("sqld-chrome")
+    assert (agent.pool.name, agent.capabilities, agent.region) == ("sqld", ["chrome", "pdf"], "eu")
+    assert agent_get("sqld-none") is None

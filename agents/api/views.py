@@ -25,7 +25,7 @@ from config.api.idempotency import idempotent
 from config.api.permissions import IsAuthenticated, IsOperator
 from config.api.schema import ENROLLMENT_TOKEN, IDEMPOTENCY_KEY
 from config.api.views import APIView, ListAPIView
-from config.errors import ValidationFailed
+from config.errors import NotFound, ValidationFailed
 from config.tokens import token_hash, token_matches
 from pools.api.serializers import TaskSerializer
 from pools.models import AgentPool
@@ -122,7 +122,10 @@ class AgentDetailView(APIView):
 
     @extend_schema(responses={200: AgentSerializer})
     def get(self, request, agent_id):
-        return Response(AgentSerializer(get_object_or_404(selectors.agent_list(), agent_id=agent_id)).data)
+        agent = selectors.agent_get(agent_id)
+        if agent is None:
+            raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id})
+        return Response(AgentSerializer(agent).data)
 
     @extend_schema(responses={200: AgentSerializer})
     def delete(self, request, agent_id):
