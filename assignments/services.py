@@ -32,7 +32,7 @@ from config.errors import (
     StaleFencingToken,
     ValidationFailed,
 )
-from config.locks import lock_one
+from config.locks import lock_one, lock_one_named
 from config.sql import sql_insert, sql_update
 from config.validation import (
     clean_fields,
@@ -113,6 +113,8 @@ def profile_update(*, profile_id: str, actor: Actor, **fields) -> Profile:
 
 def _lock_profile(profile_id: str, *, only: tuple[str, ...] = ()) -> Profile:
     try:
+        if only:  # a hot path naming its columns: the statement built once
+            return lock_one_named(Profile, related="pool", only=only, profile_id=profile_id)
         return lock_one(Profile, related=("pool",), only=only, profile_id=profile_id)
     except Profile.DoesNotExist:
         raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id}) from None
@@ -232,7 +234,7 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
     with recorded_transaction():
         # The agent row lock serialises this agent's takes, so its capacity count below holds.
         try:
-            agent = lock_one(Agent, related=("pool",), only=_TAKING_AGENT, agent_id=agent_id)
+            agent = lock_one_named(Agent, related="pool", only=_TAKING_AGENT, agent_id=agent_id)
         except Agent.DoesNotExist:
             raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
         if not agent.may_take:

@@ -74,3 +74,28 @@ def test_discover_reuses_one_statement_per_shape_with_each_call_s_values():
     agent = agent_get("sqld-chrome")
     assert (agent.pool.name, agent.capabilities, agent.region) == ("sqld", ["chrome", "pdf"], "eu")
     assert agent_get("sqld-none") is None
+
+
+def test_lock_one_named_reads_what_lock_one_reads():
+    from django.db import transaction
+
+    from agents.models import Agent
+    from config.locks import lock_one, lock_one_named
+
+    pool = make_pool("sqll", profile_cooldown_seconds=30)
+    make_agent(pool, "sqll-a", capacity=3, capabilities=["chrome"])
+    make_profile("sqll-pooled", pool="sqll")
+    make_profile("sqll-loose")
+    only = ("agent_id", "status", "capacity", "capabilities", "pool__name", "pool__profile_cooldown_seconds")
+    with transaction.atomic():
+        named = lock_one_named(Agent, related="pool", only=only, agent_id="sqll-a")
+        orm = lock_one(Agent, related=("pool",), only=only, agent_id="sqll-a")
+        for name in ("pk", "agent_id", "status", "capacity", "capabilities", "pool_id"):
+            assert getattr(named, name) == getattr(orm, name), name
+        assert (named.pool.name, named.pool.profile_cooldown_seconds) == ("sqll", 30)
+        loose = lock_one_named(Profile, related="pool", only=("profile_id", "pool__name"), profile_id="sqll-loose")
+        assert loose.pool_id is None and loose.pool is None
+        pooled = lock_one_named(Profile, related="pool", only=("profile_id", "pool__name"), profile_id="sqll-pooled")
+        assert pooled.pool.name == "sqll"
+        with pytest.raises(Agent.DoesNotExist):
+            lock_one_named(Agent, related="pool", only=only, agent_id="sqll-none")

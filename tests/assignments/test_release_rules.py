@@ -44,14 +44,17 @@ def test_assigned_at_is_read_after_the_profile_row_is_locked(monkeypatch):
     make_agent(pool, "a1")
     make_profile("p1")
     locked_at = {}
-    real_lock_one = services.lock_one
 
-    def lock_one(model, **kwargs):
-        row = real_lock_one(model, **kwargs)
-        locked_at[model.__name__] = timezone.now()  # what a lock wait would have cost
-        return row
+    def timed(real):
+        def lock(model, **kwargs):
+            row = real(model, **kwargs)
+            locked_at[model.__name__] = timezone.now()  # what a lock wait would have cost
+            return row
+        return lock
 
-    monkeypatch.setattr(services, "lock_one", lock_one)
+    # Either way of taking the row lock (the named statement on PostgreSQL, the ORM's elsewhere).
+    monkeypatch.setattr(services, "lock_one", timed(services.lock_one))
+    monkeypatch.setattr(services, "lock_one_named", timed(services.lock_one_named))
     taken = assignment_create(profile_id="p1", agent_id="a1", actor=as_agent("a1"))
     assert taken.assigned_at >= locked_at["Profile"]
 
