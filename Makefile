@@ -10,7 +10,7 @@ WEB_WORKERS ?= 1
 
 help:
 	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT) with its jobs and a simulated fleet"
-	@echo "make serve  — production: uvicorn on http://$(HOST):$(PORT), SERVE_WORKERS processes, SERVE_DB_CONNECTIONS database connections in all"
+	@echo "make serve  — production: uvicorn on http://$(HOST):$(PORT), SERVE_WORKERS processes (config/serve.py), SERVE_DB_CONNECTIONS database connections in all"
 	@echo "make test   — run the test suite (PostgreSQL and Redis when reachable, else SQLite)"
 	@echo "make chaos  — the fault scenarios against real servers: 64 agents, stream failures, Redis restarted and hung"
 	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
@@ -47,7 +47,8 @@ run: demo
 	$(PY) -m config.launcher --host $(HOST) --port $(PORT) $(if $(filter 0,$(SIMULATOR)),--no-simulator) --simulator-args "$(SIMULATOR_ARGS)"
 
 # Production serving (README, "Running on PostgreSQL and Redis"): uvicorn, HTTP and WebSockets on
-# one port, SERVE_WORKERS processes (one per CPU by default). Each process has psycopg's connection
+# one port, SERVE_WORKERS processes (one per CPU by default), each with a listening socket of its own
+# (SO_REUSEPORT, config/serve.py) so that the kernel spreads connections evenly over them. Each process has psycopg's connection
 # pool (on by default with PostgreSQL), and together they hold at most SERVE_DB_CONNECTIONS
 # PostgreSQL connections: each worker's pool gets an equal share (at least 2). The Celery worker and
 # beat are started beside it (README). GET /metrics sums the workers' request histograms from
@@ -61,8 +62,7 @@ serve: migrate
 	@$(PY) manage.py collectstatic --no-input -v0
 	@rm -rf $(PROMETHEUS_MULTIPROC_DIR) && mkdir -p $(PROMETHEUS_MULTIPROC_DIR)
 	PROMETHEUS_MULTIPROC_DIR=$(PROMETHEUS_MULTIPROC_DIR) TETHER_DB_POOL=1 TETHER_DB_POOL_MAX_SIZE=$(SERVE_POOL_SIZE) \
-		$(VENV)/bin/uvicorn config.asgi:application \
-		--host $(HOST) --port $(PORT) --workers $(SERVE_WORKERS) --loop uvloop --http httptools --no-access-log
+		$(PY) -m config.serve --host $(HOST) --port $(PORT) --workers $(SERVE_WORKERS)
 
 # The fault scenarios of issue 10 against real servers (make serve, daphne) as subprocesses: 64
 # agents through make serve, every stream failure under uvicorn and daphne, Redis restarted and hung

@@ -16,7 +16,7 @@ def test_the_readme_shows_the_command_make_serve_runs():
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Running on PostgreSQL and Redis"):]
     assert "make serve HOST=0.0.0.0 PORT=8000" in section
-    shown = re.search(r"```sh\n((?:PROMETHEUS_MULTIPROC_DIR=\S+ )?TETHER_DB_POOL=1 [^`]*?uvicorn [^`]*?)\n```", section)
+    shown = re.search(r"```sh\n((?:PROMETHEUS_MULTIPROC_DIR=\S+ )?TETHER_DB_POOL=1 [^`]*?config\.serve [^`]*?)\n```", section)
     assert shown, "the README's production section no longer shows what make serve runs"
     # The README's figures: 2 workers (one per CPU on this machine) and the default budget.
     planned = subprocess.run(
@@ -24,5 +24,5 @@ def test_the_readme_shows_the_command_make_serve_runs():
          "-o", ".venv/.installed"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
-    runs = [_one_line(c) for c in re.split(r"(?<!\\)\n", planned) if "uvicorn" in c]
+    runs = [_one_line(c) for c in re.split(r"(?<!\\)\n", planned) if "config.serve" in c]
     assert runs == [_one_line(shown.group(1))]

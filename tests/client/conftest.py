@@ -1,5 +1,5 @@
 """The SDK's tests run against a real Tether, served the way `make serve` serves it in production:
-uvicorn (HTTP and WebSockets) with psycopg's connection pool (`TETHER_DB_POOL=1`, a small pool here),
+`python -m config.serve` (uvicorn, HTTP and WebSockets) with psycopg's connection pool (`TETHER_DB_POOL=1`, a small pool here),
 `config.settings`, this run's test database and Redis — in a subprocess, so every request goes over
 the wire as an agent's would.
 
@@ -10,7 +10,6 @@ through the services, as tests/helpers.py does; everything else goes through the
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ def _database_url() -> str:
 
 
 class TetherServer:
-    """`make serve`'s command (uvicorn, one worker here, psycopg's pool) in a subprocess."""
+    """`make serve`'s command (config/serve.py: uvicorn, one worker here, psycopg's pool) in a subprocess."""
 
     def __init__(self, **env_overrides: str) -> None:
         self.port = free_port()
@@ -74,11 +73,9 @@ class TetherServer:
         if settings.REDIS_URL:
             env["REDIS_URL"] = settings.REDIS_URL
         env.update(env_overrides)
-        self.log = tempfile.NamedTemporaryFile(prefix="tether-uvicorn-", suffix=".log", delete=False)
-        uvicorn = shutil.which("uvicorn", path=str(Path(sys.executable).parent)) or "uvicorn"
+        self.log = tempfile.NamedTemporaryFile(prefix="tether-serve-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [uvicorn, "config.asgi:application", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log"],
+            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         try:
