@@ -18,8 +18,10 @@ event rows, numbered by the same commit-time trigger), with the ratio. Then conf
 
 - contention: 32 agents contending for 8 profiles with `wait_seconds` — each takes one (201, or 202
   and it waits), holds it 10 ms, releases it; the hand-over latency is release → next waiter active:
-  the release's own round trip (the hand-over commits with it), and what a waiter polling every
-  5 ms sees (release sent → it reads `active`);
+  the release's own round trip (the hand-over commits with it), and what the waiter sees: release
+  sent → the `pending → active` event on its own WebSocket (`agent_id=` filter, as the SDK waits);
+  then the same with each profile held 1 s (the closed loop with 10 ms holds saturates the server,
+  so its latency is queueing; a second's hold is closer to agents that use what they take);
 - selection: 64 concurrent takes by `profile_requirements` (all must get distinct profiles).
 
 Bounded in count and time; stops the server itself. Not a test: speed is measured here, never
@@ -68,7 +70,9 @@ ONLY = os.environ.get("BENCH_ONLY", "")
 CONTENDED = 8  # profiles the 32 agents contend for
 CONTENTION_ROUNDS = max(2, int(20 * SCALE))  # takes per agent
 HOLD_SECONDS = 0.010
-POLL_SECONDS = 0.005
+# The same contention as agents using what they take: each holds its profile a second (4 agents wait
+# for each profile), so the server is not saturated and the hand-over latency is not queueing.
+HELD_HOLD_SECONDS, HELD_ROUNDS = 1.0, max(2, int(6 * SCALE))
 SELECTIONS, SELECTION_ROUNDS = 64, max(1, int(5 * SCALE))
 
 
@@ -145,10 +149,14 @@ class Http:
             lines.append(f"Authorization: Token {token}")
         for name, value in (headers or {}).items():
             lines.append(f"{name}: {value}")
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
-        status_line = await self.reader.readline()
+        try:
+            self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
+            status_line = await self.reader.readline()
+        except (ConnectionResetError, BrokenPipeError):
+            status_line = b""  # the same: an idle connection the server had closed (it read nothing)
         if not status_line and retry:
-            # The server closed an idle keep-alive connection: reconnect once.
+            # The server closed an idle keep-alive connection (uvicorn: after 5 s; an agent waiting for
+            # its profile on the WebSocket leaves its HTTP connection idle that long): reconnect once.
             await self.close()
             return await self.request(method, path, body, token, headers, retry=False)
         status = int(status_line.split()[1])
@@ -699,16 +707,63 @@ async def conflict_setup(operator: str) -> None:
     await http.close()
 
 
-async def http_contention(tokens: list[str]) -> list[Phase]:
+class Waiter:
+    """One agent's own event stream (`/assignments/events?agent_id=…`, from its handshake on), as an
+    agent that waits for a profile listens (the SDK's `Agent.profile(wait=)`): when each of its
+    assignments became active, or ended, as heard."""
+
+    def __init__(self, agent_id: str, token: str):
+        self.agent_id, self.token = agent_id, token
+        self.heard: dict[str, tuple[float, str]] = {}  # assignment_id → (when heard, to_status)
+        self.changed = asyncio.Event()
+        self.task = None
+
+    async def start(self) -> None:
+        from websockets.asyncio.client import connect
+
+        self.connection = await connect(f"ws://{HOST}:{PORT}/assignments/events?agent_id={self.agent_id}",
+                                        additional_headers={"Authorization": f"Token {self.token}"})
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.connection:
+            event = json.loads(raw)
+            if event.get("assignment_id") and event.get("to_status") in ("active", "released", "expired", "failed"):
+                self.heard.setdefault(event["assignment_id"], (time.perf_counter(), event["to_status"]))
+                self.changed.set()
+
+    async def until_settled(self, assignment_id: str, timeout: float) -> tuple[float, str] | None:
+        deadline = time.perf_counter() + timeout
+        while assignment_id not in self.heard:
+            self.changed.clear()
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self.changed.wait(), remaining)
+            except TimeoutError:
+                return None
+        return self.heard[assignment_id]
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await self.connection.close()
+
+
+async def http_contention(tokens: list[str], hold: float = HOLD_SECONDS, rounds: int = CONTENTION_ROUNDS) -> list[Phase]:
     """32 agents, 8 profiles, waits: see the module docstring."""
-    takes = Phase(f"HTTP take, {FLEET} agents for {CONTENDED} profiles, wait_seconds", FLEET)
-    releases = Phase("HTTP release (+ hand-over to the next waiter, one transaction)", FLEET)
-    noticed = Phase(f"waiter sees active (release sent → GET says active, {POLL_SECONDS * 1000:g} ms polls)", FLEET)
+    held = f"held {hold * 1000:g} ms"
+    takes = Phase(f"HTTP take, {FLEET} agents for {CONTENDED} profiles, wait_seconds, {held}", FLEET)
+    releases = Phase(f"HTTP release (+ hand-over to the next waiter, one transaction), {held}", FLEET)
+    noticed = Phase(f"hand-over: release sent → next waiter hears active (its WebSocket), {held}", FLEET)
     release_sent: dict[str, float] = {}
+    waiters = [Waiter(f"bench-{a}", tokens[a]) for a in range(FLEET)]
+    for waiter in waiters:
+        await waiter.start()
 
     async def agent(a: int):
-        http = Http()
-        for r in range(CONTENTION_ROUNDS):
+        http, waiter = Http(), waiters[a]
+        for r in range(rounds):
             profile = f"bench-w{(a + r) % CONTENDED}"
             t = time.perf_counter()
             status, body = await http.request(
@@ -718,23 +773,26 @@ async def http_contention(tokens: list[str]) -> list[Phase]:
             if status not in (201, 202):
                 continue
             assignment_id = body["assignment_id"]
-            if status == 202:
-                while body["status"] == "pending":
-                    await asyncio.sleep(POLL_SECONDS)
-                    _, body = await http.request("GET", f"/api/assignments/{assignment_id}", token=tokens[a])
-                if body["status"] != "active":
-                    takes.record(time.perf_counter(), False, f"wait ended {body['status']}")
+            if status == 202 and body["status"] == "pending":
+                heard = await waiter.until_settled(assignment_id, 40)
+                if heard is None or heard[1] != "active":
+                    takes.record(time.perf_counter(), False, f"wait ended {heard[1] if heard else 'unheard'}")
+                    await http.request("DELETE", f"/api/assignments/{assignment_id}", token=tokens[a])  # leave no request behind
                     continue
                 if profile in release_sent:
-                    noticed.latencies.append(time.perf_counter() - release_sent[profile])
-            await asyncio.sleep(HOLD_SECONDS)
+                    noticed.latencies.append(heard[0] - release_sent[profile])
+            await asyncio.sleep(hold)
             release_sent[profile] = t = time.perf_counter()
             status, _ = await http.request("DELETE", f"/api/assignments/{assignment_id}", token=tokens[a])
             releases.record(t, status == 200, f"release {status}")
         await http.close()
 
     started = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(agent(a) for a in range(FLEET))), timeout=PHASE_SECONDS * 3)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(agent(a) for a in range(FLEET))), timeout=PHASE_SECONDS * 3)
+    finally:
+        for waiter in waiters:
+            await waiter.close()
     for phase in (takes, releases, noticed):
         phase.elapsed = time.perf_counter() - started
     return [takes, releases, noticed]
@@ -751,7 +809,7 @@ async def http_selection(tokens: list[str]) -> Phase:
         status, body = await clients[i].request(
             "POST", "/api/assignments", {"profile_requirements": {"pool": "bench"}}, token=tokens[a]
         )
-        phase.record(t, status == 201, f"select {status}")
+        phase.record(t, status == 201, f"select {status} {((body or {}).get('error') or {}).get('code', '')}".strip())
         return (a, body) if status == 201 else None
 
     started = time.perf_counter()
@@ -773,6 +831,7 @@ async def conflict_phases(operator: str, tokens: list[str] | None = None) -> lis
         tokens, _ = await http_setup(operator)
     await conflict_setup(operator)
     phases = await http_contention(tokens)
+    phases += await http_contention(tokens, hold=HELD_HOLD_SECONDS, rounds=HELD_ROUNDS)
     for phase in phases:
         print(phase.summary(), flush=True)
     phases.append(await http_selection(tokens))
