@@ -63,13 +63,22 @@ class CompiledQuery:
             params[slot] = value
         return sql, params
 
+    def _compiled_here(self) -> bool:
+        """PostgreSQL runs the compiled text; SQLite (embedded mode, never the hot path of a fleet)
+        runs the ORM's queryset, whose values its converters turn into Python (datetimes, JSON)."""
+        return connections[self.using].vendor == "postgresql"
+
     def rows(self, *values) -> list[tuple]:
+        if not self._compiled_here():
+            return [tuple(row) for row in self.build(*values)]
         sql, params = self.sql(*values)
         with connections[self.using].cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
 
     def exists(self, *values) -> bool:
+        if not self._compiled_here():
+            return self.build(*values).exists()
         return bool(self.rows(*values))
 
     def objects(self, model, fields: tuple[str, ...], *values) -> list:
@@ -79,7 +88,8 @@ class CompiledQuery:
         connection = connections[self.using]
         meta_fields = [model._meta.get_field(name) for name in fields]
         attnames = [f.attname for f in meta_fields]
-        converters = [getattr(f, "from_db_value", None) for f in meta_fields]
+        # Raw rows need the fields' own conversions (jsonb comes back as text); the ORM's are done.
+        converters = [getattr(f, "from_db_value", None) if self._compiled_here() else None for f in meta_fields]
         built = []
         for row in self.rows(*values):
             loaded = [conv(v, None, connection) if conv is not None and v is not None else v

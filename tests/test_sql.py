@@ -99,3 +99,23 @@ def test_lock_one_named_reads_what_lock_one_reads():
         assert pooled.pool.name == "sqll"
         with pytest.raises(Agent.DoesNotExist):
             lock_one_named(Agent, related="pool", only=only, agent_id="sqll-none")
+
+
+def test_where_the_statement_is_not_compiled_the_orm_answers_with_converted_values(monkeypatch):
+    """Embedded mode (SQLite) runs the ORM's queryset: its datetimes and JSON come converted, and
+    must not be converted twice (a heartbeat of `make run`'s fleet failed on a naive datetime)."""
+    from django.utils import timezone
+
+    from config import sql
+
+    pool = make_pool("sqls")
+    make_agent(pool, "sqls-a", capabilities=["chrome"])
+    monkeypatch.setattr(sql.CompiledQuery, "_compiled_here", lambda self: False)
+    from agents.models import Agent
+
+    fields = ("id", "agent_id", "capabilities", "registered_at")
+    query = CompiledQuery(lambda agent_id: Agent.objects.filter(agent_id=agent_id).values_list(*fields),
+                          sentinels=("\x00slot",))
+    [agent] = query.objects(Agent, fields, "sqls-a")
+    assert agent.capabilities == ["chrome"] and timezone.is_aware(agent.registered_at)
+    assert query.exists("sqls-a") and not query.exists("sqls-none")
