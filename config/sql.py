@@ -107,11 +107,25 @@ class CompiledQuery:
 # model here has signal receivers; these skip `pre_save`/`post_save` signals, so a model that grows
 # one must not be written through them.
 
-_statements: dict[tuple, str] = {}
+_statements: dict[tuple, tuple[str, list]] = {}
 
 
-def _columns(model, names) -> list:
-    return [model._meta.get_field(name) for name in names]
+def _statement(kind: str, model, names: tuple[str, ...] = ()) -> tuple[str, list]:
+    """(SQL text, its fields) of an INSERT of every concrete field but the primary key, or an
+    UPDATE of `names` by primary key; built on first use."""
+    key = (kind, model, names)
+    built = _statements.get(key)
+    if built is None:
+        table, pk = model._meta.db_table, model._meta.pk
+        if kind == "insert":
+            fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+            sql = (f"INSERT INTO {table} ({', '.join(f.column for f in fields)}) "
+                   f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {pk.column}")
+        else:
+            fields = [model._meta.get_field(name) for name in names]
+            sql = f"UPDATE {table} SET {', '.join(f'{f.column} = %s' for f in fields)} WHERE {pk.column} = %s"
+        built = _statements[key] = (sql, fields)
+    return built
 
 
 def sql_insert(obj, *, using: str = "default") -> None:
@@ -122,14 +136,7 @@ def sql_insert(obj, *, using: str = "default") -> None:
     if connection.vendor != "postgresql" or not pk.auto_created:
         obj.save(force_insert=True, using=using)
         return
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    key = ("insert", model, using)
-    sql = _statements.get(key)
-    if sql is None:
-        sql = _statements[key] = (
-            f"INSERT INTO {model._meta.db_table} ({', '.join(f.column for f in fields)}) "
-            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {pk.column}"
-        )
+    sql, fields = _statement("insert", model)
     params = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -145,14 +152,7 @@ def sql_update(obj, fields: list[str] | tuple[str, ...], *, using: str = "defaul
     if connection.vendor != "postgresql":
         obj.save(update_fields=names, using=using)
         return
-    key = ("update", model, names, using)
-    sql = _statements.get(key)
-    columns = _columns(model, names)
-    if sql is None:
-        sql = _statements[key] = (
-            f"UPDATE {model._meta.db_table} SET {', '.join(f'{f.column} = %s' for f in columns)} "
-            f"WHERE {model._meta.pk.column} = %s"
-        )
+    sql, columns = _statement("update", model, names)
     params = [f.get_db_prep_save(f.pre_save(obj, add=False), connection) for f in columns]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, obj.pk])
