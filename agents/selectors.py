@@ -52,6 +52,8 @@ def agent_discover(
     # One compiled statement per combination of criteria and limit (config/sql.py), filled in.
     shape = (tuple(given), limit)
     query = _DISCOVER.get(shape)
+    if query is None and len(_DISCOVER) >= _DISCOVER_SHAPES:
+        return list(_discover_queryset(given)[:limit])  # an unusual limit: not worth a statement kept
     if query is None:
         names = tuple(given)
         query = _DISCOVER[shape] = CompiledQuery(
@@ -66,6 +68,7 @@ def agent_discover(
 
 
 _DISCOVER: dict[tuple, CompiledQuery] = {}
+_DISCOVER_SHAPES = 256  # statements kept at most (criteria combinations × limits asked for)
 _SLOTS = {
     "agent_type": "\x00type-slot", "status": "\x00status-slot", "pool": "\x00pool-slot", "region": "\x00region-slot",
     "min_health_score": -7_000_000_001.5, "capabilities": ["\x00capability-slot"],

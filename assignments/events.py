@@ -26,7 +26,6 @@ live subscribers, the "room was freed: rebalance" trigger. That list is how a lo
 reaches higher ones (the dashboard, the pools) without importing them.
 """
 
-import json
 import logging
 import threading
 from contextlib import contextmanager
@@ -123,15 +122,12 @@ _EVENT_COLUMNS = [f for f in Event._meta.concrete_fields if not f.primary_key]
 _INSERT_EVENTS_SQL = (
     f"INSERT INTO {Event._meta.db_table} ({', '.join(f.column for f in _EVENT_COLUMNS)}) VALUES "
 )
-_EVENT_ROW = "(" + ", ".join("%s::jsonb" if f.get_internal_type() == "JSONField" else "%s" for f in _EVENT_COLUMNS) + ")"
+_EVENT_ROW = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
 
 
 def _insert_unnumbered(events: list[Event]) -> None:
-    params = []
-    for event in events:
-        for field in _EVENT_COLUMNS:
-            value = field.pre_save(event, add=True)
-            params.append(json.dumps(value) if field.get_internal_type() == "JSONField" else value)
+    # Values prepared as the ORM's insert prepares them (config/sql.py does the same for one row).
+    params = [f.get_db_prep_save(f.pre_save(event, add=True), connection) for event in events for f in _EVENT_COLUMNS]
     with connection.cursor() as cursor:
         cursor.execute(_INSERT_EVENTS_SQL + ", ".join([_EVENT_ROW] * len(events)), params)
 
