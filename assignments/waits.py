@@ -383,14 +383,24 @@ def waits_profile_freed(*, assignment: Assignment, actor: Actor, now) -> Assignm
     """Called, in its transaction, by the change that ended `assignment`, the profile's holder:
     note when the profile was released (cooldown, selection order) and hand it to the next queued
     request. Returns the request served, if any."""
-    # Two statements on every release (the hot path), compiled once (config/sql.py). The UPDATE
-    # locks the profile row (after the freed holder's row: the lock order above) and records the
-    # release; the queue is read in a second statement so that its snapshot, taken once the lock is
-    # held, sees a request queued by a transaction that held the profile's lock a moment ago (one
-    # statement's RETURNING would not).
-    with connection.cursor() as cursor:
-        cursor.execute(_RELEASED_AT_SQL, [now, assignment.profile_id])
-    if not _ANY_QUEUED.exists(assignment.profile_id):
+    # On every release (the hot path), compiled once (config/sql.py). The queue must be read by a
+    # statement whose snapshot is taken once this transaction holds the profile's row lock, so that it
+    # sees a request queued by a transaction that held that lock a moment ago. A release took the lock
+    # with the holder's row (`profile_row_locked`): then the UPDATE that records the release also
+    # answers whether anyone waits, one round trip. Otherwise the UPDATE takes the lock (after the
+    # freed holder's row: the lock order above) and a second statement reads the queue — the same
+    # UPDATE's RETURNING would not do: its snapshot is from before its lock wait.
+    if getattr(assignment, "profile_row_locked", False) and connection.vendor == "postgresql":
+        queued_sql, queued_params = _ANY_QUEUED.sql(assignment.profile_id)
+        with connection.cursor() as cursor:
+            cursor.execute(f"{_RELEASED_AT_SQL} RETURNING EXISTS ({queued_sql})",
+                           [now, assignment.profile_id, *queued_params])
+            queued = cursor.fetchone()[0]
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(_RELEASED_AT_SQL, [now, assignment.profile_id])
+        queued = _ANY_QUEUED.exists(assignment.profile_id)
+    if not queued:
         return None
     profile = Profile.objects.select_related("pool").get(pk=assignment.profile_id)  # locked just above
     return waits_hand_over(profile=profile, fallback_pool=assignment.pool, actor=actor, now=now)

@@ -81,10 +81,10 @@ def test_release_query_count(api, make_agent, make_profile, django_assert_num_qu
     _, token = make_agent("a1")
     make_profile("p1")
     a = api.post("/api/assignments", {"profile_id": "p1"}, token=token).json()
-    # token; (savepoint pair) lock assignment with its profile, pool and agent (narrow), update, mark
-    # the profile released (locks it), any request queued for it? (hand-over), event lock and
-    # numbers, event insert
-    with django_assert_num_queries(9):
+    # token; (savepoint pair) lock assignment and its profile, with its pool and agent (narrow),
+    # update, mark the profile released and ask whether any request is queued for it (hand-over; one
+    # statement), event lock and numbers, event insert
+    with django_assert_num_queries(8):
         assert api.delete(f"/api/assignments/{a['assignment_id']}", token=token).status_code == 200
 
 
@@ -155,7 +155,8 @@ def test_take_and_release_statements_as_in_production(api, make_agent, make_prof
     assert not any("pg_advisory_xact_lock" in sql for sql in take)  # taken inside COMMIT instead
     assignment_id = api.get("/api/assignments?profile_id=p1", token=token).json()["results"][0]["assignment_id"]
     release = statements(lambda: api.delete(f"/api/assignments/{assignment_id}", token=token))
-    # token; BEGIN, lock assignment, update, mark the profile released (locks it), any request queued
-    # for it? (hand-over), event insert, COMMIT; after it: event numbers, cache refresh, "does
-    # anything wait in the pool?" (rebalance on freed room).
-    assert len(release) == 11, "\n".join(s[:150] for s in release)
+    # token; BEGIN, lock assignment and profile, update, mark the profile released and "any request
+    # queued for it?" (hand-over) in one statement, event insert, COMMIT; after it: event numbers,
+    # cache refresh, "does anything wait in the pool?" (rebalance on freed room).
+    assert len(release) == 10, "\n".join(s[:150] for s in release)
+    assert "FOR UPDATE OF a, p" in release[2] and "RETURNING EXISTS" in release[4]

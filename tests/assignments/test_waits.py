@@ -282,6 +282,33 @@ def test_concurrent_releases_and_new_waits_never_make_two_holders(run_in_threads
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_a_request_queued_while_the_holder_releases_is_never_left_waiting_for_a_free_profile(run_in_threads):
+    """Liveness of the hand-over, with no sweep to help: a request queued by a transaction that held
+    the profile's lock just before the release took it must be seen by the release (the release asks
+    for the queue in a statement that starts after it holds the profile's lock)."""
+    pool = make_pool("race-liveness")
+    for round_ in range(15):
+        profile_id = f"lp{round_}"
+        make_profile(profile_id, pool="race-liveness")
+        agents = [f"l{round_}-{i}" for i in range(4)]  # fresh agents: no wait-for cycle across rounds
+        for agent in agents:
+            make_agent(pool, agent, capacity=2)
+        held = take(agents[0], profile_id)
+
+        def work(i, held=held, profile_id=profile_id, agents=agents):
+            if i == 0:
+                return assignment_release(assignment_id=held.assignment_id, actor=as_agent(agents[0]))
+            return take(agents[i], profile_id, wait_seconds=60)
+
+        results = run_in_threads(4, work)
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        holders = Assignment.objects.holding().filter(profile__profile_id=profile_id).count()
+        queued = Assignment.objects.queued().filter(profile__profile_id=profile_id).count()
+        assert holders == 1, (round_, holders, queued)  # the profile never stays free while 3 want it
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_a_preempting_request_racing_the_holders_release_never_deadlocks(run_in_threads):
     pool = make_pool("race-preempt", preemption=True)
     make_agent(pool, "low", capacity=2, priority=0)
