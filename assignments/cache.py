@@ -1,15 +1,17 @@
 """The cache of live assignments (django-redis in production, in-process in embedded mode).
 
 The database is the truth; this is a copy for hot reads (`GET /api/profiles/{id}/assignment`
-through `selectors.assignment_live_for_profile`). Keys, under the cache's KEY_PREFIX:
-- `asg:profile:<profile_id>` → `{"a": <snapshot> | None}` — the profile's live assignment, or none;
-- `asg:agent:<agent_id>` → `{"a": [<snapshot>, ...]}` — the agent's live assignments.
+through `selectors.assignment_live_for_profile`). One key per profile, under the cache's KEY_PREFIX:
+`asg:profile:<profile_id>` → `{"a": <snapshot> | None}` — the profile's holder, or none. (Per-agent
+lists were kept too until issue 15's profile showed them written on every commit and read by
+nothing; the agent API reads its assignments from the database.)
 
-Written after commit: `recorded_transaction` hands every committed batch of events to
-`cache_refresh_for_events`, which re-reads the rows those events name and stores them. Redis errors
-are ignored by the cache itself (IGNORE_EXCEPTIONS in settings): while Redis is down reads fall back
-to the database and writes are lost — the reconcile job (`assignments_reconcile_cache`) repairs that
-drift once it is back, and counts it. A snapshot's `last_activity` may lag (heartbeats renew it
+Written after commit: `recorded_transaction` reads the profiles' holders in the same statement that
+reads the committed events' numbers (`numbers_and_holders`: one round trip for both) and stores them
+here (`cache_refresh_for_events`); the read is after COMMIT, so it is the truth at that moment. Redis
+errors are ignored by the cache itself (IGNORE_EXCEPTIONS in settings): while Redis is down reads fall
+back to the database and writes are lost — the reconcile job (`assignments_reconcile_cache`) repairs
+that drift once it is back, and counts it. A snapshot's `last_activity` may lag (heartbeats renew it
 without an event); reconciliation compares only what says who holds what.
 """
 
@@ -21,7 +23,6 @@ from uuid import UUID
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Q
 
 from agents.models import Agent
 from assignments.models import Assignment, Profile, holding_q
@@ -30,17 +31,12 @@ from pools.models import AgentPool
 log = logging.getLogger(__name__)
 
 PROFILE_PREFIX = "asg:profile:"
-AGENT_PREFIX = "asg:agent:"
 # The fields that say who holds what; a difference in any of them is drift.
 IDENTITY = ("assignment_id", "status", "agent_id", "fencing_token")
 
 
 def profile_key(profile_id: str) -> str:
     return f"{PROFILE_PREFIX}{profile_id}"
-
-
-def agent_key(agent_id: str) -> str:
-    return f"{AGENT_PREFIX}{agent_id}"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -106,20 +102,13 @@ def truth_for_profiles(profile_ids) -> dict[str, dict]:
     return entries
 
 
-def truth_for_agents(agent_ids) -> dict[str, dict]:
-    """What the cache should hold for these agents, from the database (one query)."""
-    entries = {agent_key(aid): {"a": []} for aid in agent_ids}
-    for assignment in _live().filter(agent__agent_id__in=list(agent_ids)).order_by("pk"):
-        entries[agent_key(assignment.agent.agent_id)]["a"].append(snapshot(assignment))
-    return entries
-
-
 # The after-commit refresh runs after every commit that touches an assignment, so it is on the
-# API's hot path: on PostgreSQL it is this named statement, which reads exactly the columns of a
-# snapshot (the ORM's version compiled a four-table query and built four model objects per row).
-# It reads no lock: it runs after COMMIT, and re-reads the truth so that a late refresh can never
-# store an older state over a newer one.
-LIVE_SNAPSHOTS_SQL = """
+# API's hot path: on PostgreSQL it is a named statement that reads exactly the columns of a snapshot
+# (the ORM's version compiled a four-table query and built four model objects per row), joined to the
+# read of the committed events' numbers (`numbers_and_holders`). It takes no lock: it runs after
+# COMMIT and reads the truth of that moment. The holder is `holding_q`: held by an agent, or the
+# pool's session waiting for one (no agent); requests queued behind the holder are not.
+_HOLDERS_SQL = """
 SELECT a.id, a.assignment_id, a.profile_id, p.profile_id, a.pool_id, pl.name, a.agent_id, ag.agent_id,
        a.workflow_id, a.status, a.assigned_at, a.released_at, a.last_activity, a.fencing_token,
        a.platform_resource_id, a.release_reason, a.metadata
@@ -127,9 +116,14 @@ FROM assignments_assignment a
 JOIN assignments_profile p ON p.id = a.profile_id
 JOIN pools_agentpool pl ON pl.id = a.pool_id
 LEFT JOIN agents_agent ag ON ag.id = a.agent_id
-WHERE a.status IN ('pending', 'active', 'idle', 'releasing')
-  AND (p.profile_id = ANY(%s) OR ag.agent_id = ANY(%s))
-ORDER BY a.id
+WHERE p.profile_id = ANY(%s)
+  AND (a.status IN ('active', 'idle', 'releasing') OR (a.status = 'pending' AND a.agent_id IS NULL))
+"""
+# The numbers the commit-time trigger drew for this session's last transaction (assignments/events.py)
+# and the holders, in one round trip: one row per holder, or one row of NULL holder columns.
+_NUMBERS_AND_HOLDERS_SQL = f"""
+SELECT currval('assignments_event_seq_committed'), h.*
+FROM (SELECT 1) AS one LEFT JOIN LATERAL ({_HOLDERS_SQL}) AS h ON true
 """
 _SNAPSHOT_COLUMNS = (
     "pk", "assignment_id", "profile_pk", "profile_id", "pool_pk", "pool", "agent_pk", "agent_id", "workflow_id",
@@ -138,20 +132,8 @@ _SNAPSHOT_COLUMNS = (
 )
 
 
-def _live_snapshots(profile_ids: set, agent_ids: set) -> list[dict]:
-    """Snapshots of the live assignments of these profiles or agents, in primary-key order."""
-    if connection.vendor != "postgresql":
-        return [snapshot(a) for a in _live().filter(
-            Q(profile__profile_id__in=list(profile_ids)) | Q(agent__agent_id__in=list(agent_ids))
-        ).order_by("pk")]
-    with connection.cursor() as cursor:
-        cursor.execute(LIVE_SNAPSHOTS_SQL, [sorted(profile_ids), sorted(agent_ids)])
-        rows = cursor.fetchall()
-    return [snapshot_from_row(row) for row in rows]
-
-
 def snapshot_from_row(row) -> dict:
-    """The same snapshot as `snapshot()`, from a LIVE_SNAPSHOTS_SQL row."""
+    """The same snapshot as `snapshot()`, from a _HOLDERS_SQL row."""
     item = dict(zip(_SNAPSHOT_COLUMNS, row, strict=True))
     item["assignment_id"] = str(item["assignment_id"])
     for name in ("assigned_at", "released_at", "last_activity"):
@@ -161,22 +143,48 @@ def snapshot_from_row(row) -> dict:
     return item
 
 
-def cache_refresh(*, profile_ids=(), agent_ids=()) -> None:
-    """Store the database's current truth for these profiles and agents (one query for both: this
-    runs after every commit that touches an assignment, so it is on the API's hot path)."""
-    profile_ids, agent_ids = set(profile_ids), set(agent_ids)
-    if not (profile_ids or agent_ids):
-        return
+def profiles_touched(events) -> set[str]:
+    """The profiles whose holder these events (payloads or Event rows) may have changed."""
+    found = set()
+    for event in events:
+        get = event.get if isinstance(event, dict) else lambda name, event=event: getattr(event, name)
+        if get("assignment_id") and get("profile_id"):
+            found.add(get("profile_id"))
+    return found
+
+
+def numbers_and_holders(profile_ids: set[str]) -> tuple[int, dict[str, dict]]:
+    """After a COMMIT on this connection (PostgreSQL): the last event number the commit-time trigger
+    drew in it, and the cache entries of these profiles — one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(_NUMBERS_AND_HOLDERS_SQL, [sorted(profile_ids)])
+        rows = cursor.fetchall()
     entries = {profile_key(pid): {"a": None} for pid in profile_ids}
-    entries.update({agent_key(aid): {"a": []} for aid in agent_ids})
-    for item in _live_snapshots(profile_ids, agent_ids):
-        # The profile's holder only: requests queued for it (pending with an agent) are not.
-        queued = item["status"] == Assignment.Status.PENDING and item["agent_pk"] is not None
-        if item["profile_id"] in profile_ids and not queued:
+    for row in rows:
+        if row[1] is not None:
+            item = snapshot_from_row(row[1:])
             entries[profile_key(item["profile_id"])] = {"a": item}
-        if item["agent_id"] in agent_ids:
-            entries[agent_key(item["agent_id"])]["a"].append(item)
-    cache_store(entries)
+    return rows[0][0], entries
+
+
+def _holders(profile_ids: set[str]) -> dict[str, dict]:
+    if connection.vendor != "postgresql":
+        return truth_for_profiles(profile_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLDERS_SQL, [sorted(profile_ids)])
+        rows = cursor.fetchall()
+    entries = {profile_key(pid): {"a": None} for pid in profile_ids}
+    for row in rows:
+        item = snapshot_from_row(row)
+        entries[profile_key(item["profile_id"])] = {"a": item}
+    return entries
+
+
+def cache_refresh(*, profile_ids=()) -> None:
+    """Store the database's current truth for these profiles (one query)."""
+    profile_ids = set(profile_ids)
+    if profile_ids:
+        cache_store(_holders(profile_ids))
 
 
 def cache_store(entries: dict) -> None:
@@ -196,23 +204,15 @@ def cache_store(entries: dict) -> None:
             cache.delete(key)
 
 
-def cache_refresh_for_events(payloads: list[dict]) -> None:
-    """After commit: refresh the entries of every profile and agent the committed events touched.
-    Best-effort — a failure here is logged; reconciliation repairs what it missed."""
-    profile_ids, agent_ids = set(), set()
-    for event in payloads:
-        if not event.get("assignment_id"):
-            continue
-        if event.get("profile_id"):
-            profile_ids.add(event["profile_id"])
-        data = event.get("data") or {}
-        for agent_id in (event.get("agent_id"), data.get("from_agent_id"), data.get("to_agent_id")):
-            if agent_id:
-                agent_ids.add(agent_id)
-    if not (profile_ids or agent_ids):
-        return
+def cache_refresh_for_events(payloads: list[dict], entries: dict | None = None) -> None:
+    """After commit: refresh the entries of every profile the committed events touched — `entries`
+    when the caller read them already (`numbers_and_holders`), else read here. Best-effort: a
+    failure is logged; reconciliation repairs what it missed."""
     try:
-        cache_refresh(profile_ids=profile_ids, agent_ids=agent_ids)
+        if entries is None:
+            cache_refresh(profile_ids=profiles_touched(payloads))
+        elif entries:
+            cache_store(entries)
     except Exception:  # noqa: BLE001 — the change has committed; the cache is only a copy
         log.warning("could not refresh the assignment cache", exc_info=True)
 
@@ -233,13 +233,6 @@ def fill_profile(profile_id: str, assignment) -> None:
         cache.add(profile_key(profile_id), value, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
     except Exception:  # noqa: BLE001 — the answer came from the database; only the copy is lost
         log.warning("could not cache %s", profile_key(profile_id), exc_info=True)
-
-
-def cached_for_agent(agent_id: str) -> tuple[bool, list[dict]]:
-    entry = cache.get(agent_key(agent_id))
-    if not isinstance(entry, dict) or "a" not in entry:
-        return False, []
-    return True, entry["a"]
 
 
 def cache_reachable() -> bool:

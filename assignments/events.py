@@ -20,10 +20,12 @@ Do not call several services inside one outer `transaction.atomic()` and go on t
 event lock would be held across them. (SQLite serialises whole write transactions, so there the
 plain autoincrement already follows commit order.)
 
-After commit, each committed batch goes to the event consumers declared in settings
-(`TETHER_EVENT_CONSUMERS`, as NetBox's EVENTS_PIPELINE): the live-assignment cache, the publisher to
-live subscribers, the "room was freed: rebalance" trigger. That list is how a lower layer (this log)
-reaches higher ones (the dashboard, the pools) without importing them.
+After commit, each committed batch refreshes the live-assignment cache (assignments/cache.py: its
+entries are read in the statement that reads the numbers), then goes to the event consumers declared
+in settings (`TETHER_EVENT_CONSUMERS`, as NetBox's EVENTS_PIPELINE): the publisher to live
+subscribers, the "room was freed: rebalance" trigger, the task dispatcher, the alert webhook. That
+list is how a lower layer (this log) reaches higher ones (the dashboard, the pools) without
+importing them.
 """
 
 import logging
@@ -34,6 +36,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils.module_loading import import_string
 
+from assignments import cache as live_cache
 from assignments.models import Event
 from config import locks
 
@@ -134,36 +137,45 @@ def _insert_unnumbered(events: list[Event]) -> None:
 
 def _numbered_then_committed(events: list[Event]) -> None:
     try:
-        payloads = _numbered(events)
+        payloads, cache_entries = _numbered(events)
     except Exception:  # noqa: BLE001 — committed already: never turn that into an error reply
         # (The connection died just after COMMIT.) Each consumer has its own way to catch up: the
         # reconcile job, a subscriber's replay from its last seq, the rebalance sweep.
         log.warning("could not read the numbers of %d committed events; consumers skipped", len(events), exc_info=True)
         return
-    events_committed(payloads)
+    events_committed(payloads, cache_entries=cache_entries)
 
 
-def _numbered(events: list[Event]) -> list[dict]:
-    """Give the inserted events the numbers the trigger drew for them, and return their payloads.
-    The trigger drew them one after another under the event-order lock, in insertion order, on this
-    connection: the last is the sequence's `currval` here. (This needs the same database session
+def _numbered(events: list[Event]) -> tuple[list[dict], dict | None]:
+    """Give the inserted events the numbers the trigger drew for them; return their payloads and the
+    live-assignment cache's new entries for the profiles they touched. The trigger drew the numbers
+    one after another under the event-order lock, in insertion order, on this connection: the last
+    is the sequence's `currval` here, read in the same statement as the profiles' holders (the
+    cache's refresh: one round trip for both, on every write). (This needs the same database session
     before and after COMMIT, which Django's connections and its psycopg pool give; a transaction-
     pooling proxy such as PgBouncer's transaction mode would not.)"""
-    with connection.cursor() as cursor:
-        cursor.execute(_LAST_NUMBER_SQL)
-        last = cursor.fetchone()[0]
+    profile_ids = live_cache.profiles_touched(events)
+    if profile_ids:
+        last, cache_entries = live_cache.numbers_and_holders(profile_ids)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(_LAST_NUMBER_SQL)
+            last, cache_entries = cursor.fetchone()[0], None
     first = last - len(events) + 1
     for offset, event in enumerate(events):
         event.seq = first + offset
-    return [event_payload(event) for event in events]
+    return [event_payload(event) for event in events], cache_entries
 
 
-def events_committed(payloads: list[dict]) -> None:
-    """Hand one committed batch to every declared consumer, in the order declared (the cache before
-    the publisher, so a subscriber that reads after hearing an event reads the new state). Each
-    consumer is looked up when called (a test may replace one) and is best-effort: the change has
-    committed, so a failing consumer is logged and the others still run; each one has its own way
-    to catch up (reconciliation, a subscriber's replay from `since`, the rebalance sweep)."""
+def events_committed(payloads: list[dict], *, cache_entries: dict | None = None) -> None:
+    """Refresh the live-assignment cache (this log's own read model: with `cache_entries` when they
+    were read with the numbers, else read now), then hand the committed batch to every declared
+    consumer, in the order declared — the cache first, so a subscriber that reads after hearing an
+    event reads the new state. Each consumer is looked up when called (a test may replace one) and
+    is best-effort: the change has committed, so a failing consumer is logged and the others still
+    run; each one has its own way to catch up (reconciliation, a subscriber's replay from `since`,
+    the rebalance sweep)."""
+    live_cache.cache_refresh_for_events(payloads, cache_entries)
     for path in settings.TETHER_EVENT_CONSUMERS:
         try:
             import_string(path)(payloads)

@@ -93,7 +93,7 @@ def _chunks(items, size):
 
 def assignments_reconcile_cache(*, actor: Actor, now=None, limit: int = 200) -> dict:
     """Reconcile the cache of live assignments (assignments/cache.py) with the database, in chunks
-    of `limit` keys: every profile and agent that holds something, and every key the cache has.
+    of `limit` keys: every profile that has a live assignment, and every key the cache has.
     - `missing`: a live assignment the cache does not have (lost while Redis was down) → stored;
     - `stale`: the cache says another holder, status or token, or a holder for a free profile →
       replaced by the truth.
@@ -109,41 +109,26 @@ def assignments_reconcile_cache(*, actor: Actor, now=None, limit: int = 200) -> 
         live = Assignment.objects.filter(status__in=Assignment.LIVE_STATUSES)
         profile_ids = set(live.values_list("profile__profile_id", flat=True))
         profile_ids |= {k[len(live_cache.PROFILE_PREFIX):] for k in live_cache.cached_keys(live_cache.PROFILE_PREFIX)}
-        agent_ids = set(live.filter(agent__isnull=False).values_list("agent__agent_id", flat=True))
-        agent_ids |= {k[len(live_cache.AGENT_PREFIX):] for k in live_cache.cached_keys(live_cache.AGENT_PREFIX)}
-        for ids, key_of, truth_of in (
-            (profile_ids, live_cache.profile_key, live_cache.truth_for_profiles),
-            (agent_ids, live_cache.agent_key, live_cache.truth_for_agents),
-        ):
-            for chunk in _chunks(ids, limit):
-                # Deliberately not atomic with the commits it races: a change committed between the
-                # truth's read and the write below can be overwritten by the older truth; its own
-                # after-commit refresh usually lands later, and the next run repairs it otherwise.
-                cached = live_cache.cache.get_many([key_of(i) for i in chunk])
-                truth = truth_of(chunk)
-                counts["checked"] += len(truth)
-                repairs = {}
-                for key, want in truth.items():
-                    have = cached.get(key)
-                    if not isinstance(have, dict) or "a" not in have:
-                        if want["a"] not in (None, []):
-                            counts["missing"] += 1
-                            repairs[key] = want
-                    elif not _same_entry(have["a"], want["a"], live_cache):
-                        counts["stale"] += 1
+        for chunk in _chunks(profile_ids, limit):
+            # Deliberately not atomic with the commits it races: a change committed between the
+            # truth's read and the write below can be overwritten by the older truth; its own
+            # after-commit refresh usually lands later, and the next run repairs it otherwise.
+            cached = live_cache.cache.get_many([live_cache.profile_key(i) for i in chunk])
+            truth = live_cache.truth_for_profiles(chunk)
+            counts["checked"] += len(truth)
+            repairs = {}
+            for key, want in truth.items():
+                have = cached.get(key)
+                if not isinstance(have, dict) or "a" not in have:
+                    if want["a"] is not None:
+                        counts["missing"] += 1
                         repairs[key] = want
-                if repairs:
-                    live_cache.cache_store(repairs)
+                elif not live_cache.same(have["a"], want["a"]):
+                    counts["stale"] += 1
+                    repairs[key] = want
+            if repairs:
+                live_cache.cache_store(repairs)
     return counts
-
-
-def _same_entry(have, want, live_cache) -> bool:
-    if isinstance(want, list) or isinstance(have, list):
-        if not (isinstance(want, list) and isinstance(have, list)) or len(have) != len(want):
-            return False
-        by_id = {item.get("assignment_id"): item for item in have if isinstance(item, dict)}
-        return all(live_cache.same(by_id.get(item["assignment_id"]), item) for item in want)
-    return live_cache.same(have, want)
 
 
 def _hour_floor(moment):

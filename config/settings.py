@@ -330,10 +330,10 @@ TETHER_EVENTS_REPLAY_PAGE = env_int("TETHER_EVENTS_REPLAY_PAGE", 500, minimum=1,
 # How long a live event that overtook others waits for them before the gap is read from the log.
 TETHER_EVENTS_REORDER_WAIT_SECONDS = env_float("TETHER_EVENTS_REORDER_WAIT_SECONDS", 0.05, minimum=0.0, maximum=5.0)
 # The one declared list of what happens after a batch of events commits, in this order
-# (assignments/events.py calls each with the batch's payloads): how the event log, a low layer,
-# reaches the cache, the live subscribers and the pools without importing them.
+# (assignments/events.py calls each with the batch's payloads, after refreshing the live-assignment
+# cache, its own read model): how the event log, a low layer, reaches the live subscribers and the
+# pools without importing them.
 TETHER_EVENT_CONSUMERS = [
-    "assignments.cache.cache_refresh_for_events",  # first: a subscriber that hears an event reads the new state
     "dashboard.publish.publish_events",  # to live subscribers (pages, agents) through the channel layer
     "pools.services.pools_rebalance_freed",  # room freed on an agent: give it to work waiting in its pool
     "pools.dispatch.tasks_dispatch_for_events",  # a task queued or a task slot freed: place queued tasks

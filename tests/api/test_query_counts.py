@@ -150,13 +150,14 @@ def test_take_and_release_statements_as_in_production(api, make_agent, make_prof
 
     take = statements(lambda: api.post("/api/assignments", {"profile_id": "p1"}, token=token))
     # token; BEGIN, lock agent, lock profile, count and holder, bump fencing token, insert, event
-    # insert, COMMIT; after it: the event numbers, the cache refresh.
-    assert len(take) == 11, "\n".join(s[:150] for s in take)
+    # insert, COMMIT; after it: the event numbers with the profile's holder for the cache (one).
+    assert len(take) == 10, "\n".join(s[:150] for s in take)
+    assert "currval" in take[-1] and "LEFT JOIN LATERAL" in take[-1]
     assert not any("pg_advisory_xact_lock" in sql for sql in take)  # taken inside COMMIT instead
     assignment_id = api.get("/api/assignments?profile_id=p1", token=token).json()["results"][0]["assignment_id"]
     release = statements(lambda: api.delete(f"/api/assignments/{assignment_id}", token=token))
     # token; BEGIN, lock assignment and profile, update, mark the profile released and "any request
-    # queued for it?" (hand-over) in one statement, event insert, COMMIT; after it: event numbers,
-    # cache refresh, "does anything wait in the pool?" (rebalance on freed room).
-    assert len(release) == 10, "\n".join(s[:150] for s in release)
+    # queued for it?" (hand-over) in one statement, event insert, COMMIT; after it: event numbers
+    # with the profile's holder (one), "does anything wait in the pool?" (rebalance on freed room).
+    assert len(release) == 9, "\n".join(s[:150] for s in release)
     assert "FOR UPDATE OF a, p" in release[2] and "RETURNING EXISTS" in release[4]

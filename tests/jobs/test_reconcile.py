@@ -28,11 +28,11 @@ def test_a_take_and_a_release_are_written_to_the_cache_on_commit(fleet):
     entry = _cached("prof-0")["a"]
     assert (entry["assignment_id"], entry["agent_id"], entry["status"], entry["fencing_token"]) == (
         str(taken.assignment_id), "agent-a", "active", taken.fencing_token)
-    assert [a["assignment_id"] for a in cache.get(live_cache.agent_key("agent-a"))["a"]] == [str(taken.assignment_id)]
+    # Only profiles are cached (nothing read per-agent lists: they were dropped, issue 15).
+    assert cache.keys("asg:agent:*") == []
 
     assignment_release(assignment_id=taken.assignment_id, actor=Actor.for_agent("agent-a"))
     assert _cached("prof-0") == {"a": None}
-    assert cache.get(live_cache.agent_key("agent-a")) == {"a": []}
 
 
 def test_the_refresh_statement_stores_exactly_the_snapshot_of_the_row(fleet):
@@ -42,15 +42,25 @@ def test_the_refresh_statement_stores_exactly_the_snapshot_of_the_row(fleet):
 
     taken = fleet.take(fleet.profiles[0], fleet.a)
     Assignment.objects.filter(pk=taken.pk).update(metadata={"k": [1, "x"]}, platform_resource_id="pod-1")
-    live_cache.cache_refresh(profile_ids=["prof-0"], agent_ids=["agent-a"])
+    live_cache.cache_refresh(profile_ids=["prof-0"])
     row = Assignment.objects.select_related("profile", "pool", "agent").get(pk=taken.pk)
     assert _cached("prof-0") == {"a": live_cache.snapshot(row)}
-    assert cache.get(live_cache.agent_key("agent-a")) == {"a": [live_cache.snapshot(row)]}
+    # The statement that reads them with the event numbers after a commit gives the same entries.
+    fleet.take(fleet.profiles[1], fleet.a)  # a commit on this connection: currval is defined
+    _, entries = live_cache.numbers_and_holders({"prof-0", "no-such-profile"})
+    assert entries == {live_cache.profile_key("prof-0"): {"a": live_cache.snapshot(row)},
+                       live_cache.profile_key("no-such-profile"): {"a": None}}
     Assignment.objects.filter(pk=taken.pk).update(agent=None, status="pending")
-    live_cache.cache_refresh(profile_ids=["prof-0"], agent_ids=["agent-a"])
+    live_cache.cache_refresh(profile_ids=["prof-0"])
     row.refresh_from_db()
     assert _cached("prof-0") == {"a": live_cache.snapshot(row)} and _cached("prof-0")["a"]["agent_id"] is None
-    assert cache.get(live_cache.agent_key("agent-a")) == {"a": []}
+    # A request queued behind the holder (pending with an agent) is not the holder.
+    from django.utils import timezone
+
+    Assignment.objects.filter(pk=taken.pk).update(agent=fleet.a, status="pending", wait_until=timezone.now())
+    live_cache.cache_refresh(profile_ids=["prof-0"])
+    assert _cached("prof-0") == {"a": None}
+    assert live_cache.numbers_and_holders({"prof-0"})[1] == {live_cache.profile_key("prof-0"): {"a": None}}
 
 
 def test_the_selector_answers_from_the_cache_and_falls_back_to_the_database(fleet, django_assert_num_queries):
@@ -157,12 +167,11 @@ def test_redis_down_while_profiles_are_taken_and_released_then_reconciliation_re
 
             redis = start_redis(OUTAGE_REDIS_PORT)  # back, and empty
             counts = assignments_reconcile_cache(actor=job_actor)
-            # prof-1 and prof-2 held, agent-a and agent-b each hold one: four entries restored.
-            assert (counts["missing"], counts["stale"]) == (4, 0)
+            # prof-1 and prof-2 held: two entries restored.
+            assert (counts["missing"], counts["stale"]) == (2, 0)
             assert _cached("prof-0") is None  # free and not read since: nothing to store
             assert _cached("prof-1")["a"]["assignment_id"] == str(second.assignment_id)
             assert _cached("prof-2")["a"]["assignment_id"] == third
-            assert [a["assignment_id"] for a in cache.get(live_cache.agent_key("agent-b"))["a"]] == [third]
             assert assignments_reconcile_cache(actor=job_actor)["missing"] == 0
             r = _api(client, "get", "/api/profiles/prof-2/assignment", "agent-a")
             assert r.json()["assignment"]["assignment_id"] == third
