@@ -44,11 +44,13 @@ def _agent_for_token_hash(hashed: str) -> Agent | None:
     return agent
 
 
-def principal_for_token(key: str) -> Principal | None:
+def principal_for_token(key: str, *, hashed: str | None = None) -> Principal | None:
+    """`hashed` is `token_hash(key)` when the caller has computed it already (the REST API's
+    authentication keys its throttle counter by it): not hashed a second time."""
     if not key or len(key) > 200 or not key.isascii() or not key.isprintable():
         return None  # every token we issue is printable ASCII; a NUL would not even reach the query
     if key.startswith("agt_"):
-        agent = _agent_for_token_hash(token_hash(key))
+        agent = _agent_for_token_hash(hashed or token_hash(key))
         return Principal("agent", agent=agent) if agent is not None else None
     from rest_framework.authtoken.models import Token
 

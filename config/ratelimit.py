@@ -7,12 +7,18 @@ right (the hop our proxy added) leftwards, skipping our own proxies: the first o
 client. A client can write anything into that header, so without a trusted proxy it is ignored —
 otherwise rotating it would get past every per-address limit.
 
-A counter is one Redis round trip (INCR + EXPIRE in a pipeline). Callers fail open when Redis is
-down: the database, not the throttle, is what must stay up.
+A counter is one Redis round trip (INCR + EXPIRE in a pipeline). A request with a token needs two
+answers — has its address sent too many invalid tokens, and how many requests has its credential
+made in this window — and gets both in one round trip (`FixedWindow.exhausted_and_count`: GET, INCR
+and EXPIRE in one pipeline); the throttle reads that count (`Counted`) instead of counting again.
+So every API request pays one Redis round trip for these limits: a token's (two before this), a
+session's or an anonymous one (the throttle's count). Only a refused token pays a second (the hit).
+Callers fail open when Redis is down: the database, not the throttle, is what must stay up.
 """
 
 import ipaddress
 import logging
+from dataclasses import dataclass
 from functools import lru_cache
 from time import time as _now
 
@@ -61,13 +67,18 @@ def client_ip(request) -> str | None:
     return str(address) if address is not None else None
 
 
+def _redis():
+    """The cache's own Redis client (so its guard, timeouts and key prefix apply); only with REDIS_URL."""
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
 def count(key: str, ttl: int) -> int:
     """Add one to the counter `key` (expiring after `ttl` seconds) and return its new value."""
     full_key = cache.make_key(key)
     if getattr(settings, "REDIS_URL", None):
-        from django_redis import get_redis_connection
-
-        pipe = get_redis_connection("default").pipeline(transaction=False)
+        pipe = _redis().pipeline(transaction=False)
         pipe.incr(full_key)
         pipe.expire(full_key, ttl)
         return int(pipe.execute()[0])
@@ -106,9 +117,52 @@ class FixedWindow:
             return None
         return wait if int(used) >= self.limit else None
 
+    def exhausted_and_count(self, ident: str, counter: str, ttl: int) -> tuple[float | None, int | None]:
+        """`exhausted(ident)` and `count(counter, ttl)` in one Redis round trip instead of two: the
+        token path of every API request asks both (config/api/authentication.py). Fails open as they
+        do: (None, None) when Redis is down or skipped after a timeout (config/redis_guard.py)."""
+        if not getattr(settings, "REDIS_URL", None):
+            # The in-process cache (the embedded mode) has no round trip to save: the two calls.
+            wait = self.exhausted(ident)
+            try:
+                return wait, count(counter, ttl)
+            except Exception:  # noqa: BLE001 — fail open
+                log.warning("rate limit counter unavailable", exc_info=True)
+                return wait, None
+        key, wait = self._key(ident)
+        full_counter = cache.make_key(counter)
+        try:
+            pipe = _redis().pipeline(transaction=False)
+            pipe.get(cache.make_key(key))
+            pipe.incr(full_counter)
+            pipe.expire(full_counter, ttl)
+            failures, used, _ = pipe.execute()
+        except Exception:  # noqa: BLE001 — fail open
+            log.warning("rate limit counters unavailable; request allowed", exc_info=True)
+            return None, None
+        return (wait if int(failures or 0) >= self.limit else None), int(used)
+
     def hit(self, ident: str) -> None:
         key, _ = self._key(ident)
         try:
             count(key, self.period + 1)
         except Exception:  # noqa: BLE001 — fail open
             log.warning("rate limit counter unavailable", exc_info=True)
+
+
+# The attribute of Django's HttpRequest that carries a `Counted` from the authentication to the
+# throttle (DRF's Request passes attribute reads through to it).
+COUNTED_ATTRIBUTE = "tether_throttle_counted"
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A throttle counter this request has already added itself to: the throttle of `scope` uses
+    `used` when its own period and window are these, instead of counting a second time. `used` is
+    None when Redis could not be asked — the throttle then lets the request through without asking
+    again (one timeout per request at most, not two)."""
+
+    scope: str
+    period: int
+    window: int
+    used: int | None

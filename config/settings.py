@@ -23,6 +23,7 @@ from config.env import (
     env_str,
     parse_database_url,
 )
+from config.dbpool import RecentUseCheck
 from config.redis_guard import GuardedConnection
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -196,11 +197,22 @@ if _default_db["ENGINE"] == "django.db.backends.postgresql":
             # Connections above min_size unused this long are closed (one per period), so a
             # burst's connections go back to PostgreSQL once it is over.
             "max_idle": env_float("TETHER_DB_POOL_MAX_IDLE", 60.0, minimum=1.0),
+            # The pool checks a connection before handing it out (an empty query), so a backend
+            # killed since (a restart, a terminate) costs one reconnect, not a failed request —
+            # except for a connection handed out less than TETHER_DB_POOL_CHECK_BYPASS_SECONDS ago,
+            # which was working then: under load that is nearly every request, and the check was
+            # one PostgreSQL round trip each (HikariCP skips it the same way, 500 ms by default).
+            # 0 checks every time. The price: a backend killed within that window of its last use
+            # costs the next request on it an error — the API answers 503 `service_unavailable`
+            # with Retry-After: 1 (config/api/errors.py), a page 500 — and the pool, seeing the
+            # connection broken when it comes back, discards it and opens another.
+            "check": RecentUseCheck(env_float("TETHER_DB_POOL_CHECK_BYPASS_SECONDS", 0.5, minimum=0.0)),
         }
+        # Django's backend with the pool's `check` taken from the options above (Django 5.2 passes
+        # its own beside them, a TypeError: config/dbpool/__init__.py); nothing else differs.
+        _default_db["ENGINE"] = "config.dbpool"
         _default_db["CONN_MAX_AGE"] = 0  # the pool keeps the connections; Django must not
-        # The pool checks a connection before handing it out: a backend killed since (a restart, a
-        # terminate) costs one reconnect, not a failed request.
-        _default_db["CONN_HEALTH_CHECKS"] = True
+        _default_db["CONN_HEALTH_CHECKS"] = False  # the pool's own check, above, does it
     else:
         _default_db["CONN_MAX_AGE"] = env_int("TETHER_DB_CONN_MAX_AGE", 60, minimum=0)
         _default_db["CONN_HEALTH_CHECKS"] = True

@@ -59,13 +59,17 @@ os.environ.setdefault("TETHER_KEY_PREFIX", f"tether-test-{os.getpid()}")
 from config.settings import *  # noqa: E402,F403
 from config.settings import DATABASES  # noqa: E402
 
-TEST_ON_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+TEST_ON_POSTGRES = DATABASES["default"]["ENGINE"] in ("django.db.backends.postgresql", "config.dbpool")
 TEST_ON_REDIS = bool(os.environ.get("REDIS_URL"))
 if "TETHER_DB_POOL" not in os.environ and DATABASES["default"].get("OPTIONS", {}).pop("pool", None) is not None:
     # The suite's own process opens a plain connection per thread, as before: its race tests run
     # more threads than a production pool holds, and pytest-django renames the database after
     # settings load. Servers the tests start as subprocesses set TETHER_DB_POOL=1, as production.
+    # Without the pool its backend (config.dbpool) and its check have nothing to do: Django's own,
+    # with Django's check of a persistent connection, as without the pool in production.
     DATABASES["default"]["CONN_MAX_AGE"] = 60
+    DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if "TETHER_REDIS_TIMEOUT" not in os.environ and "OPTIONS" in CACHES["default"]:  # noqa: F405
     # Likewise the suite's own Redis waits: production's are short (a hung Redis must cost a request
     # milliseconds), and on a loaded CI machine a healthy Redis now and then answers later than

@@ -82,9 +82,10 @@ def _settings_in_a_fresh_process(tmp_path, **env) -> dict:
 
     code = ("import json, config.settings as s; db = s.DATABASES['default']; print(json.dumps({"
             "'pool': db.get('OPTIONS', {}).get('pool'), 'conn_max_age': db.get('CONN_MAX_AGE'), "
+            "'engine': db['ENGINE'], 'health_checks': db.get('CONN_HEALTH_CHECKS'), "
             "'http': s.TETHER_HTTP_HANDLER, 'threads': s.TETHER_HTTP_THREADS, "
             "'cache_seconds': s.TETHER_ASSIGNMENT_CACHE_SECONDS, "
-            "'redis_timeout': s.CACHES['default'].get('OPTIONS', {}).get('SOCKET_TIMEOUT')}))")
+            "'redis_timeout': s.CACHES['default'].get('OPTIONS', {}).get('SOCKET_TIMEOUT')}, default=repr))")
     full = {"PATH": "/usr/bin:/bin", "TETHER_VAR_DIR": str(tmp_path), **env}
     result = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
     if result.returncode:
@@ -105,6 +106,20 @@ def test_production_mode_pools_its_database_connections_by_default(tmp_path):
     assert got["redis_timeout"] <= 0.25
     off = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_DB_POOL="0")
     assert off["pool"] is None and off["conn_max_age"] == 60
+
+
+def test_the_pool_checks_connections_itself_skipping_those_used_moments_ago(tmp_path):
+    """The pool's own check (config/dbpool), not Django's: Django 5.2 would pass a second `check`."""
+    got = _settings_in_a_fresh_process(tmp_path, **PRODUCTION)
+    assert got["pool"]["check"] == "RecentUseCheck(bypass_seconds=0.5)"
+    assert (got["engine"], got["health_checks"]) == ("config.dbpool", False)
+    got = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_DB_POOL_CHECK_BYPASS_SECONDS="0")
+    assert got["pool"]["check"] == "RecentUseCheck(bypass_seconds=0.0)"
+    bad = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_DB_POOL_CHECK_BYPASS_SECONDS="-0.5")
+    assert "TETHER_DB_POOL_CHECK_BYPASS_SECONDS=-0.5 is below the minimum 0.0" in bad["error"]
+    # Without the pool, Django's backend and its check of a persistent connection, as before.
+    off = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_DB_POOL="0")
+    assert (off["engine"], off["health_checks"]) == ("django.db.backends.postgresql", True)
 
 
 def test_pool_bounds_and_handler_are_checked_at_start_up(tmp_path):

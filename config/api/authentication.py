@@ -4,17 +4,29 @@ which enforces CSRF on unsafe methods).
 
 An authenticated agent is represented by an `AgentUser` in `request.user`, so DRF's permission
 machinery works unchanged; `request_actor(request)` turns either kind into the services' `Actor`.
+
+What a request with a token costs before its view runs: one Redis round trip — the failed-
+authentication check of its address and the credential throttle's count, in one pipeline (the
+throttle reads the count this module leaves on the request, config/api/throttling.py) — then one
+PostgreSQL statement, the token's lookup. A refused address costs the round trip and nothing else.
 """
 
 import re
+from time import time as _now
 
 from rest_framework import authentication, exceptions
+from rest_framework.settings import api_settings
 
 from django.conf import settings
 
 from config.actors import Actor
 from config.auth import principal_for_token
-from config.ratelimit import FixedWindow, client_address
+from config.ratelimit import COUNTED_ATTRIBUTE, Counted, FixedWindow, client_address, parse_rate
+from config.tokens import token_hash
+
+# The scope of the credential throttle (config/api/throttling.py), whose counter a request with a
+# token has counted here already.
+THROTTLE_SCOPE = "credential"
 
 # Agent tokens (`agt_` + urlsafe base64) and DRF keys (hex) both fit; anything else cannot be a token
 # and is refused before it reaches the database (NUL bytes, odd unicode...).
@@ -45,6 +57,38 @@ def _failures() -> FixedWindow:
     return FixedWindow("auth-failures", settings.TETHER_API_AUTH_FAILURE_RATE)
 
 
+def _throttle_period() -> int | None:
+    """The credential throttle's window in seconds, or None when it has no rate (switched off)."""
+    rate = api_settings.DEFAULT_THROTTLE_RATES.get(THROTTLE_SCOPE)
+    return parse_rate(rate)[1] if rate else None
+
+
+def _exhausted_and_count(request, address: str, hashed: str) -> float | None:
+    """`_failures().exhausted(address)`, and in the same Redis round trip the credential throttle's
+    count for this token, left on the request for the throttle.
+
+    The credential is not known before the lookup, so the counter is the token's own, named by its
+    digest (the token itself never reaches Redis). An agent has one token and a user one API token,
+    so it counts the credential's requests; a re-registered agent has a new token and a fresh
+    counter (its old token is refused with 401 anyway). An invalid token counts against a counter
+    no credential owns, which expires with its window: harmless — the failure limit of its address
+    is what stops a guesser. A request refused for its address's failures has been counted too: it
+    was one more request."""
+    period = _throttle_period()
+    if period is None:
+        return _failures().exhausted(address)
+    window = int(_now() // period)
+    counter = f"throttle:{THROTTLE_SCOPE}:tok:{hashed[:32]}:{window}"
+    wait, used = _failures().exhausted_and_count(address, counter, period + 1)
+    setattr(getattr(request, "_request", request), COUNTED_ATTRIBUTE, Counted(THROTTLE_SCOPE, period, window, used))
+    return wait
+
+
+def _refuse_if_exhausted(wait: float | None) -> None:
+    if wait is not None:
+        raise exceptions.Throttled(wait=wait, detail="too many failed authentications from this address")
+
+
 class TokenAuthentication(authentication.BaseAuthentication):
     """A client address that sent too many invalid tokens (TETHER_API_AUTH_FAILURE_RATE) gets 429
     for every token it sends until the window ends — before any lookup: guessing costs the guesser,
@@ -60,13 +104,14 @@ class TokenAuthentication(authentication.BaseAuthentication):
         if not parts or parts[0].lower() not in ("token", "bearer"):
             return None
         address = client_address(request)
-        wait = _failures().exhausted(address)
-        if wait is not None:
-            raise exceptions.Throttled(wait=wait, detail="too many failed authentications from this address")
         if len(parts) != 2 or not _TOKEN_RE.match(parts[1]):
+            _refuse_if_exhausted(_failures().exhausted(address))
             _failures().hit(address)
             raise exceptions.AuthenticationFailed("malformed Authorization header: use 'Token <key>'")
-        principal = principal_for_token(parts[1])
+        key = parts[1]
+        hashed = token_hash(key)  # once: the throttle's counter and the agent lookup both use it
+        _refuse_if_exhausted(_exhausted_and_count(request, address, hashed))
+        principal = principal_for_token(key, hashed=hashed)
         if principal is None:
             _failures().hit(address)
             raise exceptions.AuthenticationFailed("invalid or revoked token")
