@@ -6,10 +6,10 @@ from dashboard import views as dashboard_views
 from dashboard.metrics import metrics_view
 
 urlpatterns = [
+    path("api/", include("config.api.urls")),  # first: the agents' requests are nearly all of them
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/", include("config.api.urls")),
     path("health", dashboard_views.health, name="health"),
     path("metrics", metrics_view, name="metrics"),
     path("", include("dashboard.urls")),
