@@ -192,7 +192,13 @@ def cache_store(entries: dict) -> None:
     must not cost the others, nor leave its old value behind — an old "free" for a profile that is
     now held: such a key is deleted instead, so that readers fall back to the database."""
     try:
-        cache.set_many(entries, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+        if len(entries) == 1:
+            # A write touches one profile nearly always: one SET, where django-redis's set_many
+            # wraps even one key in MULTI/EXEC (three commands for Redis to run and us to parse).
+            [(key, value)] = entries.items()
+            cache.set(key, value, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
+        else:
+            cache.set_many(entries, timeout=settings.TETHER_ASSIGNMENT_CACHE_SECONDS)
         return
     except Exception:  # noqa: BLE001 — find the bad entry below, one key at a time
         pass

@@ -345,7 +345,9 @@ class EventPage:
 # first by `seq` starts and stops near the range instead of walking the whole log. `seq` follows
 # `occurred_at` except for events of transactions that overlapped: an event is stamped when
 # recorded and gets its seq at commit, so the two orders differ by at most a transaction's length.
-# The margin covers that many times over; the exact time filter still applies.
+# The margin covers that many times over; the exact time filter still applies. The bounds' own
+# output_field matters: Django binds a Value by its field, and an integer Value is an int4 — 2**62
+# bound by the server as int4 came back 0 (PostgreSQL binds values server-side, config/settings.py).
 SEQ_TIME_MARGIN = timedelta(minutes=5)
 
 
@@ -356,11 +358,11 @@ def event_history_q(*, type: str = "", pool: str = "", agent_id: str = "", profi
     if since:
         q &= Q(occurred_at__gte=since) & Q(seq__gt=Coalesce(Subquery(
             Event.objects.filter(occurred_at__lt=since - SEQ_TIME_MARGIN).order_by("-occurred_at").values("seq")[:1]
-        ), Value(0), output_field=BigIntegerField()))
+        ), Value(0, output_field=BigIntegerField()), output_field=BigIntegerField()))
     if until:
         q &= Q(occurred_at__lt=until) & Q(seq__lt=Coalesce(Subquery(
             Event.objects.filter(occurred_at__gte=until + SEQ_TIME_MARGIN).order_by("occurred_at").values("seq")[:1]
-        ), Value(2**62), output_field=BigIntegerField()))
+        ), Value(2**62, output_field=BigIntegerField()), output_field=BigIntegerField()))
     return q
 
 

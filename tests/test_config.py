@@ -82,6 +82,8 @@ def _settings_in_a_fresh_process(tmp_path, **env) -> dict:
 
     code = ("import json, config.settings as s; db = s.DATABASES['default']; print(json.dumps({"
             "'pool': db.get('OPTIONS', {}).get('pool'), 'conn_max_age': db.get('CONN_MAX_AGE'), "
+            "'binding': db.get('OPTIONS', {}).get('server_side_binding'), "
+            "'prepare': db.get('OPTIONS', {}).get('prepare_threshold'), "
             "'engine': db['ENGINE'], 'health_checks': db.get('CONN_HEALTH_CHECKS'), "
             "'http': s.TETHER_HTTP_HANDLER, 'threads': s.TETHER_HTTP_THREADS, "
             "'cache_seconds': s.TETHER_ASSIGNMENT_CACHE_SECONDS, "
@@ -120,6 +122,20 @@ def test_the_pool_checks_connections_itself_skipping_those_used_moments_ago(tmp_
     # Without the pool, Django's backend and its check of a persistent connection, as before.
     off = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_DB_POOL="0")
     assert (off["engine"], off["health_checks"]) == ("django.db.backends.postgresql", True)
+
+
+def test_postgresql_binds_values_on_the_server_and_prepares_the_hot_statements(tmp_path):
+    """Server-side binding with psycopg's automatic prepared statements (Django leaves both off):
+    PostgreSQL plans each hot statement once per connection (issue 15); TETHER_DB_SERVER_BINDING=0
+    goes back to Django's default."""
+    got = _settings_in_a_fresh_process(tmp_path, **PRODUCTION)
+    assert (got["binding"], got["prepare"]) == (True, 5)
+    got = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_DB_PREPARE_THRESHOLD="2")
+    assert (got["binding"], got["prepare"]) == (True, 2)
+    off = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_DB_SERVER_BINDING="0")
+    assert (off["binding"], off["prepare"]) == (None, None)
+    sqlite = _settings_in_a_fresh_process(tmp_path, SECRET_KEY="k" * 40)
+    assert (sqlite["binding"], sqlite["prepare"]) == (None, None)
 
 
 def test_pool_bounds_and_handler_are_checked_at_start_up(tmp_path):

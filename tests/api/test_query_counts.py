@@ -161,3 +161,20 @@ def test_take_and_release_statements_as_in_production(api, make_agent, make_prof
     # with the profile's holder (one), "does anything wait in the pool?" (rebalance on freed room).
     assert len(release) == 9, "\n".join(s[:150] for s in release)
     assert "FOR UPDATE OF a, p" in release[2] and "RETURNING EXISTS" in release[4]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_run_often_is_prepared_on_its_connection(api, make_agent, make_profile):
+    from django.db import connection
+
+    _, token = make_agent("a1")
+    make_profile("p1")
+    for _ in range(6):
+        taken = api.post("/api/assignments", {"profile_id": "p1"}, token=token).json()
+        assert api.delete(f"/api/assignments/{taken['assignment_id']}", token=token).status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any("token_hash" in sql for sql in prepared), prepared  # every request's token lookup
+    assert any("FOR UPDATE OF a, p" in sql for sql in prepared), prepared  # the release's lock
