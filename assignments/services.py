@@ -15,7 +15,7 @@ from django.utils import timezone
 from agents.models import Agent
 from assignments.alerts import alert_if_conflict_burst
 from assignments.events import event_record, recorded_transaction
-from assignments.guardrails import profile_check_takeable, profile_count_take
+from assignments.guardrails import profile_count_take, profile_refusal
 from assignments.models import ASSIGNMENT_TRANSITIONS, Assignment, Event, Profile
 from assignments.waits import frees_profile, waits_profile_freed
 from config.actors import Actor, require_operator, require_self_or_operator
@@ -33,7 +33,7 @@ from config.errors import (
     ValidationFailed,
 )
 from config.locks import lock_one, lock_one_named
-from config.sql import sql_insert, sql_update
+from config.sql import sql_insert, sql_update, sql_update_statement
 from config.validation import (
     clean_fields,
     clean_identifier,
@@ -163,9 +163,20 @@ LEFT JOIN agents_agent ag ON ag.id = h.agent_id
 """
 
 
-def _live_count_and_holder(*, agent: Agent, profile: Profile) -> tuple[int, dict | None]:
+def _live_count_and_holder(*, agent: Agent, profile: Profile, update: list[str] | None = None) -> tuple[int, dict | None]:
+    """The agent's live assignments and the profile's holder, read under the profile's row lock
+    (taken by an earlier statement, so this one's snapshot sees every take committed before it).
+    With `update`, the same statement writes those fields of the locked profile (a data-modifying
+    CTE, run on the same snapshot: one round trip for the take's check and its fencing-token bump;
+    a take refused below rolls the write back with its transaction)."""
+    sql, params = TAKE_CHECK_SQL, [agent.pk, profile.pk]
+    if update and connection.vendor == "postgresql":
+        update_sql, update_params = sql_update_statement(profile, update)
+        sql, params = f"WITH bump AS ({update_sql}) {sql}", [*update_params, *params]
+    elif update:
+        sql_update(profile, update)
     with connection.cursor() as cursor:
-        cursor.execute(TAKE_CHECK_SQL, [agent.pk, profile.pk])
+        cursor.execute(sql, params)
         live, holder_id, holder_status, holder_agent_id = cursor.fetchone()
     if holder_id is None:
         return live, None
@@ -254,21 +265,26 @@ def _assignment_create(*, profile_id, agent_id, actor, workflow_id, metadata, pl
                 f"profile {profile_id!r} belongs to pool {profile.pool.name!r}, agent {agent_id!r} to {agent.pool.name!r}",
                 details={"profile_id": profile_id, "profile_pool": profile.pool.name, "agent_pool": agent.pool.name},
             )
-        live, holder = _live_count_and_holder(agent=agent, profile=profile)
+        # Quarantine, the pool's cooldown and daily quota (assignments/guardrails.py), judged on the
+        # profile as locked — before the bump below counts this take — and raised after the holder's
+        # refusal, whose answer names who holds it.
+        refusal = profile_refusal(profile, agent.pool, now)
+        # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow. The
+        # bump is written with the check (one statement); any refusal below rolls it back.
+        profile.fencing_token += 1
+        live, holder = _live_count_and_holder(
+            agent=agent, profile=profile, update=["fencing_token", *profile_count_take(profile, now)])
         if holder is not None:
             raise ProfileTaken(f"profile {profile_id!r} is already assigned", details={"profile_id": profile_id, **holder},
                                pool_name=agent.pool.name)
-        # Quarantine, the pool's cooldown and daily quota (assignments/guardrails.py).
-        profile_check_takeable(profile, agent.pool, now)
+        if refusal is not None:
+            raise refusal
         # (`live` counts queued requests too: they become held assignments without another check.)
         if live >= agent.capacity:
             raise AgentAtCapacity(
                 f"agent {agent_id!r} already holds {live} of its {agent.capacity} assignments",
                 details={"agent_id": agent_id, "live": live, "capacity": agent.capacity},
             )
-        # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.
-        profile.fencing_token += 1
-        sql_update(profile, ["fencing_token", *profile_count_take(profile, now)])
         assignment = Assignment(
             profile=profile,
             pool=agent.pool,

@@ -144,15 +144,21 @@ def sql_insert(obj, *, using: str = "default") -> None:
     obj._state.adding, obj._state.db = False, using
 
 
+def sql_update_statement(obj, fields: list[str] | tuple[str, ...], *, using: str = "default") -> tuple[str, list]:
+    """(SQL, params) of the UPDATE `sql_update` runs, for a caller that sends it with another
+    statement (PostgreSQL only)."""
+    connection = connections[using]
+    sql, columns = _statement("update", type(obj), tuple(fields))
+    params = [f.get_db_prep_save(f.pre_save(obj, add=False), connection) for f in columns]
+    return sql, [*params, obj.pk]
+
+
 def sql_update(obj, fields: list[str] | tuple[str, ...], *, using: str = "default") -> None:
     """UPDATE these fields of `obj`'s row (as `obj.save(update_fields=fields)`)."""
-    model = type(obj)
-    names = tuple(fields)
     connection = connections[using]
     if connection.vendor != "postgresql":
-        obj.save(update_fields=names, using=using)
+        obj.save(update_fields=tuple(fields), using=using)
         return
-    sql, columns = _statement("update", model, names)
-    params = [f.get_db_prep_save(f.pre_save(obj, add=False), connection) for f in columns]
+    sql, params = sql_update_statement(obj, fields, using=using)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, obj.pk])
+        cursor.execute(sql, params)

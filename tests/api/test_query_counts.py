@@ -70,9 +70,9 @@ def test_take_query_count(api, make_agent, make_profile, django_assert_num_queri
     _, token = make_agent("a1")
     make_profile("p1")
     # token; then the service's transaction (a savepoint pair inside the test's transaction, BEGIN and
-    # COMMIT in production): lock agent, lock profile, capacity count and live holder (one
-    # statement), bump fencing token, insert, event lock and numbers, event insert.
-    with django_assert_num_queries(10):
+    # COMMIT in production): lock agent, lock profile, capacity count and live holder with the
+    # fencing token's bump (one statement), insert, event lock and numbers, event insert.
+    with django_assert_num_queries(9):
         assert api.post("/api/assignments", {"profile_id": "p1"}, token=token).status_code == 201
 
 
@@ -149,9 +149,10 @@ def test_take_and_release_statements_as_in_production(api, make_agent, make_prof
         return [q["sql"] for q in ctx.captured_queries]
 
     take = statements(lambda: api.post("/api/assignments", {"profile_id": "p1"}, token=token))
-    # token; BEGIN, lock agent, lock profile, count and holder, bump fencing token, insert, event
-    # insert, COMMIT; after it: the event numbers with the profile's holder for the cache (one).
-    assert len(take) == 10, "\n".join(s[:150] for s in take)
+    # token; BEGIN, lock agent, lock profile, count and holder with the fencing token's bump (one),
+    # insert, event insert, COMMIT; after it: the event numbers with the profile's holder (one).
+    assert len(take) == 9, "\n".join(s[:150] for s in take)
+    assert take[4].startswith("WITH bump AS (UPDATE assignments_profile SET fencing_token")
     assert "currval" in take[-1] and "LEFT JOIN LATERAL" in take[-1]
     assert not any("pg_advisory_xact_lock" in sql for sql in take)  # taken inside COMMIT instead
     assignment_id = api.get("/api/assignments?profile_id=p1", token=token).json()["results"][0]["assignment_id"]

@@ -200,7 +200,9 @@ def test_a_take_that_slips_past_the_holder_check_is_still_refused_as_a_conflict(
     constraint refuses the insert, the take rolls back whole, and the caller gets a conflict."""
     assignment_create(profile_id="p1", agent_id="a1", actor=as_agent("a1"))
     mark = _last_seq()
-    with mock.patch("assignments.services._live_count_and_holder", return_value=(0, None)):
+    # The check's statement, made blind to the holder (the fencing-token bump it carries still runs).
+    blind = "SELECT 0, NULL, NULL, NULL WHERE %s IS NOT NULL AND %s IS NOT NULL"
+    with mock.patch("assignments.services.TAKE_CHECK_SQL", blind):
         with pytest.raises(errors.ProfileTaken):
             assignment_create(profile_id="p1", agent_id="a2", actor=as_agent("a2"))
     assert Assignment.objects.filter(profile__profile_id="p1").count() == 1

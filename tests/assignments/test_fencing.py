@@ -81,3 +81,42 @@ def test_rebalance_of_a_waiting_assignment_issues_a_new_token():
     pool_rebalance(pool=pool, actor=OPERATOR)
     held.refresh_from_db()
     assert held.agent.agent_id == "a2" and held.fencing_token > waiting_token
+
+
+def test_a_refused_take_leaves_the_profiles_token_and_daily_count_as_they_were():
+    """The take's check and its fencing-token bump are one statement: every refusal after it (the
+    holder, a guardrail, the agent's capacity) rolls the bump back with the take — and the holder's
+    refusal still comes first."""
+    from config.errors import AgentAtCapacity, ProfileQuarantined, ProfileTaken
+
+    def quarantine(profile_id):  # as a `banned` report leaves it (the scene, not the change under test)
+        Profile.objects.filter(profile_id=profile_id).update(quarantined=True, quarantine_reason="banned")
+
+    pool = make_pool()
+    make_agent(pool, "full", capacity=1)
+    make_agent(pool, "other", capacity=3)
+    for profile_id in ("f1", "f2", "f3"):
+        make_profile(profile_id)
+    assignment_create(profile_id="f1", agent_id="full", actor=as_agent("full"))
+
+    def state(profile_id):
+        return Profile.objects.values_list("fencing_token", "quota_takes").get(profile_id=profile_id)
+
+    before = state("f2")
+    with pytest.raises(AgentAtCapacity):
+        assignment_create(profile_id="f2", agent_id="full", actor=as_agent("full"))
+    assert state("f2") == before
+    held = state("f1")
+    with pytest.raises(ProfileTaken):
+        assignment_create(profile_id="f1", agent_id="other", actor=as_agent("other"))
+    assert state("f1") == held
+    quarantine("f1")
+    with pytest.raises(ProfileTaken):  # held and quarantined: the holder is named first
+        assignment_create(profile_id="f1", agent_id="other", actor=as_agent("other"))
+    quarantine("f3")
+    before = state("f3")
+    with pytest.raises(ProfileQuarantined):
+        assignment_create(profile_id="f3", agent_id="other", actor=as_agent("other"))
+    assert state("f3") == before
+    taken = assignment_create(profile_id="f2", agent_id="other", actor=as_agent("other"))
+    assert taken.fencing_token == 1 and state("f2") == (1, 1)  # the first take that stood counts
