@@ -33,7 +33,7 @@ from config.validation import (
 )
 from pools.models import AgentPool
 from pools.models import Task
-from pools.selectors import agent_open_tasks
+from pools.selectors import agent_open_tasks, agent_open_tasks_probe
 from pools.services import pool_fail_over, pool_rebalance
 
 # What an agent (or an operator) may set on an agent, with the check each value must pass.
@@ -220,6 +220,27 @@ _RENEW_SQL = (
 )
 
 
+def _live_and_any_open_task(agent: Agent) -> tuple[list[Assignment], bool | None]:
+    """The agent's live assignments (_LIVE_FIELDS), and on PostgreSQL whether it holds an open
+    task, in one statement (the reply's `tasks` needed a round trip of its own after the commit on
+    every heartbeat, issue 15). Read under the agent's row lock, in the heartbeat's transaction:
+    a task the dispatcher gives this agent locks the agent row too, so it is either seen here or
+    placed after this heartbeat (the next one tells it, as before). None: not asked (SQLite)."""
+    if connection.vendor != "postgresql":
+        return _LIVE_OF_AGENT.objects(Assignment, _LIVE_FIELDS, agent.pk), None
+    live_sql, live_params = _LIVE_OF_AGENT.sql(agent.pk)
+    tasks_sql, tasks_params = agent_open_tasks_probe(agent.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT EXISTS ({tasks_sql}), live.* FROM (SELECT 1) AS one LEFT JOIN LATERAL ({live_sql}) AS live ON true",
+            [*tasks_params, *live_params],
+        )
+        rows = cursor.fetchall()
+    any_open = bool(rows[0][0])
+    live = [row[1:] for row in rows if row[1] is not None]
+    return _LIVE_OF_AGENT.objects(Assignment, _LIVE_FIELDS, rows=live), any_open
+
+
 def _renew(agent: Agent, assignment_ids: list, now) -> None:
     if connection.vendor != "postgresql":
         Assignment.objects.filter(
@@ -278,6 +299,7 @@ def agent_heartbeat(
     require_self_or_operator(actor, agent_id, "heartbeat")
     now = timezone.now()
     revived = False
+    any_open_task = None  # unknown until read (with the live assignments, on PostgreSQL)
     with recorded_transaction():
         if metrics is not None and connection.vendor == "postgresql":
             agent, previous_heartbeat = _heartbeat_row(agent_id, now=now, metrics=metrics)
@@ -299,7 +321,7 @@ def agent_heartbeat(
         result = HeartbeatResult(agent=agent)
         if reported is not None:
             reported_set = set(reported)
-            rows = _LIVE_OF_AGENT.objects(Assignment, _LIVE_FIELDS, agent.pk)
+            rows, any_open_task = _live_and_any_open_task(agent)
             held = {a.assignment_id: a.status for a in rows}
             renew = [a for a in reported_set if held.get(a) in (Assignment.Status.ACTIVE, Assignment.Status.IDLE)]
             if renew:
@@ -329,7 +351,8 @@ def agent_heartbeat(
             # waiting may just have come back to this agent (with a new fencing token). Telling it
             # to drop that now and pick it up on the next heartbeat would stop and start a browser.
             _reply_after_rebalance(result, reported, moves)
-    result.tasks = agent_open_tasks(agent)
+        any_open_task = None  # read again: the rebalance may have moved tasks too
+    result.tasks = agent_open_tasks(agent, any_open=any_open_task)
     if running_profiles:
         result.stop_profiles = _unheld(agent, running_profiles, keep=result.assigned)
     return result

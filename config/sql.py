@@ -81,17 +81,18 @@ class CompiledQuery:
             return self.build(*values).exists()
         return bool(self.rows(*values))
 
-    def objects(self, model, fields: tuple[str, ...], *values) -> list:
+    def objects(self, model, fields: tuple[str, ...], *values, rows: list | None = None) -> list:
         """The rows as `model` instances, for a query built as `.values_list(*fields, …)`: the
         first len(fields) columns are those fields (in the model's field order; the rest deferred),
-        converted as the ORM converts them; any further columns are left on `obj._extra`."""
+        converted as the ORM converts them; any further columns are left on `obj._extra`. `rows`:
+        this query's rows read by the caller already (inside a statement of its own: `.sql()`)."""
         connection = connections[self.using]
         meta_fields = [model._meta.get_field(name) for name in fields]
         attnames = [f.attname for f in meta_fields]
         # Raw rows need the fields' own conversions (jsonb comes back as text); the ORM's are done.
         converters = [getattr(f, "from_db_value", None) if self._compiled_here() else None for f in meta_fields]
         built = []
-        for row in self.rows(*values):
+        for row in self.rows(*values) if rows is None else rows:
             loaded = [conv(v, None, connection) if conv is not None and v is not None else v
                       for conv, v in zip(converters, row, strict=False)]
             obj = model.from_db(self.using, attnames, loaded)

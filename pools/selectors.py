@@ -140,9 +140,18 @@ _HAS_OPEN_TASKS = CompiledQuery(
 )
 
 
-def agent_open_tasks(agent) -> list[Task]:
-    """The agent's assigned and running tasks, highest priority first (its heartbeat reply)."""
-    if not _HAS_OPEN_TASKS.exists(agent.pk):
+def agent_open_tasks_probe(agent_pk: int) -> tuple[str, list]:
+    """(SQL, params) of the probe "does this agent hold an open task?", for the heartbeat, which
+    sends it inside its read of the agent's assignments (PostgreSQL; one round trip for both)."""
+    return _HAS_OPEN_TASKS.sql(agent_pk)
+
+
+def agent_open_tasks(agent, *, any_open: bool | None = None) -> list[Task]:
+    """The agent's assigned and running tasks, highest priority first (its heartbeat reply).
+    `any_open`: the probe's answer when the caller has it (`agent_open_tasks_probe`)."""
+    if any_open is None:
+        any_open = _HAS_OPEN_TASKS.exists(agent.pk)
+    if not any_open:
         return []
     return _by_priority(list(task_list().filter(agent_id=agent.pk, status__in=Task.HELD_STATUSES)))
 

@@ -18,6 +18,7 @@ from agents.services import (
     agent_set_status,
 )
 from assignments.models import Assignment, Event
+from assignments.services import assignment_create
 from config.actors import Actor
 from config.errors import Conflict, Forbidden, InvalidTransition, StaleFencingToken, ValidationFailed
 from pools.dispatch import task_claim, tasks_dispatch_for_events, tasks_place
@@ -457,6 +458,18 @@ def test_heartbeat_reply_carries_the_agents_tasks():
     task_claim(agent_id="w", actor=as_agent("w"), max_tasks=2)
     result = agent_heartbeat(agent_id="w", actor=as_agent("w"))
     assert [t.task_id for t in result.tasks] == ["high", "low"]
+    # The usual heartbeat (load metrics, what it holds) asks "any open task?" with its read of the
+    # agent's assignments, on PostgreSQL: the same reply, with assignments held or none.
+    make_profile("hp")
+    held = assignment_create(profile_id="hp", agent_id="w", actor=as_agent("w"))
+    for reported in ([held.assignment_id], []):
+        result = agent_heartbeat(agent_id="w", actor=as_agent("w"), load_metrics={"cpu": 5}, reported=reported)
+        assert [t.task_id for t in result.tasks] == ["high", "low"]
+    assert result.assigned == [held.assignment_id]
+    for task_id in ("high", "low"):
+        task_complete(task_id=task_id, actor=as_agent("w"), attempt=1)
+    result = agent_heartbeat(agent_id="w", actor=as_agent("w"), load_metrics={"cpu": 5}, reported=[held.assignment_id])
+    assert result.tasks == [] and result.revoked == [] and result.assigned == []
 
 
 def test_the_dispatch_consumer_places_after_a_submit_or_a_freed_slot():
