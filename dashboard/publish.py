@@ -5,22 +5,29 @@ best-effort by design: the event row is already committed, and a subscriber that
 catches up from the log (the consumer fills seq gaps; a client reconnects with its last `seq`) —
 so a channel-layer outage is logged, never raised into the request that made the change.
 
-With channels-redis, group sends run on one long-lived event loop per process (a daemon thread):
-`async_to_sync` from a plain thread (WSGI, Celery, scripts) makes a new loop per call, and with it
-a new Redis connection per commit — about 25 ms each on a busy machine instead of about 1. The
-request does not wait for the send (it cost ~12 ms under load, issue 15): each batch is put on a
-bounded queue that one sender coroutine on that loop drains in order, so this process's commits are
-still sent in commit order. A full queue (Redis stalled) drops the batch with a warning: subscribers
-recover it from the log, as from any lost message. The in-memory layer (embedded mode) must stay on
-the server's own loop, so it keeps `async_to_sync`.
+With channels-redis, the request does not wait for the send (it cost ~12 ms under load, issue 15):
+each batch is put on a bounded queue that one sender thread per process drains in order, so this
+process's commits are still sent in commit order. A full queue (Redis stalled) drops the batch with
+a warning: subscribers recover it from the log, as from any lost message.
+
+The sender writes channels-redis's own group send (same keys, same serialized messages, same
+capacity and expiry rules; channels-redis 4.3) with a plain Redis client and two Lua scripts: the
+group's live members in one round trip, then, when there are any, every member's message in one
+more. channels-redis's `group_send` on an asyncio loop in a thread of its own cost a take or a
+release ~1.6 ms of the process's CPU (four round trips each with an event-loop wake-up and a
+thread hand-off, even with no member); this costs ~0.3 (issue 15, measured in process). Sharded
+layers (several Redis hosts) go through channels-redis itself. The in-memory layer (embedded mode)
+must stay on the server's own loop, so it keeps `async_to_sync`.
 """
 
-import asyncio
 import atexit
 import logging
 import os
+import queue
 import threading
+import time
 
+import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
@@ -33,59 +40,115 @@ PUBLISH_TIMEOUT_SECONDS = 2.0
 # Batches waiting for the sender; beyond this, a stalled channel layer drops them (see above).
 PUBLISH_QUEUE_SIZE = 10_000
 
-_loop_lock = threading.Lock()
-_loop: asyncio.AbstractEventLoop | None = None
-_queue: asyncio.Queue | None = None
-_loop_pid: int | None = None
+# channels-redis's group_send, as scripts. Members: drop those past the group expiry, list the rest.
+_MEMBERS_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+# Deliver: for each member's channel key, drop its expired messages, then add this one unless the
+# channel is at capacity. ARGV: the messages, the capacities, then now, expiry, now - expiry.
+_DELIVER_LUA = """
+local n = #KEYS
+local now = ARGV[2 * n + 1]
+local expiry = ARGV[2 * n + 2]
+local expired = ARGV[2 * n + 3]
+local over_capacity = 0
+for i = 1, n do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, expired)
+    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + n]) then
+        redis.call('ZADD', KEYS[i], now, ARGV[i])
+        redis.call('EXPIRE', KEYS[i], expiry)
+    else
+        over_capacity = over_capacity + 1
+    end
+end
+return over_capacity
+"""
 
 
-def _publisher() -> tuple[asyncio.AbstractEventLoop, asyncio.Queue]:
-    """This process's publishing loop and queue, started on first use (and again in a forked child)."""
-    global _loop, _queue, _loop_pid
-    with _loop_lock:
-        if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            queue = asyncio.Queue(maxsize=PUBLISH_QUEUE_SIZE)
-            threading.Thread(target=loop.run_forever, name="tether-event-publisher", daemon=True).start()
-            asyncio.run_coroutine_threadsafe(_send_forever(queue), loop)
-            if _loop is None:
+class _Sender:
+    """One per process: a daemon thread draining a bounded queue of (layer, message), in order."""
+
+    def __init__(self):
+        self.queue: queue.Queue = queue.Queue(maxsize=PUBLISH_QUEUE_SIZE)
+        self.pid = os.getpid()
+        self.clients: dict[int, tuple] = {}
+        threading.Thread(target=self._run, name="tether-event-publisher", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            layer, message = self.queue.get()
+            try:
+                self.send(layer, message)
+            except Exception:  # noqa: BLE001 — see module docstring: subscribers recover from the log
+                events = message["events"]
+                log.warning("could not publish events %s..%s", events[0]["seq"], events[-1]["seq"], exc_info=True)
+            finally:
+                self.queue.task_done()
+
+    def _scripts(self, layer):
+        """(members, deliver) scripts bound to a client of the layer's one host, or None when the
+        layer is sharded over several."""
+        if layer.ring_size != 1:
+            return None
+        found = self.clients.get(id(layer))
+        if found is None or found[0] is not layer:
+            host = layer.hosts[0]
+            client = redis.Redis.from_url(host["address"], socket_timeout=PUBLISH_TIMEOUT_SECONDS,
+                                          socket_connect_timeout=PUBLISH_TIMEOUT_SECONDS)
+            found = self.clients[id(layer)] = (layer, client.register_script(_MEMBERS_LUA),
+                                               client.register_script(_DELIVER_LUA))
+        return found[1], found[2]
+
+    def send(self, layer, message) -> None:
+        scripts = self._scripts(layer)
+        if scripts is None:
+            async_to_sync(layer.group_send)(EVENTS_GROUP, message)
+            return
+        members_script, deliver_script = scripts
+        now = time.time()
+        members = members_script(keys=[layer._group_key(EVENTS_GROUP)], args=[int(now) - layer.group_expiry])
+        if not members:
+            return
+        names = [member.decode("utf8") for member in members]
+        by_connection, message_of, capacity_of = layer._map_channel_keys_to_connection(names, message)
+        keys = by_connection[0]
+        args = [message_of[k] for k in keys] + [capacity_of[k] for k in keys]
+        over = deliver_script(keys=keys, args=[*args, now, int(layer.expiry), int(now) - int(layer.expiry)])
+        if over:
+            log.info("%s of %s channels over capacity in group %s", over, len(names), EVENTS_GROUP)
+
+
+_sender_lock = threading.Lock()
+_sender: _Sender | None = None
+
+
+def _publisher() -> _Sender:
+    """This process's sender, started on first use (and again in a forked child)."""
+    global _sender
+    with _sender_lock:
+        if _sender is None or _sender.pid != os.getpid():
+            if _sender is None:
                 # A script or worker that exits right after a change still sends what it queued.
                 atexit.register(publish_flush)
-            _loop, _queue, _loop_pid = loop, queue, os.getpid()
-        return _loop, _queue
-
-
-async def _send_forever(queue: asyncio.Queue) -> None:
-    while True:
-        layer, message = await queue.get()
-        try:
-            await asyncio.wait_for(layer.group_send(EVENTS_GROUP, message), PUBLISH_TIMEOUT_SECONDS)
-        except Exception:  # noqa: BLE001 — see module docstring: subscribers recover from the log
-            events = message["events"]
-            log.warning("could not publish events %s..%s", events[0]["seq"], events[-1]["seq"], exc_info=True)
-        finally:
-            queue.task_done()
-
-
-def _enqueue(queue: asyncio.Queue, item) -> None:
-    try:
-        queue.put_nowait(item)
-    except asyncio.QueueFull:
-        events = item[1]["events"]
-        log.warning("publish queue full: dropped events %s..%s (subscribers read them from the log)",
-                    events[0]["seq"], events[-1]["seq"])
+            _sender = _Sender()
+        return _sender
 
 
 def publish_flush(timeout: float = PUBLISH_TIMEOUT_SECONDS) -> bool:
     """Wait until every batch queued so far has been sent (for scripts and tests that exit or check
     right after a change). True when the queue emptied within `timeout`."""
-    if _loop is None or _queue is None or _loop_pid != os.getpid():
+    sender = _sender
+    if sender is None or sender.pid != os.getpid():
         return True
-    try:
-        asyncio.run_coroutine_threadsafe(_queue.join(), _loop).result(timeout)
-        return True
-    except TimeoutError:
-        return False
+    deadline = time.monotonic() + timeout
+    with sender.queue.all_tasks_done:
+        while sender.queue.unfinished_tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            sender.queue.all_tasks_done.wait(remaining)
+    return True
 
 
 def _uses_own_loop(layer) -> bool:
@@ -101,8 +164,11 @@ def publish_events(payloads: list[dict]) -> None:
     message = {"type": "events.publish", "events": payloads}
     try:
         if _uses_own_loop(layer):
-            loop, queue = _publisher()
-            loop.call_soon_threadsafe(_enqueue, queue, (layer, message))
+            try:
+                _publisher().queue.put_nowait((layer, message))
+            except queue.Full:
+                log.warning("publish queue full: dropped events %s..%s (subscribers read them from the log)",
+                            payloads[0]["seq"], payloads[-1]["seq"])
         else:
             async_to_sync(layer.group_send)(EVENTS_GROUP, message)
     except Exception:  # noqa: BLE001 — see module docstring: subscribers recover from the log

@@ -6,6 +6,7 @@ import json
 import threading
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -353,14 +354,52 @@ def test_publishing_does_not_make_the_request_wait_for_the_channel_layer(monkeyp
         pytest.skip("the in-memory layer publishes on the server's own loop")
     sent = []
 
-    async def slow_send(group, message):
-        await asyncio.sleep(0.3)
+    def slow_send(self, layer, message):
+        _time.sleep(0.3)
         sent.append(message["events"][0]["seq"])
 
-    monkeypatch.setattr(layer, "group_send", slow_send)
+    monkeypatch.setattr(dashboard.publish._Sender, "send", slow_send)
     t0 = _time.perf_counter()
     for seq in (1, 2, 3):
         dashboard.publish.publish_events([{"seq": seq}])
     assert _time.perf_counter() - t0 < 0.2
     assert dashboard.publish.publish_flush(timeout=5)
     assert sent == [1, 2, 3]
+
+
+@pytest.mark.redis
+def test_the_sender_delivers_what_channels_redis_would_to_every_member_of_the_group(settings):
+    """dashboard/publish.py writes channels-redis's group send itself (two scripts, one Redis
+    round trip each): every member gets each message through channels-redis's own receive, in
+    order."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if not dashboard.publish._uses_own_loop(layer):
+        pytest.skip("the in-memory layer publishes on the server's own loop")
+
+    async def join():
+        names = [await layer.new_channel() for _ in range(2)]
+        for name in names:
+            await layer.group_add(EVENTS_GROUP, name)
+        return names
+
+    names = async_to_sync(join)()
+    try:
+        for seq in (101, 102):
+            dashboard.publish.publish_events([{"seq": seq, "type": "test.sent"}])
+        assert dashboard.publish.publish_flush(timeout=5)
+
+        async def receive(name):
+            first = await asyncio.wait_for(layer.receive(name), 5)
+            second = await asyncio.wait_for(layer.receive(name), 5)
+            return [first["events"][0]["seq"], second["events"][0]["seq"]], first["type"]
+
+        for name in names:
+            assert async_to_sync(receive)(name) == ([101, 102], "events.publish")
+    finally:
+        async def leave():
+            for name in names:
+                await layer.group_discard(EVENTS_GROUP, name)
+
+        async_to_sync(leave)()
