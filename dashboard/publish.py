@@ -93,9 +93,12 @@ class _Sender:
             return None
         found = self.clients.get(id(layer))
         if found is None or found[0] is not layer:
-            host = layer.hosts[0]
-            client = redis.Redis.from_url(host["address"], socket_timeout=PUBLISH_TIMEOUT_SECONDS,
-                                          socket_connect_timeout=PUBLISH_TIMEOUT_SECONDS)
+            # The host as channels-redis holds it (an address URL, or host and port, and options),
+            # with the publisher's own timeouts.
+            options = dict(layer.hosts[0])
+            address = options.pop("address", None)
+            options.update(socket_timeout=PUBLISH_TIMEOUT_SECONDS, socket_connect_timeout=PUBLISH_TIMEOUT_SECONDS)
+            client = redis.Redis.from_url(address, **options) if address else redis.Redis(**options)
             found = self.clients[id(layer)] = (layer, client.register_script(_MEMBERS_LUA),
                                                client.register_script(_DELIVER_LUA))
         return found[1], found[2]

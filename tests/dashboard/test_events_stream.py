@@ -403,3 +403,17 @@ def test_the_sender_delivers_what_channels_redis_would_to_every_member_of_the_gr
                 await layer.group_discard(EVENTS_GROUP, name)
 
         async_to_sync(leave)()
+
+
+@pytest.mark.redis
+def test_the_sender_reaches_a_host_given_as_host_and_port_too(settings):
+    """channels-redis takes a host as a URL or as (host, port): the sender connects either way."""
+    from urllib.parse import urlsplit
+
+    from channels_redis.core import RedisChannelLayer
+
+    url = urlsplit(settings.REDIS_URL)
+    for hosts in ([settings.REDIS_URL], [(url.hostname, url.port or 6379)]):
+        layer = RedisChannelLayer(hosts=hosts, prefix="tether-test-sender")
+        members, _ = dashboard.publish._Sender._scripts(dashboard.publish._publisher(), layer)
+        assert members(keys=[layer._group_key(EVENTS_GROUP)], args=[0]) == []
