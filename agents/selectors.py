@@ -23,12 +23,15 @@ _ONE_AGENT = CompiledQuery(
 
 def agent_get(agent_id: str) -> Agent | None:
     """The agent (all its fields) with `pool` loaded as far as its id and name; None if there is none."""
-    found = _ONE_AGENT.objects(Agent, _AGENT_FIELDS, agent_id)
-    if not found:
-        return None
-    agent = found[0]
-    agent.pool = AgentPool.from_db(_ONE_AGENT.using, ["id", "name"], [agent.pool_id, agent._extra[0]])
-    return agent
+    found = _with_pool_names(_ONE_AGENT.objects(Agent, _AGENT_FIELDS, agent_id))
+    return found[0] if found else None
+
+
+def _with_pool_names(agents: list[Agent]) -> list[Agent]:
+    """Agents read with their pool's name as the extra column: `pool` loaded as far as id and name."""
+    for agent in agents:
+        agent.pool = AgentPool.from_db(agent._state.db, ["id", "name"], [agent.pool_id, agent._extra[0]])
+    return agents
 
 
 def agent_discover(
@@ -61,10 +64,7 @@ def agent_discover(
             .values_list(*_AGENT_FIELDS, "pool__name"),
             sentinels=tuple(_SLOTS[name] for name in names),
         )
-    agents = query.objects(Agent, _AGENT_FIELDS, *given.values())
-    for agent in agents:
-        agent.pool = AgentPool.from_db(query.using, ["id", "name"], [agent.pool_id, agent._extra[0]])
-    return agents
+    return _with_pool_names(query.objects(Agent, _AGENT_FIELDS, *given.values()))
 
 
 _DISCOVER: dict[tuple, CompiledQuery] = {}

@@ -18,7 +18,7 @@ from assignments.services import assignment_release
 from config.actors import Actor, require_operator, require_self_or_operator
 from config.errors import Conflict, InvalidTransition, NotFound
 from config.locks import lock_one, pool_lock_moves
-from config.sql import CompiledQuery
+from config.sql import CompiledQuery, split_value_and_rows, value_and_rows
 from config.tokens import token_new
 from config.validation import (
     clean_choice,
@@ -231,14 +231,9 @@ def _live_and_any_open_task(agent: Agent) -> tuple[list[Assignment], bool | None
     live_sql, live_params = _LIVE_OF_AGENT.sql(agent.pk)
     tasks_sql, tasks_params = agent_open_tasks_probe(agent.pk)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT EXISTS ({tasks_sql}), live.* FROM (SELECT 1) AS one LEFT JOIN LATERAL ({live_sql}) AS live ON true",
-            [*tasks_params, *live_params],
-        )
-        rows = cursor.fetchall()
-    any_open = bool(rows[0][0])
-    live = [row[1:] for row in rows if row[1] is not None]
-    return _LIVE_OF_AGENT.objects(Assignment, _LIVE_FIELDS, rows=live), any_open
+        cursor.execute(value_and_rows(f"EXISTS ({tasks_sql})", live_sql), [*tasks_params, *live_params])
+        any_open, live = split_value_and_rows(cursor.fetchall())
+    return _LIVE_OF_AGENT.objects(Assignment, _LIVE_FIELDS, rows=live), bool(any_open)
 
 
 def _renew(agent: Agent, assignment_ids: list, now) -> None:

@@ -26,6 +26,7 @@ from django.db import connection
 
 from agents.models import Agent
 from assignments.models import Assignment, Profile, holding_q
+from config.sql import split_value_and_rows, value_and_rows
 from pools.models import AgentPool
 
 log = logging.getLogger(__name__)
@@ -121,10 +122,7 @@ WHERE p.profile_id = ANY(%s)
 """
 # The numbers the commit-time trigger drew for this session's last transaction (assignments/events.py)
 # and the holders, in one round trip: one row per holder, or one row of NULL holder columns.
-_NUMBERS_AND_HOLDERS_SQL = f"""
-SELECT currval('assignments_event_seq_committed'), h.*
-FROM (SELECT 1) AS one LEFT JOIN LATERAL ({_HOLDERS_SQL}) AS h ON true
-"""
+_NUMBERS_AND_HOLDERS_SQL = value_and_rows("currval('assignments_event_seq_committed')", _HOLDERS_SQL)
 _SNAPSHOT_COLUMNS = (
     "pk", "assignment_id", "profile_pk", "profile_id", "pool_pk", "pool", "agent_pk", "agent_id", "workflow_id",
     "status", "assigned_at", "released_at", "last_activity", "fencing_token", "platform_resource_id",
@@ -158,13 +156,17 @@ def numbers_and_holders(profile_ids: set[str]) -> tuple[int, dict[str, dict]]:
     drew in it, and the cache entries of these profiles — one statement."""
     with connection.cursor() as cursor:
         cursor.execute(_NUMBERS_AND_HOLDERS_SQL, [sorted(profile_ids)])
-        rows = cursor.fetchall()
+        last, rows = split_value_and_rows(cursor.fetchall())
+    return last, _entries(profile_ids, rows)
+
+
+def _entries(profile_ids: set[str], rows) -> dict[str, dict]:
+    """The cache entries of these profiles from their holders' _HOLDERS_SQL rows (none: free)."""
     entries = {profile_key(pid): {"a": None} for pid in profile_ids}
     for row in rows:
-        if row[1] is not None:
-            item = snapshot_from_row(row[1:])
-            entries[profile_key(item["profile_id"])] = {"a": item}
-    return rows[0][0], entries
+        item = snapshot_from_row(row)
+        entries[profile_key(item["profile_id"])] = {"a": item}
+    return entries
 
 
 def _holders(profile_ids: set[str]) -> dict[str, dict]:
@@ -172,12 +174,7 @@ def _holders(profile_ids: set[str]) -> dict[str, dict]:
         return truth_for_profiles(profile_ids)
     with connection.cursor() as cursor:
         cursor.execute(_HOLDERS_SQL, [sorted(profile_ids)])
-        rows = cursor.fetchall()
-    entries = {profile_key(pid): {"a": None} for pid in profile_ids}
-    for row in rows:
-        item = snapshot_from_row(row)
-        entries[profile_key(item["profile_id"])] = {"a": item}
-    return entries
+        return _entries(profile_ids, cursor.fetchall())
 
 
 def cache_refresh(*, profile_ids=()) -> None:

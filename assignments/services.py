@@ -5,7 +5,6 @@ Lock order (config/locks.py): pool move lock → agent rows → profile rows →
 rows → event lock.
 """
 
-import json
 import logging
 from uuid import UUID
 
@@ -33,7 +32,7 @@ from config.errors import (
     ValidationFailed,
 )
 from config.locks import lock_one, lock_one_named
-from config.sql import sql_insert, sql_update, sql_update_statement
+from config.sql import from_row, sql_insert, sql_update, sql_update_statement
 from config.validation import (
     clean_fields,
     clean_identifier,
@@ -346,12 +345,8 @@ def _lock_assignment_named(assignment_id: UUID, *, with_profile: bool = False) -
     if row is None:
         return None
     n = len(_ASSIGNMENT_COLUMNS)
-    values = list(row[:n])
     profile_id, pool_name, agent_pk, agent_id, agent_status = row[n:]
-    for i, field in enumerate(_ASSIGNMENT_COLUMNS):
-        if field.get_internal_type() == "JSONField" and isinstance(values[i], str):
-            values[i] = json.loads(values[i])
-    assignment = Assignment.from_db(connection.alias, [f.attname for f in _ASSIGNMENT_COLUMNS], values)
+    assignment = from_row(Assignment, _ASSIGNMENT_COLUMNS, row[:n], using=connection.alias)
     if assignment.agent_id != agent_pk:
         return None  # the agent join is from before the lock wait: read again
     assignment.profile = Profile.from_db(connection.alias, ["id", "profile_id"], [assignment.profile_id, profile_id])

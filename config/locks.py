@@ -9,6 +9,8 @@ event-order lock (taken last, inside COMMIT; see `assignments.events.recorded_tr
 
 from django.db import connection
 
+from config.sql import from_row
+
 # Taken (transaction-scoped) inside COMMIT by the trigger that numbers a transaction's event rows
 # (migration assignments/0008), released by the end of the COMMIT: events therefore become visible
 # to readers in `seq` order (invariant 4, see assignments/events.py).
@@ -155,16 +157,10 @@ def lock_one_named(model, *, related: str, only: tuple[str, ...], **lookup):
         raise model.DoesNotExist(f"no {model.__name__} with {name}={value!r}")
     fk = model._meta.get_field(related)
     mine, other_values = row[: len(own)], row[len(own):]
-
-    def loaded(fields, values):
-        return [f.from_db_value(v, None, connection) if v is not None and hasattr(f, "from_db_value") else v
-                for f, v in zip(fields, values, strict=True)]
-
-    obj = model.from_db(connection.alias, [f.attname for f in own], loaded(own, mine))
+    obj = from_row(model, own, mine, using=connection.alias)
     fk_value = getattr(obj, fk.attname)
     if fk_value != other_values[[f.primary_key for f in theirs].index(True)]:
         return lock_one(model, related=(related,), only=only, **lookup)  # a stale join: read again, locked
     if fk_value is not None:
-        setattr(obj, related, fk.related_model.from_db(connection.alias, [f.attname for f in theirs],
-                                                        loaded(theirs, other_values)))
+        setattr(obj, related, from_row(fk.related_model, theirs, other_values, using=connection.alias))
     return obj

@@ -26,6 +26,27 @@ def _unwrapped(value):
     return getattr(value, "obj", value)
 
 
+def from_row(model, fields: list, values, *, using: str = "default", convert: bool = True):
+    """`model` built from a raw row of these fields' columns (others deferred), each value converted
+    as the ORM converts it (`from_db_value`: jsonb comes back as text) unless `convert` is False
+    (values the ORM has converted already). The one way the named statements make model objects."""
+    if convert:
+        values = [f.from_db_value(v, None, connections[using]) if v is not None and hasattr(f, "from_db_value") else v
+                  for f, v in zip(fields, values, strict=True)]
+    return model.from_db(using, [f.attname for f in fields], list(values))
+
+
+def value_and_rows(value_sql: str, rows_sql: str) -> str:
+    """One statement answering a single value and the rows of `rows_sql` (whose first column is never
+    NULL, e.g. a primary key): rows of (value, *row), or one row (value, NULL, …) when it has none.
+    `split_value_and_rows` takes the answer apart."""
+    return f"SELECT {value_sql}, r.* FROM (SELECT 1) AS one LEFT JOIN LATERAL ({rows_sql}) AS r ON true"
+
+
+def split_value_and_rows(rows: list[tuple]) -> tuple[object, list[tuple]]:
+    return rows[0][0], [row[1:] for row in rows if row[1] is not None]
+
+
 class CompiledQuery:
     """`CompiledQuery(lambda pk: Model.objects.filter(fk=pk), sentinels=(-7_000_000_001,))`, then
     `.exists(pk)` or `.rows(pk)` (tuples, as `values_list` gives them)."""
@@ -86,16 +107,12 @@ class CompiledQuery:
         first len(fields) columns are those fields (in the model's field order; the rest deferred),
         converted as the ORM converts them; any further columns are left on `obj._extra`. `rows`:
         this query's rows read by the caller already (inside a statement of its own: `.sql()`)."""
-        connection = connections[self.using]
         meta_fields = [model._meta.get_field(name) for name in fields]
-        attnames = [f.attname for f in meta_fields]
-        # Raw rows need the fields' own conversions (jsonb comes back as text); the ORM's are done.
-        converters = [getattr(f, "from_db_value", None) if self._compiled_here() else None for f in meta_fields]
+        # Raw rows need the fields' own conversions; the ORM's (SQLite) are done.
+        convert = self._compiled_here()
         built = []
         for row in self.rows(*values) if rows is None else rows:
-            loaded = [conv(v, None, connection) if conv is not None and v is not None else v
-                      for conv, v in zip(converters, row, strict=False)]
-            obj = model.from_db(self.using, attnames, loaded)
+            obj = from_row(model, meta_fields, row[:len(fields)], using=self.using, convert=convert)
             obj._extra = row[len(fields):]
             built.append(obj)
         return built
