@@ -91,6 +91,7 @@ class CompiledQuery:
 
     def rows(self, *values) -> list[tuple]:
         if not self._compiled_here():
+            self._compile()  # a slot that is not one parameter is refused here too
             return [tuple(row) for row in self.build(*values)]
         sql, params = self.sql(*values)
         with connections[self.using].cursor() as cursor:
@@ -99,6 +100,7 @@ class CompiledQuery:
 
     def exists(self, *values) -> bool:
         if not self._compiled_here():
+            self._compile()
             return self.build(*values).exists()
         return bool(self.rows(*values))
 
