@@ -57,9 +57,10 @@ async def _agent(i: int, port: int, pool: str, deadline: float, stats: dict) -> 
         assert status in (200, 201), (status, data)
         token = data["token"]
         rng = random.Random(i)
-        first = True
-        while first or time.monotonic() < deadline:  # every agent goes round at least once
-            first = False
+        took = False
+        # Until the load's end, and in any case until this agent has taken a profile once (bounded:
+        # a slow machine must not turn "64 takes within 12 s" into a coin toss, nor hang the test).
+        while time.monotonic() < deadline or (not took and time.monotonic() < deadline + LOAD_SECONDS * 4):
             status, _ = await call("POST", f"/api/agents/{agent_id}/heartbeat",
                                    {"load_metrics": {"cpu": rng.randint(0, 100)}, "assignments": []}, token)
             profile_id = f"load-prof-{rng.randrange(PROFILES)}"
@@ -67,6 +68,7 @@ async def _agent(i: int, port: int, pool: str, deadline: float, stats: dict) -> 
                                       token)
             stats["attempts"].add(agent_id)
             if status == 201:
+                took = True
                 stats["takes"] += 1
                 assignment_id = data["assignment_id"]
                 await call("POST", f"/api/agents/{agent_id}/heartbeat",
@@ -111,10 +113,10 @@ def test_make_serve_holds_a_bounded_number_of_connections_under_64_agents():
         stats, peak = asyncio.run(_load(server.port, pool.name))
         assert not stats["errors"], (stats["errors"][:5], server.log_tail())
         assert all(status < 500 for status in stats["status"]), stats["status"]
-        # Every agent registered, heartbeated and asked for a profile (however slow the machine: a
-        # count of takes within the 12 s depended on its speed), and every take was released.
+        # Every agent registered, heartbeated and took a profile at least once (however slow the
+        # machine: each goes on past the 12 s until it has), and every take was released.
         assert len(stats["attempts"]) == AGENTS, sorted(stats["attempts"])
-        assert stats["takes"] > 0 and stats["releases"] == stats["takes"], stats
+        assert stats["takes"] >= AGENTS and stats["releases"] == stats["takes"], stats
         assert 0 < peak <= DB_CONNECTIONS, f"{peak} connections at the peak, budget {DB_CONNECTIONS}"
 
         # Load over: nothing left working, and the pools give back what they opened beyond the
