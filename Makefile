@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_WORKERS ?= 1
 
-.PHONY: help install run serve test chaos bench bench-soak bench-events bench-tasks migrate demo clean
+.PHONY: help install run serve test chaos bench bench-ab bench-soak bench-events bench-tasks migrate demo clean
 
 help:
 	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT) with its jobs and a simulated fleet"
@@ -14,6 +14,7 @@ help:
 	@echo "make test   — run the test suite (PostgreSQL and Redis when reachable, else SQLite)"
 	@echo "make chaos  — the fault scenarios against real servers: 64 agents, stream failures, Redis restarted and hung"
 	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
+	@echo "make bench-ab BASE=<rev> — CPU per request (server, PostgreSQL), this checkout against another commit, side by side"
 	@echo "make bench-soak — make bench, then 5 minutes checking the event log's order under load"
 	@echo "make bench-dashboard — render time of each dashboard page and analytics endpoint with 100k assignments, 1M events"
 	@echo "make bench-tasks — 2,000 tasks batch-submitted, claimed and completed by 16 agents over HTTP; the dispatcher alone"
@@ -91,6 +92,12 @@ bench: install
 BENCH_SOAK_SECONDS ?= 300
 bench-soak: install
 	BENCH_PORT=$(BENCH_PORT) BENCH_WORKERS=$(BENCH_WORKERS) BENCH_SOAK_SECONDS=$(BENCH_SOAK_SECONDS) $(PY) tests/bench/api_bench.py
+
+# The CPU one request costs (server and PostgreSQL, from /proc), this checkout against BASE, two
+# `make serve` side by side with requests interleaved so both see the same machine (±15% between
+# runs minutes apart here). BASE is a git revision; BENCH_AB_N requests of each kind (default 400).
+bench-ab: install
+	BENCH_AB_BASE=$(BASE) $(PY) tests/bench/bench_ab.py
 
 # Tasks end to end over HTTP (uvicorn on 127.0.0.1:$(BENCH_TASKS_PORT), database <name>_taskbench) and
 # the dispatcher alone. BENCH_TASKS, BENCH_AGENTS, BENCH_TASK_CAPACITY size it.
