@@ -21,7 +21,7 @@ from datetime import datetime
 from uuid import UUID
 
 from django.conf import settings
-from django.core.cache import cache
+from config.caching import cache
 from django.db import connection
 
 from agents.models import Agent

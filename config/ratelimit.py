@@ -23,7 +23,7 @@ from functools import lru_cache
 from time import time as _now
 
 from django.conf import settings
-from django.core.cache import cache
+from config.caching import cache
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,9 @@ def client_ip(request) -> str | None:
 
 
 def _redis():
-    """The cache's own Redis client (so its guard, timeouts and key prefix apply); only with REDIS_URL."""
-    from django_redis import get_redis_connection
-
-    return get_redis_connection("default")
+    """The cache's own Redis client (so its guard, timeouts and key prefix apply); only with REDIS_URL.
+    This thread's (config/caching.py), not `get_redis_connection`'s, which builds one per request."""
+    return cache.client.get_client(write=True)
 
 
 def count(key: str, ttl: int) -> int:
