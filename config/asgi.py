@@ -1,7 +1,8 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels (routes in dashboard/routing.py).
 
 HTTP (TETHER_HTTP_HANDLER): with Redis, Django's WSGI handler on a fixed pool of
-TETHER_HTTP_THREADS threads per process, bridged by a2wsgi. Django's ASGI handler runs every sync
+TETHER_HTTP_THREADS threads per process (config/wsgi_threads.py: one hand-off to a thread and one
+back per request, where a2wsgi, used before, made four or five). Django's ASGI handler runs every sync
 view through a new thread and several thread hops per request. A rough measure (one worker, 16
 agents heartbeating and reading themselves, on the shared 2-CPU machine at load 5–10, so only the
 ratios mean anything): Django's ASGI handler under uvicorn 4.8–6.2 ms of server CPU a request,
@@ -24,19 +25,19 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup(set_prefix=False)
 
-from a2wsgi import WSGIMiddleware  # noqa: E402  (the rest needs Django set up first)
-from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (the rest needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 from config.embedded_jobs import with_embedded_jobs  # noqa: E402
+from config.wsgi_threads import ThreadPoolWSGI  # noqa: E402
 from dashboard.auth import AllowedHostsOriginValidator, TokenAuthMiddleware  # noqa: E402
 from dashboard.routing import close_on_error, websocket_urlpatterns  # noqa: E402
 
 if settings.TETHER_HTTP_HANDLER == "wsgi":
-    http_application = WSGIMiddleware(get_wsgi_application(), workers=settings.TETHER_HTTP_THREADS)
+    http_application = ThreadPoolWSGI(get_wsgi_application(), threads=settings.TETHER_HTTP_THREADS)
 else:
     http_application = get_asgi_application()
 
