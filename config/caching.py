@@ -1,12 +1,12 @@
 """The default cache, one backend object per thread, for code on every request's path.
 
 Django keeps `caches[...]` (and so `django.core.cache.cache`) in an asgiref `Local` that is not
-thread-critical: a context variable. The production server runs each HTTP request in a fresh copy of
-its event loop's context (a2wsgi, config/asgi.py), where no cache was ever made, so every request
-built a new backend object — and django-redis a new client, its options parsed and its classes
-imported again — the first time it touched the cache: ~0.1 ms of a ~3 ms take or release (measured:
-0.15–0.18 ms per call in a fresh context against 0.04–0.06 in a kept one), on every API request
-(its throttle counter).
+thread-critical: a context variable. A server that runs each request in a fresh copy of a context
+(a2wsgi did, as production's HTTP bridge until config/wsgi_threads.py; Django's ASGI handler, which
+serves HTTP in embedded mode, still does) builds a new backend object — and django-redis a new
+client, its options parsed and its classes imported again — the first time each request touches the
+cache: ~0.1 ms of a ~3 ms take or release (measured: 0.15–0.18 ms per call in a fresh context against
+0.04–0.06 in a kept one), on every API request (its throttle counter).
 
 Here each thread keeps its own, as Django did before contexts: the server's request threads are a
 fixed pool, so each builds one. A backend object is not shared between threads (Django's own rule),
