@@ -54,6 +54,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
+if __name__ == "__main__":  # before api_bench's import, which exits on a missing DATABASE_URL with `make bench`'s words
+    if not os.environ.get("BENCH_COORDINATOR"):
+        sys.exit("make bench-coordinator needs COORDINATOR=<a checkout of oib/AITBC: its root or apps/agent-coordinator>")
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
+        sys.exit("make bench-coordinator needs DATABASE_URL (PostgreSQL) and REDIS_URL")
 sys.path.insert(0, str(ROOT))
 from tests.bench.api_bench import server_cpu_seconds  # noqa: E402
 from tests.bench.bench_ab import Client, postgres_cpu, prepare, start, stop  # noqa: E402
@@ -383,11 +388,7 @@ def report(results: list[dict]) -> None:
 
 
 def main() -> None:
-    source = os.environ.get("BENCH_COORDINATOR", "")
-    if not source:
-        sys.exit("make bench-coordinator needs COORDINATOR=<a checkout of oib/AITBC: its root or apps/agent-coordinator>")
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
-        sys.exit("make bench-coordinator needs DATABASE_URL (PostgreSQL) and REDIS_URL")
+    source = os.environ["BENCH_COORDINATOR"]
     if port_taken(TETHER_PORT):
         sys.exit(f"port {TETHER_PORT} is taken: another Tether still running?")
     root = coordinator_root(source)
