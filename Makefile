@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_WORKERS ?= 1
 
-.PHONY: help install run serve test chaos bench bench-ab bench-soak bench-events bench-tasks migrate demo clean
+.PHONY: help install run serve test chaos bench bench-ab bench-coordinator bench-soak bench-events bench-tasks migrate demo clean
 
 help:
 	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT) with its jobs and a simulated fleet"
@@ -15,6 +15,7 @@ help:
 	@echo "make chaos  — the fault scenarios against real servers: 64 agents, stream failures, Redis restarted and hung"
 	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
 	@echo "make bench-ab BASE=<rev> — CPU per request (server, PostgreSQL), this checkout against another commit, side by side"
+	@echo "make bench-coordinator COORDINATOR=<checkout of oib/AITBC> — Tether against the AITBC agent coordinator, the same load (req/s, CPU per request)"
 	@echo "make bench-soak — make bench, then 5 minutes checking the event log's order under load"
 	@echo "make bench-dashboard — render time of each dashboard page and analytics endpoint with 100k assignments, 1M events"
 	@echo "make bench-tasks — 2,000 tasks batch-submitted, claimed and completed by 16 agents over HTTP; the dispatcher alone"
@@ -98,6 +99,14 @@ bench-soak: install
 # runs minutes apart here). BASE is a git revision; BENCH_AB_N requests of each kind (default 400).
 bench-ab: install
 	BENCH_AB_BASE=$(BASE) $(PY) tests/bench/bench_ab.py
+
+# Tether (make serve, one worker) against the AITBC agent coordinator (one uvicorn process, its Redis
+# database BENCH_COORD_REDIS_DB, default 14) on this machine: register, heartbeat, get agent and discover,
+# the same requests from the same load generator, interleaved rounds (docs/bench-api.md). COORDINATOR
+# is a checkout of github.com/oib/AITBC (its root or apps/agent-coordinator): its code stays there; its
+# packages go into var/coordinator-venv. BENCH_COORD_N, BENCH_COORD_AGENTS, BENCH_COORD_ROUNDS size it.
+bench-coordinator: install
+	BENCH_COORDINATOR=$(COORDINATOR) $(PY) tests/bench/bench_coordinator.py
 
 # Tasks end to end over HTTP (uvicorn on 127.0.0.1:$(BENCH_TASKS_PORT), database <name>_taskbench) and
 # the dispatcher alone. BENCH_TASKS, BENCH_AGENTS, BENCH_TASK_CAPACITY size it.

@@ -47,9 +47,11 @@ def base_worktree(rev: str) -> Path:
     return path
 
 
-def prepare(name: str, repo: Path) -> tuple[dict, str, str]:
+def prepare(name: str, repo: Path, db: str | None = None) -> tuple[dict, str, str]:
+    """A scratch database (`<DATABASE_URL's name>_ab_<name>`, or `db`), migrated, with an operator's
+    token: (the server's environment, the token, the database's name)."""
     url = os.environ["DATABASE_URL"]
-    db = f"{url.rsplit('/', 1)[1]}_ab_{name}"
+    db = db or f"{url.rsplit('/', 1)[1]}_ab_{name}"
     with psycopg.connect(_admin_url(url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{db}"')
