@@ -196,3 +196,29 @@ def test_other_redis_errors_the_cache_ignores_are_still_logged():
 
     assert QuietRedisBackoff().filter(record_for(RedisConnectionError("Connection refused"))) is True
     assert QuietRedisBackoff().filter(record_for(RedisBackingOff("pause"))) is False
+
+
+def test_a_serve_worker_freezes_its_startup_heap_and_raises_the_collector_threshold(tmp_path):
+    """config/serve.py's workers: the URLconf's views imported, the startup heap frozen out of the
+    collector's passes, the first threshold from TETHER_GC_THRESHOLD."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import django, gc, json, sys; django.setup(); from config.serve import tune_garbage_collector; "
+            "frozen = tune_garbage_collector(); print(json.dumps({'frozen': frozen, 'threshold': gc.get_threshold(), "
+            "'views': 'assignments.api.views' in sys.modules, 'young': len(gc.get_objects(0))}))")
+    env = {"PATH": os.environ["PATH"], "TETHER_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings",
+           "TETHER_GC_THRESHOLD": "4321"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["views"] is True
+    assert got["frozen"] > 50_000  # Django, DRF and every app: what a full pass no longer walks
+    assert got["young"] < 1000
+    assert got["threshold"][0] == 4321
+    bad = _settings_in_a_fresh_process(tmp_path, TETHER_GC_THRESHOLD="10")
+    assert "TETHER_GC_THRESHOLD" in bad["error"]
