@@ -34,7 +34,7 @@ from config.validation import (
 from pools.models import AgentPool
 from pools.models import Task
 from pools.selectors import agent_open_tasks, agent_open_tasks_probe
-from pools.services import pool_fail_over, pool_rebalance
+from pools.services import pool_fail_over, pool_rebalance, pool_rebalance_after_join
 
 # What an agent (or an operator) may set on an agent, with the check each value must pass.
 _WRITABLE_FIELDS = {
@@ -160,7 +160,7 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
         )
         if not created:
             pool_fail_over(agent=agent, actor=actor)
-    pool_rebalance(pool=pool, actor=Actor.system("rebalance"))
+    pool_rebalance_after_join(pool=pool, actor=Actor.system("rebalance"))
     return agent, token
 
 

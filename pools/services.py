@@ -6,7 +6,7 @@ with no agent) and asks the assignment table first (`assignment_check_transition
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
-from django.db.models import Case, Count, Value, When
+from django.db.models import Case, Count, Exists, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from agents.models import Agent
@@ -334,6 +334,30 @@ def pool_rebalance(*, pool: AgentPool, actor: Actor, limit: int = 100) -> Moves:
             if not Assignment.objects.waiting().filter(pool=pool).exists():
                 _resolve_waiting_alert(pool)
     return moves
+
+
+# "Is there anything for a rebalance of this pool to do?": work waiting for an agent, or its "no
+# healthy agent" alert still unresolved. One statement, compiled once.
+_REBALANCE_WORK = CompiledQuery(
+    lambda pk, key: AgentPool.objects.filter(
+        Q(Exists(Assignment.objects.waiting().filter(pool=OuterRef("pk"))))
+        | Q(Exists(Alert.objects.filter(dedup_key=key, status__in=Alert.UNRESOLVED_STATUSES))),
+        pk=pk,
+    ),
+    sentinels=(-7_000_000_001, "\x00alert-key-slot"), kind=EXISTS,
+)
+
+
+def pool_rebalance_after_join(*, pool: AgentPool, actor: Actor) -> Moves:
+    """`pool_rebalance` for a caller that has just committed an agent's joining the pool (its
+    registration) in a transaction that held the pool's move lock: it first asks, in one unlocked
+    statement, whether anything waits or the pool's alert is open, and does nothing when neither
+    (a registration's usual case: six statements and a transaction saved). Unlocked is enough here:
+    a failover that left work waiting either committed before that transaction took the move lock —
+    and is seen now — or took the lock after it and saw the new agent among its candidates."""
+    if not _REBALANCE_WORK.exists(pool.pk, alert_key_pool_no_healthy_agent(pool.name)):
+        return Moves()
+    return pool_rebalance(pool=pool, actor=actor)
 
 
 # Events after which an assignment no longer holds room on its agent.

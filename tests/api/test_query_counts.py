@@ -167,6 +167,27 @@ def test_take_and_release_statements_as_in_production(api, make_agent, make_prof
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_registration_statements_as_in_production(api, pool, enrollment_token):
+    """A registration into a pool where nothing waits for an agent and no "no healthy agent" alert
+    is open opens no second transaction to rebalance the pool: one statement asks."""
+
+    def register(agent_id) -> list[str]:
+        with CaptureQueriesContext(connection) as ctx:
+            response = api.post("/api/agents/register", {"agent_id": agent_id, "pool": pool.name},
+                                headers={"X-Enrollment-Token": enrollment_token})
+        assert response.status_code == 201, response.content[:300]
+        return [q["sql"] for q in ctx.captured_queries]
+
+    register("warm")
+    for agent_id in ("first", "first"):  # a first registration, then the same agent again
+        statements = register(agent_id)
+        assert statements.count("BEGIN") == 1, "\n".join(s[:150] for s in statements)
+        assert sum("pg_advisory_xact_lock" in sql for sql in statements) == 1  # the pool's move lock, once
+        assert any("assignments_alert" in sql and "EXISTS" in sql for sql in statements)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_a_statement_run_often_is_prepared_on_its_connection(api, make_agent, make_profile):
     from django.db import connection
 

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from agents.models import Agent
-from agents.services import agent_deregister, agent_drain, agent_mark_stale, agent_set_status
+from agents.services import agent_deregister, agent_drain, agent_mark_stale, agent_register, agent_set_status
 from assignments.alerts import ALERTS_ACTOR, alert_key_pool_no_healthy_agent, alert_raise
 from assignments.events import recorded_transaction
 from assignments.models import Alert, Assignment, Event
@@ -184,3 +184,43 @@ def test_a_rebalance_never_resolves_the_alert_of_a_failover_still_committing(run
     assert Assignment.objects.waiting().filter(pool__name="racy").count() == 2
     alert = Alert.objects.get(dedup_key=alert_key_pool_no_healthy_agent("racy"))
     assert alert.status == Alert.Status.OPEN and alert.occurrences == 2
+
+
+def test_a_registration_resolves_the_pools_alert_once_nothing_waits():
+    pool = make_pool("healed")
+    alert_raise(kind=Alert.Kind.POOL_NO_HEALTHY_AGENT, actor=ALERTS_ACTOR, message="earlier loss",
+                dedup_key=alert_key_pool_no_healthy_agent("healed"), pool="healed")
+
+    make_agent(pool, "newcomer")
+
+    assert Alert.objects.get(dedup_key=alert_key_pool_no_healthy_agent("healed")).status == Alert.Status.RESOLVED
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_registration_racing_a_failover_gets_the_work_it_left_waiting(run_in_threads):
+    """The registration asks "does anything wait?" without the pool's move lock, after its commit:
+    a failover holding that lock while the registration starts commits first (the registration
+    takes the same lock), so what it left waiting is seen and placed on the newcomer."""
+    pool = make_pool("racing")
+    make_agent(pool, "lost", capacity=2)
+    for p in ("q1", "q2"):
+        make_profile(p)
+        _take(p, "lost")
+    agent_set_status(agent_id="lost", status="busy", actor=as_agent("lost"))  # gets no work from the pool
+    failover_holding = threading.Event()
+
+    def work(i):
+        if i == 0:
+            with recorded_transaction():
+                moves = pool_fail_over(agent=Agent.objects.select_related("pool").get(agent_id="lost"), actor=OPERATOR)
+                failover_holding.set()
+                time.sleep(0.5)  # the registration starts meanwhile
+            return len(moves.waiting)
+        assert failover_holding.wait(10)
+        return agent_register(pool=pool, agent_id="newcomer", actor=OPERATOR, capacity=2)
+
+    waiting, _ = run_in_threads(2, work)
+    assert waiting == 2
+    placed = Assignment.objects.filter(profile__profile_id__in=["q1", "q2"], status=Assignment.Status.ACTIVE)
+    assert sorted(a.agent.agent_id for a in placed) == ["newcomer", "newcomer"]
