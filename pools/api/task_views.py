@@ -10,6 +10,7 @@ from rest_framework import status
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 
+from config import concurrency
 from config.api.authentication import credential_scope, request_actor
 from config.api.idempotency import idempotent
 from config.api.permissions import IsAuthenticated, IsOperator
@@ -228,5 +229,5 @@ class TaskClaimView(APIView):
             if not connection.in_atomic_block:
                 # Give the connection back (to the pool, or closed) while this request sleeps.
                 connection.close()
-            time.sleep(min(settings.TETHER_TASK_CLAIM_POLL_SECONDS, left))
+            concurrency.sleep(min(settings.TETHER_TASK_CLAIM_POLL_SECONDS, left))  # its slot to others meanwhile
         return Response({"tasks": TaskSerializer(tasks, many=True).data})
