@@ -151,8 +151,6 @@ if TETHER_HTTP_HANDLER not in ("wsgi", "asgi"):
 if TETHER_HTTP_HANDLER == "wsgi" and not REDIS_URL:
     raise ImproperlyConfigured("TETHER_HTTP_HANDLER=wsgi needs REDIS_URL (the in-memory channel layer needs 'asgi')")
 TETHER_HTTP_THREADS = env_int("TETHER_HTTP_THREADS", 32, minimum=1, maximum=1000)
-# Of those, how many run at once (config/concurrency.py): a long-poll between its looks does not count.
-TETHER_HTTP_ACTIVE_THREADS = env_int("TETHER_HTTP_ACTIVE_THREADS", 8, minimum=1, maximum=1000)
 # The cyclic garbage collector's first-generation threshold in `make serve`'s workers (config/serve.py;
 # Python's default is 700): with a request's objects in cycles and 32 requests in flight, 700 promotes
 # nearly all of them to older generations, whose passes cost far more.

@@ -32,8 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from a2wsgi.wsgi import Body, build_environ
 from django.conf import settings
 
-from config import concurrency
-
 
 def _small_body_limit() -> int:
     return max(settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0, settings.FILE_UPLOAD_MAX_MEMORY_SIZE or 0)
@@ -101,13 +99,8 @@ class ThreadPoolWSGI:
             await send({"type": "http.response.body", "body": content})
 
     def _respond(self, environ, loop, send):
-        """On a pool thread, holding one of the process's running slots (config/concurrency.py):
-        run the application. Returns (status, headers, body) for the loop to send, or None when
-        this thread has sent a streaming response itself."""
-        with concurrency.running():
-            return self._run(environ, loop, send)
-
-    def _run(self, environ, loop, send):
+        """On a pool thread: run the application. Returns (status, headers, body) for the loop to
+        send, or None when this thread has sent a streaming response itself."""
         started: list = []  # [status, headers], as the application last gave them
         written: list[bytes] = []
         streaming = False  # True once this thread has sent the status line

@@ -4,7 +4,6 @@ driven here as the server drives it (scope, receive, send)."""
 import asyncio
 import json
 import threading
-import time
 
 import pytest
 from django.core.wsgi import get_wsgi_application
@@ -193,93 +192,3 @@ def test_an_application_error_reaches_the_server():
 def test_only_http_is_served():
     with pytest.raises(ValueError, match="HTTP only"):
         asyncio.run(ThreadPoolWSGI(echo, threads=1)({"type": "websocket"}, None, None))
-
-
-@override_settings(TETHER_HTTP_ACTIVE_THREADS=2)
-def test_no_more_requests_run_at_once_than_the_active_slots():
-    from config import concurrency
-
-    running, most = [0], [0]
-    lock = threading.Lock()
-
-    def app(environ, start_response):
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
-        start_response("204 No Content", [])
-        return []
-
-    async def all_at_once():
-        bridge = ThreadPoolWSGI(app, threads=6)
-
-        async def one():
-            sent = []
-
-            async def send(message):
-                sent.append(message)
-
-            await bridge(scope(), None, send)
-            return sent[0]["status"]
-
-        try:
-            return await asyncio.gather(*(one() for _ in range(6)))
-        finally:
-            bridge.executor.shutdown()
-
-    assert asyncio.run(all_at_once()) == [204] * 6
-    assert most[0] == 2
-    assert concurrency._semaphore()._value == 2  # every slot given back
-
-
-@override_settings(TETHER_HTTP_ACTIVE_THREADS=1)
-def test_a_long_poll_gives_its_slot_back_while_it_sleeps():
-    from config import concurrency
-
-    finished = []
-
-    def app(environ, start_response):
-        if environ["PATH_INFO"] == "/park":
-            for _ in range(3):
-                concurrency.sleep(0.1)  # a long-poll between its looks
-        finished.append(environ["PATH_INFO"])
-        start_response("200 OK", [])
-        return [b"ok"]
-
-    async def both():
-        bridge = ThreadPoolWSGI(app, threads=4)
-
-        async def one(path, delay):
-            await asyncio.sleep(delay)
-
-            async def send(message):
-                pass
-
-            await bridge(scope(path=path), None, send)
-
-        try:
-            await asyncio.gather(one("/park", 0), one("/fast", 0.05))
-        finally:
-            bridge.executor.shutdown()
-
-    asyncio.run(both())
-    assert finished == ["/fast", "/park"]  # with the slot held through the sleeps: /park first
-
-
-@pytest.mark.django_db
-@override_settings(TETHER_HTTP_ACTIVE_THREADS=1)
-def test_a_sleep_inside_a_transaction_keeps_its_slot():
-    """A transaction's row locks live inside a slot: a request waiting for them waits for one that runs."""
-    from django.db import transaction
-
-    from config import concurrency
-
-    with concurrency.running():
-        with transaction.atomic():
-            concurrency.sleep(0.01)
-            assert concurrency._semaphore()._value == 0
-        concurrency.sleep(0.01)
-        assert concurrency._semaphore()._value == 0  # taken back after the sleep
-    assert concurrency._semaphore()._value == 1

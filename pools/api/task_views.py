@@ -10,7 +10,6 @@ from rest_framework import status
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 
-from config import concurrency
 from config.api.authentication import credential_scope, request_actor
 from config.api.idempotency import idempotent
 from config.api.permissions import IsAuthenticated, IsOperator
@@ -229,5 +228,5 @@ class TaskClaimView(APIView):
             if not connection.in_atomic_block:
                 # Give the connection back (to the pool, or closed) while this request sleeps.
                 connection.close()
-            concurrency.sleep(min(settings.TETHER_TASK_CLAIM_POLL_SECONDS, left))  # its slot to others meanwhile
+            time.sleep(min(settings.TETHER_TASK_CLAIM_POLL_SECONDS, left))
         return Response({"tasks": TaskSerializer(tasks, many=True).data})
