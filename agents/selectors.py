@@ -29,8 +29,13 @@ def agent_get(agent_id: str) -> Agent | None:
 
 def _with_pool_names(agents: list[Agent]) -> list[Agent]:
     """Agents read with their pool's name as the extra column: `pool` loaded as far as id and name."""
+    pools = {}  # one object per pool: a discover's hundred agents are mostly of one or two
     for agent in agents:
-        agent.pool = AgentPool.from_db(agent._state.db, ["id", "name"], [agent.pool_id, agent._extra[0]])
+        key = (agent.pool_id, agent._extra[0])
+        pool = pools.get(key)
+        if pool is None:
+            pool = pools[key] = AgentPool.from_db(agent._state.db, ["id", "name"], list(key))
+        agent.pool = pool
     return agents
 
 
