@@ -23,6 +23,7 @@ from functools import lru_cache
 from time import time as _now
 
 from django.conf import settings
+
 from config.caching import cache
 
 log = logging.getLogger(__name__)

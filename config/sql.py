@@ -29,8 +29,8 @@ def _unwrapped(value):
 def _converter(fields: list, using: str) -> Callable[[list], list]:
     """A function converting a raw row of these fields' columns as the ORM does (`from_db_value`:
     jsonb comes back as text). Which fields convert, and the connection, are looked up once, not per
-    value: per value, the connection lookup alone (a context-local read) cost discover ~2,500 of them
-    a request for its 100 agents."""
+    value: per value, discover's 100 agents cost ~2,500 connection lookups (context-local reads) a
+    request."""
     connection = connections[using]
     converting = [(i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")]
 
