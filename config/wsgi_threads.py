@@ -85,7 +85,7 @@ class ThreadPoolWSGI:
         length, chunked = _declared_length(scope)
         if chunked or (length is not None and length > _small_body_limit()):
             body = Body(loop, receive)  # read from the thread as Django asks for it
-        elif length:
+        elif length is not None and length > 0:
             body = await _read_small_body(receive)
             if body is None:
                 return  # the client is gone: nothing to answer
