@@ -153,17 +153,24 @@ def cycle_details(cycle: list[Edge]) -> list[dict]:
             for e in cycle]
 
 
+# Read by every new wait (under the wait-graph lock): compiled once (config/sql.py).
+_QUEUED_PROFILE_HOLDERS = CompiledQuery(
+    lambda: Assignment.objects.filter(status__in=Assignment.HELD_STATUSES)
+    .filter(profile_id__in=Assignment.objects.queued().values("profile_id"))
+    .values_list("profile_id", "agent__agent_id"),
+    sentinels=(),
+)
+_QUEUED_REQUESTS = CompiledQuery(
+    lambda: Assignment.objects.queued().values_list("pk", "agent__agent_id", "profile_id", "profile__profile_id", "assigned_at"),
+    sentinels=(),
+)
+
+
 def wait_graph_edges() -> list[Edge]:
-    """Every queued request whose profile has an agent holding it, as an edge. One query."""
-    holders = dict(
-        Assignment.objects.filter(status__in=Assignment.HELD_STATUSES)
-        .filter(profile_id__in=Assignment.objects.queued().values("profile_id"))
-        .values_list("profile_id", "agent__agent_id")
-    )
+    """Every queued request whose profile has an agent holding it, as an edge. Two queries."""
+    holders = dict(_QUEUED_PROFILE_HOLDERS.rows())
     edges = []
-    for pk, agent_id, profile_pk, profile_id, requested_at in (
-        Assignment.objects.queued().values_list("pk", "agent__agent_id", "profile_id", "profile__profile_id", "assigned_at")
-    ):
+    for pk, agent_id, profile_pk, profile_id, requested_at in _QUEUED_REQUESTS.rows():
         holder = holders.get(profile_pk)
         if holder is not None:
             edges.append(Edge(agent_id, profile_id, holder, pk, requested_at))
@@ -171,6 +178,12 @@ def wait_graph_edges() -> list[Edge]:
 
 
 # --- Joining the queue ----------------------------------------------------------------------------
+
+_QUEUED_FOR = CompiledQuery(
+    lambda profile_pk, agent_pk: Assignment.objects.queued().filter(profile_id=profile_pk, agent_id=agent_pk)
+    .values_list("assignment_id")[:1],
+    sentinels=(-7_000_000_001, -7_000_000_002),
+)
 
 
 def wait_enqueue(
@@ -189,7 +202,8 @@ def wait_enqueue(
             f"agent {agent.agent_id!r} already holds profile {profile.profile_id!r}",
             details={"profile_id": profile.profile_id, "holder_assignment_id": str(holder.assignment_id)},
         )
-    already = Assignment.objects.queued().filter(profile=profile, agent=agent).values_list("assignment_id", flat=True).first()
+    waiting = _QUEUED_FOR.rows(profile.pk, agent.pk)
+    already = waiting[0][0] if waiting else None
     if already is not None:
         raise Conflict(
             f"agent {agent.agent_id!r} already waits for profile {profile.profile_id!r}",
