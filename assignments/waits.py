@@ -80,13 +80,23 @@ def queue_order(policy: str) -> list:
     return ["assigned_at", "pk"]
 
 
-def profile_queue(profile: Profile, policy: str):
-    """The queued requests for `profile`, next first (a queryset)."""
+def profile_queue(profile: Profile | int, policy: str):
+    """The queued requests for `profile` (or its primary key), next first (a queryset)."""
     return (
         Assignment.objects.queued().filter(profile=profile)
         .annotate(_priority=_effective_priority())
         .order_by(*queue_order(policy))
     )
+
+
+# A profile's queue in order, one statement per policy, compiled once: read by every waiting take.
+_QUEUE_IDS = {
+    policy: CompiledQuery(
+        lambda profile_pk, policy=policy: profile_queue(profile_pk, policy).values_list("pk"),
+        sentinels=(-7_000_000_001,),
+    )
+    for policy in AgentPool.ConflictPolicy.values
+}
 
 
 def _policy_pool(profile: Profile, fallback: AgentPool) -> AgentPool:
@@ -98,7 +108,7 @@ def queue_position(assignment: Assignment) -> int | None:
     if assignment.status != S.PENDING or assignment.agent_id is None:
         return None
     pool = _policy_pool(assignment.profile, assignment.pool)
-    ids = list(profile_queue(assignment.profile, pool.conflict_policy).values_list("pk", flat=True))
+    ids = [row[0] for row in _QUEUE_IDS[pool.conflict_policy].rows(assignment.profile_id)]
     return ids.index(assignment.pk) + 1 if assignment.pk in ids else None
 
 
