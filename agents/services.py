@@ -14,11 +14,12 @@ from agents.models import AGENT_TRANSITIONS, REGISTRATION_ONLY, Agent
 from assignments.alerts import ALERTS_ACTOR, alert_key_agent_stale, alert_raise, alert_resolve
 from assignments.events import event_record, recorded_transaction
 from assignments.models import Alert, Assignment, Event
+from assignments.selectors import AGENT_LIVE, AGENT_LIVE_FIELDS
 from assignments.services import assignment_release
 from config.actors import Actor, require_operator, require_self_or_operator
 from config.errors import Conflict, InvalidTransition, NotFound
 from config.locks import lock_one, pool_lock_moves
-from config.sql import CompiledQuery, split_value_and_rows, value_and_rows
+from config.sql import split_value_and_rows, value_and_rows
 from config.tokens import token_new
 from config.validation import (
     clean_choice,
@@ -207,13 +208,8 @@ RETURNING a.id, a.agent_id, a.pool_id, a.status, previous.last_heartbeat
 """
 
 
-# What a heartbeat reads of the agent's live assignments, and its renewal of those it reported:
-# on every heartbeat, so compiled once / named (config/sql.py; compiling cost more than running).
-_LIVE_FIELDS = ("id", "assignment_id", "status", "last_activity")
-_LIVE_OF_AGENT = CompiledQuery(
-    lambda pk: Assignment.objects.filter(agent_id=pk, status__in=Assignment.LIVE_STATUSES).values_list(*_LIVE_FIELDS),
-    sentinels=(-7_000_000_001,),
-)
+# A heartbeat reads the agent's live assignments (assignments.selectors.AGENT_LIVE) and renews those
+# it reported: on every heartbeat, so named (config/sql.py; compiling cost more than running).
 _RENEW_SQL = (
     f"UPDATE {Assignment._meta.db_table} SET last_activity = %s "
     "WHERE agent_id = %s AND assignment_id = ANY(%s) AND status IN (%s, %s)"
@@ -221,19 +217,19 @@ _RENEW_SQL = (
 
 
 def _live_and_any_open_task(agent: Agent) -> tuple[list[Assignment], bool | None]:
-    """The agent's live assignments (_LIVE_FIELDS), and on PostgreSQL whether it holds an open
+    """The agent's live assignments (AGENT_LIVE_FIELDS), and on PostgreSQL whether it holds an open
     task, in one statement (the reply's `tasks` needed a round trip of its own after the commit on
     every heartbeat, issue 15). Read under the agent's row lock, in the heartbeat's transaction:
     a task the dispatcher gives this agent locks the agent row too, so it is either seen here or
     placed after this heartbeat (the next one tells it, as before). None: not asked (SQLite)."""
     if connection.vendor != "postgresql":
-        return _LIVE_OF_AGENT.objects(Assignment, _LIVE_FIELDS, agent.pk), None
-    live_sql, live_params = _LIVE_OF_AGENT.sql(agent.pk)
+        return AGENT_LIVE.objects(Assignment, AGENT_LIVE_FIELDS, agent.pk), None
+    live_sql, live_params = AGENT_LIVE.sql(agent.pk)
     tasks_sql, tasks_params = agent_open_tasks_probe(agent.pk)
     with connection.cursor() as cursor:
         cursor.execute(value_and_rows(f"EXISTS ({tasks_sql})", live_sql), [*tasks_params, *live_params])
         any_open, live = split_value_and_rows(cursor.fetchall())
-    return _LIVE_OF_AGENT.objects(Assignment, _LIVE_FIELDS, rows=live), bool(any_open)
+    return AGENT_LIVE.objects(Assignment, AGENT_LIVE_FIELDS, rows=live), bool(any_open)
 
 
 def _renew(agent: Agent, assignment_ids: list, now) -> None:

@@ -21,11 +21,11 @@ from datetime import datetime
 from uuid import UUID
 
 from django.conf import settings
-from config.caching import cache
 from django.db import connection
 
 from agents.models import Agent
 from assignments.models import Assignment, Profile, holding_q
+from config.caching import cache
 from config.sql import split_value_and_rows, value_and_rows
 from pools.models import AgentPool
 

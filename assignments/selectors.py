@@ -5,6 +5,15 @@ from django.db.models import Q, QuerySet
 
 from assignments import cache
 from assignments.models import Alert, Assignment, Event, Profile
+from config.sql import CompiledQuery
+
+# An agent's live assignments, as (id, assignment_id, status, last_activity) rows: read by every
+# heartbeat and every take that waits (its capacity), so compiled once (config/sql.py).
+AGENT_LIVE_FIELDS = ("id", "assignment_id", "status", "last_activity")
+AGENT_LIVE = CompiledQuery(
+    lambda pk: Assignment.objects.filter(agent_id=pk, status__in=Assignment.LIVE_STATUSES).values_list(*AGENT_LIVE_FIELDS),
+    sentinels=(-7_000_000_001,),
+)
 
 # A `types` filter item ending in "." (or ".*") matches every type with that prefix.
 MAX_EVENT_PAGE = 1000

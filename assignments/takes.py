@@ -30,6 +30,7 @@ from assignments.selection import (
     profile_least_contended,
     profile_select,
 )
+from assignments.selectors import AGENT_LIVE
 from assignments.services import assignment_create
 from assignments.waits import (
     MAX_WAIT_SECONDS,
@@ -53,7 +54,7 @@ from config.errors import (
     ValidationFailed,
 )
 from config.locks import lock_one
-from config.sql import CompiledQuery, sql_insert, sql_update
+from config.sql import sql_insert, sql_update
 from config.validation import clean_float, clean_identifier, clean_int, clean_json_object, clean_text
 
 S = Assignment.Status
@@ -185,14 +186,8 @@ def _check_profile_for(profile: Profile, agent: Agent) -> None:
         )
 
 
-_LIVE_OF_AGENT = CompiledQuery(
-    lambda agent_pk: Assignment.objects.filter(agent_id=agent_pk, status__in=Assignment.LIVE_STATUSES).values_list("pk"),
-    sentinels=(-7_000_000_001,),
-)
-
-
 def _check_capacity(agent: Agent, adding: int) -> None:
-    live = len(_LIVE_OF_AGENT.rows(agent.pk))  # a few rows at most: an agent's capacity
+    live = len(AGENT_LIVE.rows(agent.pk))  # a few rows at most: an agent's capacity
     if live + adding > agent.capacity:
         raise AgentAtCapacity(
             f"agent {agent.agent_id!r} already holds {live} of its {agent.capacity} assignments"

@@ -70,14 +70,22 @@ def start(repo: Path, port: int, env: dict) -> subprocess.Popen:
     server = subprocess.Popen(
         ["make", "--no-print-directory", "serve", "HOST=127.0.0.1", f"PORT={port}", "SERVE_WORKERS=1", "SERVE_DB_CONNECTIONS=16"],
         cwd=repo, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return server
-        except OSError:
-            time.sleep(0.5)
+    if wait_healthy(server, port, seconds=60):
+        return server
     stop(server)
     sys.exit(f"the server on port {port} did not become healthy")
+
+
+def wait_healthy(server: subprocess.Popen, port: int, *, seconds: float) -> bool:
+    """Whether the server on `port` answers /health within `seconds` (False at once if it exits)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return True
+        except OSError:
+            time.sleep(0.5)
+    return False
 
 
 def stop(server: subprocess.Popen) -> None:

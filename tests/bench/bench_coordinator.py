@@ -49,7 +49,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -61,7 +60,7 @@ if __name__ == "__main__":  # before api_bench's import, which exits on a missin
         sys.exit("make bench-coordinator needs DATABASE_URL (PostgreSQL) and REDIS_URL")
 sys.path.insert(0, str(ROOT))
 from tests.bench.api_bench import server_cpu_seconds  # noqa: E402
-from tests.bench.bench_ab import Client, postgres_cpu, prepare, start, stop  # noqa: E402
+from tests.bench.bench_ab import Client, postgres_cpu, prepare, start, stop, wait_healthy  # noqa: E402
 
 AGENTS = int(os.environ.get("BENCH_COORD_AGENTS", "2000"))
 N = int(os.environ.get("BENCH_COORD_N", "1000"))
@@ -187,14 +186,8 @@ def start_coordinator(python: Path, root: Path) -> subprocess.Popen:
         [str(python), str(ROOT / "tests" / "bench" / "coordinator_app.py"), "--source", str(root),
          "--host", "127.0.0.1", "--port", str(COORDINATOR_PORT)],
         cwd=HOME, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(240):
-        if server.poll() is not None:
-            break
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{COORDINATOR_PORT}/health", timeout=2)
-            return server
-        except OSError:
-            time.sleep(0.5)
+    if wait_healthy(server, COORDINATOR_PORT, seconds=120):
+        return server
     stop(server)
     sys.exit(f"the coordinator did not start; the end of {HOME / 'server.log'}:\n"
              + (HOME / "server.log").read_text(errors="replace")[-3000:])

@@ -19,6 +19,36 @@ def _take(profile_id, agent_id):
     return assignment_create(profile_id=profile_id, agent_id=agent_id, actor=as_agent(agent_id))
 
 
+def _lost_agent_holding(pool_name, profile_ids):
+    """A pool whose agent "lost" holds these profiles and, busy, gets no work from the pool."""
+    pool = make_pool(pool_name)
+    make_agent(pool, "lost", capacity=len(profile_ids))
+    for p in profile_ids:
+        make_profile(p)
+        _take(p, "lost")
+    agent_set_status(agent_id="lost", status="busy", actor=as_agent("lost"))
+    return pool
+
+
+def _while_its_failover_commits(run_in_threads, seconds, other):
+    """"lost"'s failover in one thread, holding its transaction (and the pool's move lock) open for
+    `seconds`; `other()` in a second thread once the failover has run. Returns (how many the
+    failover left waiting, what `other` returned)."""
+    failover_holding = threading.Event()
+
+    def work(i):
+        if i == 0:
+            with recorded_transaction():
+                moves = pool_fail_over(agent=Agent.objects.select_related("pool").get(agent_id="lost"), actor=OPERATOR)
+                failover_holding.set()
+                time.sleep(seconds)  # the other one runs meanwhile
+            return len(moves.waiting)
+        assert failover_holding.wait(10)
+        return other()
+
+    return run_in_threads(2, work)
+
+
 def test_lost_agents_assignments_move_inside_its_pool_only():
     prod, other = make_pool("prod"), make_pool("other")
     make_agent(prod, "lost", capacity=3)
@@ -159,27 +189,11 @@ def test_a_rebalance_never_resolves_the_alert_of_a_failover_still_committing(run
     A failover that leaves work waiting (and counts one more occurrence of that alert) is committing
     while a rebalance runs: the rebalance must not read "nothing waits" from before the failover and
     then resolve the alert the failover has just renewed (pool_rebalance reads under the move lock)."""
-    pool = make_pool("racy")
-    make_agent(pool, "lost", capacity=2)
-    for p in ("r1", "r2"):
-        make_profile(p)
-        _take(p, "lost")
-    agent_set_status(agent_id="lost", status="busy", actor=as_agent("lost"))  # gets no work from the pool
+    pool = _lost_agent_holding("racy", ["r1", "r2"])
     alert_raise(kind=Alert.Kind.POOL_NO_HEALTHY_AGENT, actor=ALERTS_ACTOR, message="earlier loss",
                 dedup_key=alert_key_pool_no_healthy_agent("racy"), pool="racy")
-    failover_holding = threading.Event()
 
-    def work(i):
-        if i == 0:
-            with recorded_transaction():
-                moves = pool_fail_over(agent=Agent.objects.select_related("pool").get(agent_id="lost"), actor=OPERATOR)
-                failover_holding.set()
-                time.sleep(1.0)  # the rebalance runs meanwhile
-            return len(moves.waiting)
-        assert failover_holding.wait(10)
-        return pool_rebalance(pool=pool, actor=OPERATOR)
-
-    waiting, _moves = run_in_threads(2, work)
+    waiting, _moves = _while_its_failover_commits(run_in_threads, 1.0, lambda: pool_rebalance(pool=pool, actor=OPERATOR))
     assert waiting == 2
     assert Assignment.objects.waiting().filter(pool__name="racy").count() == 2
     alert = Alert.objects.get(dedup_key=alert_key_pool_no_healthy_agent("racy"))
@@ -202,25 +216,11 @@ def test_a_registration_racing_a_failover_gets_the_work_it_left_waiting(run_in_t
     """The registration asks "does anything wait?" without the pool's move lock, after its commit:
     a failover holding that lock while the registration starts commits first (the registration
     takes the same lock), so what it left waiting is seen and placed on the newcomer."""
-    pool = make_pool("racing")
-    make_agent(pool, "lost", capacity=2)
-    for p in ("q1", "q2"):
-        make_profile(p)
-        _take(p, "lost")
-    agent_set_status(agent_id="lost", status="busy", actor=as_agent("lost"))  # gets no work from the pool
-    failover_holding = threading.Event()
+    pool = _lost_agent_holding("racing", ["q1", "q2"])
 
-    def work(i):
-        if i == 0:
-            with recorded_transaction():
-                moves = pool_fail_over(agent=Agent.objects.select_related("pool").get(agent_id="lost"), actor=OPERATOR)
-                failover_holding.set()
-                time.sleep(0.5)  # the registration starts meanwhile
-            return len(moves.waiting)
-        assert failover_holding.wait(10)
-        return agent_register(pool=pool, agent_id="newcomer", actor=OPERATOR, capacity=2)
-
-    waiting, _ = run_in_threads(2, work)
+    waiting, _ = _while_its_failover_commits(
+        run_in_threads, 0.5, lambda: agent_register(pool=pool, agent_id="newcomer", actor=OPERATOR, capacity=2)
+    )
     assert waiting == 2
     placed = Assignment.objects.filter(profile__profile_id__in=["q1", "q2"], status=Assignment.Status.ACTIVE)
     assert sorted(a.agent.agent_id for a in placed) == ["newcomer", "newcomer"]
