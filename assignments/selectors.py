@@ -7,6 +7,10 @@ from assignments import cache
 from assignments.models import Alert, Assignment, Event, Profile
 from config.sql import CompiledQuery
 
+# Every concrete field of an assignment by name (foreign keys as their ids), for the compiled reads
+# that build whole assignments (`CompiledQuery.objects`): a profile's holder, a queue's next request.
+ASSIGNMENT_FIELDS = tuple(f.name for f in Assignment._meta.concrete_fields)
+
 # An agent's live assignments, as (id, assignment_id, status, last_activity) rows: read by every
 # heartbeat and every take that waits (its capacity), so compiled once (config/sql.py).
 AGENT_LIVE_FIELDS = ("id", "assignment_id", "status", "last_activity")

@@ -30,7 +30,7 @@ from assignments.selection import (
     profile_least_contended,
     profile_select,
 )
-from assignments.selectors import AGENT_LIVE
+from assignments.selectors import AGENT_LIVE, ASSIGNMENT_FIELDS
 from assignments.services import assignment_create
 from assignments.waits import (
     MAX_WAIT_SECONDS,
@@ -53,8 +53,8 @@ from config.errors import (
     ProfileTaken,
     ValidationFailed,
 )
-from config.locks import lock_one
-from config.sql import sql_insert, sql_update
+from config.locks import lock_one, lock_one_named
+from config.sql import CompiledQuery, sql_insert, sql_update
 from config.validation import clean_float, clean_identifier, clean_int, clean_json_object, clean_text
 
 S = Assignment.Status
@@ -165,7 +165,7 @@ def _refusals_recorded(take, *, agent_id: str, actor: Actor, workflow_id: str) -
 def _lock_taker(agent_id: str) -> Agent:
     # The agent row lock serialises this agent's takes, so its capacity count holds.
     try:
-        agent = lock_one(Agent, related=("pool",), agent_id=agent_id)
+        agent = lock_one_named(Agent, related="pool", only=None, agent_id=agent_id)
     except Agent.DoesNotExist:
         raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
     if not agent.may_take:
@@ -196,8 +196,25 @@ def _check_capacity(agent: Agent, adding: int) -> None:
         )
 
 
+# A profile's holder (at most one: the partial unique index), with what a refusal, a queued request
+# and a preemption read of its agent; compiled once (a waiting take's hot path, issue 15).
+_HOLDER = CompiledQuery(
+    lambda pk: Assignment.objects.holding().filter(profile_id=pk)
+    .values_list(*ASSIGNMENT_FIELDS, "agent__agent_id", "agent__priority")[:1],
+    sentinels=(-7_000_000_001,),
+)
+
+
 def _holder(profile: Profile) -> Assignment | None:
-    return Assignment.objects.holding().filter(profile=profile).select_related("agent").first()
+    found = _HOLDER.objects(Assignment, ASSIGNMENT_FIELDS, profile.pk)
+    if not found:
+        return None
+    holder = found[0]
+    holder.profile = profile
+    if holder.agent_id is not None:
+        agent_id, priority = holder._extra
+        holder.agent = Agent.from_db(_HOLDER.using, ["id", "agent_id", "priority"], [holder.agent_id, agent_id, priority])
+    return holder
 
 
 def _taken(profile: Profile, holder: Assignment, pool_name: str) -> ProfileTaken:
@@ -243,7 +260,7 @@ def _take_or_wait(*, agent_id, profile_id, actor, wait_seconds, priority, **fiel
     with recorded_transaction():
         agent = _lock_taker(agent_id)
         try:
-            profile = lock_one(Profile, related=("pool",), profile_id=profile_id)
+            profile = lock_one_named(Profile, related="pool", only=None, profile_id=profile_id)
         except Profile.DoesNotExist:
             raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id}) from None
         _check_profile_for(profile, agent)
@@ -251,7 +268,7 @@ def _take_or_wait(*, agent_id, profile_id, actor, wait_seconds, priority, **fiel
         if holder is None and profile_has_queue(profile.pk):
             # Free with requests queued before this one (a cooldown just ended, a quota day turned,
             # the waits sweep has not run yet): they go first.
-            holder = waits_hand_over(profile=profile, fallback_pool=agent.pool, actor=actor, now=now)
+            holder = waits_hand_over(profile=profile, fallback_pool=agent.pool, actor=actor, now=now, known_free=True)
         if holder is None:
             refusal = profile_refusal(profile, agent.pool, now)
             if isinstance(refusal, ProfileCoolingDown) and wait_seconds:

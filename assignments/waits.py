@@ -41,7 +41,7 @@ agent's own wish, and nobody else asked for that profile on its behalf.
 """
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 from django.db.models import F, Value
@@ -53,6 +53,7 @@ from assignments.alerts import ALERTS_ACTOR, alert_raise
 from assignments.events import event_record, recorded_transaction
 from assignments.guardrails import profile_count_take, profile_refusal
 from assignments.models import ASSIGNMENT_TRANSITIONS, Alert, Assignment, Event, Profile
+from assignments.selectors import ASSIGNMENT_FIELDS
 from config import locks
 from config.actors import Actor, require_operator
 from config.errors import Conflict, Deadlock, NotFound
@@ -426,29 +427,59 @@ def waits_profile_freed(*, assignment: Assignment, actor: Actor, now) -> Assignm
         queued = _ANY_QUEUED.exists(assignment.profile_id)
     if not queued:
         return None
-    profile = Profile.objects.select_related("pool").get(pk=assignment.profile_id)  # locked just above
-    return waits_hand_over(profile=profile, fallback_pool=assignment.pool, actor=actor, now=now)
+    # Locked just above: reading it again with FOR UPDATE waits for nothing. Every column, as
+    # the guardrails and the event read them; one statement built once.
+    profile = locks.lock_one_named(Profile, related="pool", only=None, id=assignment.profile_id)
+    # A profile of no pool follows the freed holder's pool, which the release read narrowly (its
+    # name): its policy and guardrails in one read, not a lazy load of each.
+    fallback = assignment.pool if profile.pool_id else AgentPool.objects.get(pk=assignment.pool_id)
+    # The profile is free: the assignment that just ended was its one holder (invariant 1).
+    return waits_hand_over(profile=profile, fallback_pool=fallback, actor=actor, now=now, known_free=True)
 
 
-def waits_hand_over(*, profile: Profile, fallback_pool: AgentPool, actor: Actor, now) -> Assignment | None:
+# The next request a hand-over serves, per policy, compiled once (every hand-over reads it): its
+# row locked (SKIP LOCKED: a request its agent is cancelling, or the sweep is expiring, is passed
+# over), with its pool's name and its agent's id and priority (what the event and a take's refusal
+# read). The slots: the profile's primary key, and the time the deadline must be after.
+_NOW_SLOT = datetime(1901, 2, 3, 4, 5, 6, 789, tzinfo=UTC)
+_QUEUE_HEAD = {
+    policy: CompiledQuery(
+        lambda profile_pk, now, policy=policy: profile_queue(profile_pk, policy)
+        .filter(wait_until__gt=now, agent__status__in=_SERVABLE_AGENT_STATUSES)
+        .select_for_update(of=("self",), skip_locked=True)
+        .values_list(*ASSIGNMENT_FIELDS, "pool__name", "agent__agent_id", "agent__priority")[:1],
+        sentinels=(-7_000_000_001, _NOW_SLOT),
+    )
+    for policy in AgentPool.ConflictPolicy.values
+}
+
+
+def _queue_head(profile: Profile, policy: str, now) -> Assignment | None:
+    query = _QUEUE_HEAD[policy]
+    found = query.objects(Assignment, ASSIGNMENT_FIELDS, profile.pk, now)
+    if not found:
+        return None
+    request = found[0]
+    pool_name, agent_id, priority = request._extra
+    request.pool = AgentPool.from_db(query.using, ["id", "name"], [request.pool_id, pool_name])
+    request.agent = Agent.from_db(query.using, ["id", "agent_id", "priority"], [request.agent_id, agent_id, priority])
+    return request
+
+
+def waits_hand_over(*, profile: Profile, fallback_pool: AgentPool, actor: Actor, now, known_free: bool = False) -> Assignment | None:
     """Give the free, locked `profile` to its next queued request by the pool's `conflict_policy`:
     `pending → active` with the profile's next fencing token. Nothing when the profile is held,
     disabled, quarantined, cooling down or over its quota (the waits sweep retries), or nobody
-    waits. Emits `assignment.status_changed` (`data.reason = "handed_over"`)."""
+    waits. `known_free`: the caller knows nobody holds it (the change that freed it, a take that
+    found no holder), so that is not asked again. Emits `assignment.status_changed`
+    (`data.reason = "handed_over"`)."""
     pool = _policy_pool(profile, fallback_pool)
     if not profile.enabled or profile_refusal(profile, pool, now) is not None:
         return None
-    # SKIP LOCKED: a request its agent is cancelling, or the sweep is expiring, is passed over.
-    request = (
-        profile_queue(profile, pool.conflict_policy)
-        .filter(wait_until__gt=now, agent__status__in=_SERVABLE_AGENT_STATUSES)
-        .select_for_update(of=("self",), skip_locked=True)
-        .select_related("pool", "agent")
-        .first()
-    )
+    request = _queue_head(profile, pool.conflict_policy, now)
     if request is None:
         return None
-    if _ANY_HOLDER.exists(profile.pk):
+    if not known_free and _ANY_HOLDER.exists(profile.pk):
         return None
     request.profile = profile
     # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.

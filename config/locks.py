@@ -123,16 +123,19 @@ def lock_one(model, *, related: tuple[str, ...] = (), only: tuple[str, ...] = ()
 _named_locks: dict[tuple, tuple[str, list, list]] = {}
 
 
-def _named_lock_statement(model, related: str, only: tuple[str, ...], lookup: str):
+def _named_lock_statement(model, related: str, only: tuple[str, ...] | None, lookup: str):
     key = (model, related, only, lookup)
     built = _named_locks.get(key)
     if built is None:
         fk = model._meta.get_field(related)
         other = fk.related_model
-        own_names = {name for name in only if "__" not in name} | {model._meta.pk.name, related}
-        own = [f for f in model._meta.concrete_fields if f.name in own_names]
-        their_names = {name.split("__", 1)[1] for name in only if name.startswith(f"{related}__")} | {other._meta.pk.name}
-        theirs = [f for f in other._meta.concrete_fields if f.name in their_names]
+        if only is None:  # every column of both, as lock_one without `only`
+            own, theirs = list(model._meta.concrete_fields), list(other._meta.concrete_fields)
+        else:
+            own_names = {name for name in only if "__" not in name} | {model._meta.pk.name, related}
+            own = [f for f in model._meta.concrete_fields if f.name in own_names]
+            their_names = {name.split("__", 1)[1] for name in only if name.startswith(f"{related}__")} | {other._meta.pk.name}
+            theirs = [f for f in other._meta.concrete_fields if f.name in their_names]
         where = model._meta.get_field(lookup).column
         sql = (
             f"SELECT {', '.join('t.' + f.column for f in own)}, {', '.join('r.' + f.column for f in theirs)} "
@@ -143,13 +146,14 @@ def _named_lock_statement(model, related: str, only: tuple[str, ...], lookup: st
     return built
 
 
-def lock_one_named(model, *, related: str, only: tuple[str, ...], **lookup):
+def lock_one_named(model, *, related: str, only: tuple[str, ...] | None, **lookup):
     """`lock_one(model, related=(related,), only=only, **lookup)` (one lookup field), as one
-    statement built once. Raises `model.DoesNotExist` when there is no such row."""
+    statement built once; `only=None`: every column of the row and of its related row. Raises
+    `model.DoesNotExist` when there is no such row."""
     [(name, value)] = lookup.items()
     if connection.vendor != "postgresql":
-        return lock_one(model, related=(related,), only=only, **lookup)
-    sql, own, theirs = _named_lock_statement(model, related, tuple(only), name)
+        return lock_one(model, related=(related,), only=only or (), **lookup)
+    sql, own, theirs = _named_lock_statement(model, related, None if only is None else tuple(only), name)
     with connection.cursor() as cursor:
         cursor.execute(sql, [value])
         row = cursor.fetchone()
@@ -160,7 +164,7 @@ def lock_one_named(model, *, related: str, only: tuple[str, ...], **lookup):
     obj = from_row(model, own, mine, using=connection.alias)
     fk_value = getattr(obj, fk.attname)
     if fk_value != other_values[[f.primary_key for f in theirs].index(True)]:
-        return lock_one(model, related=(related,), only=only, **lookup)  # a stale join: read again, locked
+        return lock_one(model, related=(related,), only=only or (), **lookup)  # a stale join: read again, locked
     if fk_value is not None:
         setattr(obj, related, from_row(fk.related_model, theirs, other_values, using=connection.alias))
     return obj

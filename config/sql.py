@@ -6,7 +6,8 @@ definition of what a query means (`Assignment.objects.queued()`, `waiting_q`…)
 first use with a sentinel in each slot; later calls put their values where the sentinels were and
 run the same SQL text. Only for queries whose shape does not depend on the values (no `__in` lists,
 whose placeholders grow with the list): a slot must come out as exactly one parameter, which is
-checked when the query is compiled.
+checked when the query is compiled. A sentinel is a value no real call passes (an impossible primary
+key, a datetime of 1901).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable
+from datetime import datetime
 
 from django.db import connections
 from django.db.models import QuerySet
@@ -24,6 +26,15 @@ ROWS = "rows"
 
 def _unwrapped(value):
     return getattr(value, "obj", value)
+
+
+def _is_slot(value, sentinel, connection) -> bool:
+    """Whether a compiled parameter is this sentinel: as given, or as the backend adapted it (SQLite
+    binds datetimes as text; PostgreSQL binds them as they are)."""
+    value = _unwrapped(value)
+    if value == sentinel:
+        return True
+    return isinstance(sentinel, datetime) and value == connection.ops.adapt_datetimefield_value(sentinel)
 
 
 def _converter(fields: list, using: str) -> Callable[[list], list]:
@@ -82,7 +93,7 @@ class CompiledQuery:
                 params = list(params)
                 slots = []
                 for sentinel in self.sentinels:
-                    where = [i for i, value in enumerate(params) if _unwrapped(value) == sentinel]
+                    where = [i for i, value in enumerate(params) if _is_slot(value, sentinel, connections[self.using])]
                     if len(where) != 1:
                         raise ValueError(f"slot {sentinel!r} compiled to {len(where)} parameters, not 1: {sql}")
                     slots.append(where[0])

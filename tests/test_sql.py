@@ -119,3 +119,40 @@ def test_where_the_statement_is_not_compiled_the_orm_answers_with_converted_valu
     [agent] = query.objects(Agent, fields, "sqls-a")
     assert agent.capabilities == ["chrome"] and timezone.is_aware(agent.registered_at)
     assert query.exists("sqls-a") and not query.exists("sqls-none")
+
+
+def test_a_datetime_slot_takes_each_call_s_time_on_every_backend():
+    """A slot may be a moment (a queue's "deadline still ahead"): PostgreSQL binds the sentinel as
+    it is, SQLite as text; either way it is found, and each call's value is the one used."""
+    from datetime import UTC, datetime, timedelta
+
+    from django.utils import timezone
+
+    pool = make_pool("sqlt")
+    make_agent(pool, "sqlt-a")
+    make_profile("sqlt-p", pool="sqlt")
+    taken = assignment_create(profile_id="sqlt-p", agent_id="sqlt-a", actor=OPERATOR)
+    before = CompiledQuery(lambda pk, moment: Assignment.objects.filter(profile_id=pk, assigned_at__lt=moment)
+                           .values_list("assignment_id"), sentinels=(-7_000_000_001, datetime(1901, 2, 3, 4, 5, 6, 789, tzinfo=UTC)))
+    now = timezone.now()
+    assert before.rows(taken.profile_id, now + timedelta(seconds=1)) == [(taken.assignment_id,)]
+    assert before.rows(taken.profile_id, taken.assigned_at - timedelta(seconds=1)) == []
+    assert before.rows(taken.profile_id, now + timedelta(seconds=1)) == [(taken.assignment_id,)]
+
+
+def test_lock_one_named_without_only_reads_every_column_as_lock_one_does():
+    from django.db import transaction
+
+    from agents.models import Agent
+    from config.locks import lock_one, lock_one_named
+
+    pool = make_pool("sqla", profile_cooldown_seconds=30, profile_daily_quota=5)
+    make_agent(pool, "sqla-a", capacity=3, capabilities=["chrome"], region="eu")
+    with transaction.atomic():
+        named = lock_one_named(Agent, related="pool", only=None, agent_id="sqla-a")
+        orm = lock_one(Agent, related=("pool",), agent_id="sqla-a")
+        assert not named.get_deferred_fields() and not named.pool.get_deferred_fields()
+        for field in Agent._meta.concrete_fields:
+            assert getattr(named, field.attname) == getattr(orm, field.attname), field.name
+        for field in pool._meta.concrete_fields:
+            assert getattr(named.pool, field.attname) == getattr(orm.pool, field.attname), field.name

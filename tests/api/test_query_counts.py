@@ -201,3 +201,42 @@ def test_a_statement_run_often_is_prepared_on_its_connection(api, make_agent, ma
         prepared = [row[0] for row in cursor.fetchall()]
     assert any("token_hash" in sql for sql in prepared), prepared  # every request's token lookup
     assert any("FOR UPDATE OF a, p" in sql for sql in prepared), prepared  # the release's lock
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_waiting_take_and_hand_over_statements_as_in_production(api, make_agent, make_profile):
+    """Issue 12's contended path, as it runs in production: a take that waits for a held profile,
+    and the release that hands the profile over to it."""
+    _, holder_token = make_agent("a1")
+    _, waiter_token = make_agent("a2")
+    make_profile("p1")
+
+    def statements(fn) -> list[str]:
+        with CaptureQueriesContext(connection) as ctx:
+            response = fn()
+        assert response.status_code in (200, 201, 202), response.content[:300]
+        return [q["sql"] for q in ctx.captured_queries]
+
+    held = api.post("/api/assignments", {"profile_id": "p1"}, token=holder_token).json()
+    wait = statements(lambda: api.post("/api/assignments", {"profile_id": "p1", "wait_seconds": 30}, token=waiter_token))
+    # token; BEGIN, lock agent, lock profile (each one named statement with its pool), the holder,
+    # the agent's live count, "already waiting for it?", the wait-graph lock and its two reads,
+    # insert, queue position, event insert, COMMIT; after it: event numbers with the holder (one).
+    assert len(wait) == 15, "\n".join(s[:150] for s in wait)
+    assert sum("pg_advisory_xact_lock" in sql for sql in wait) == 1  # the wait graph's; the event order's is in COMMIT
+    assert wait[2].startswith("SELECT t.id") and "FOR UPDATE OF t" in wait[2] and "FOR UPDATE OF t" in wait[3]
+    request_id = api.get("/api/assignments?profile_id=p1&status=pending", token=waiter_token).json()["results"][0]["assignment_id"]
+
+    release = statements(lambda: api.delete(f"/api/assignments/{held['assignment_id']}", token=holder_token))
+    # token; BEGIN, lock assignment and profile, update, mark the profile released and "any request
+    # queued?" (one statement), the profile with its pool (named), the freed holder's pool (the
+    # profile has none), the next request (locked, SKIP LOCKED), the profile's new token, the request
+    # → active, both events (one insert), COMMIT; after it: event numbers, the pool's rebalance probe.
+    # Nothing asks again whether the profile is held: the assignment that ended was its holder.
+    assert len(release) == 14, "\n".join(s[:150] for s in release)
+    assert sum("SKIP LOCKED" in sql for sql in release) == 1
+    assert not any("assignments_assignment" in sql and "'active', 'idle', 'releasing'" in sql and "SKIP" not in sql
+                   for sql in release[:-2]), "\n".join(s[:150] for s in release)
+    request = api.get(f"/api/assignments/{request_id}", token=waiter_token).json()
+    assert (request["status"], request["fencing_token"]) == ("active", held["fencing_token"] + 1)

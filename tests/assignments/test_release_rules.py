@@ -66,14 +66,18 @@ def test_every_take_path_dates_its_assignment_after_the_profile_lock(monkeypatch
     make_agent(pool, "a1", capacity=4)
     make_profile("p1")
     locked_at = {}
-    real_lock_one = takes.lock_one
 
-    def lock_one(model, **kwargs):
-        row = real_lock_one(model, **kwargs)
-        locked_at[model.__name__] = timezone.now()
-        return row
+    def timed(real):
+        def lock(model, **kwargs):
+            row = real(model, **kwargs)
+            locked_at[model.__name__] = timezone.now()
+            return row
+        return lock
 
-    monkeypatch.setattr(takes, "lock_one", lock_one)
+    # Either way of taking the row lock (the named statement of a take that may wait, the ORM's of a
+    # selection).
+    monkeypatch.setattr(takes, "lock_one", timed(takes.lock_one))
+    monkeypatch.setattr(takes, "lock_one_named", timed(takes.lock_one_named))
     # A take that may wait, of a free profile: granted at once, by `_grant` (not assignment_create).
     result = takes.assignment_take(agent_id="a1", actor=as_agent("a1"), profile_id="p1", wait_seconds=5)
     assert result.assignments[0].status == "active"

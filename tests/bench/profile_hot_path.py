@@ -9,6 +9,7 @@ included) and, with `--profile NAME`, the cProfile of that loop.
 
 import argparse
 import cProfile
+import itertools
 import json
 import os
 import pstats
@@ -55,11 +56,20 @@ def main():
     from assignments.services import profile_create
 
     profile_create(profile_id="p1", pool="prof", actor=system)
+    profile_create(profile_id="p2", pool="prof", actor=system)
     for i in range(args.agents):
         agent_register(pool=pool, agent_id=f"d{i}", actor=system, capabilities=["chrome"] if i % 3 else ["firefox"],
                        region="eu" if i % 2 else "us")
     held = call("POST", "/api/assignments", {"profile_id": "p1"}, token=token)["assignment_id"]
     call("DELETE", f"/api/assignments/{held}", token=token)
+
+    # As `make serve`'s workers run (config/serve.py): the setup's garbage collected (the scratch
+    # database's migrations leave thousands of rendered model classes), the startup heap frozen.
+    from config.serve import tune_garbage_collector
+
+    t = time.perf_counter()
+    tune_garbage_collector()
+    print(f"setup's garbage collected and the heap frozen in {time.perf_counter() - t:.2f} s", flush=True)
 
     def take_release():
         a = call("POST", "/api/assignments", {"profile_id": "p1"}, token=token)
@@ -71,6 +81,20 @@ def main():
         a = call("POST", "/api/assignments", {"profile_id": "p1"}, token=token,
                  headers={"HTTP_IDEMPOTENCY_KEY": f"k-{next(keys)}"})
         call("DELETE", f"/api/assignments/{a['assignment_id']}", token=token)
+
+    token2 = call("POST", "/api/agents/register", {"agent_id": "w2", "pool": "prof", "capacity": 4},
+                  headers={"HTTP_X_ENROLLMENT_TOKEN": enrollment})["token"]
+    holder = {"token": token, "id": call("POST", "/api/assignments", {"profile_id": "p2"}, token=token)["assignment_id"]}
+    waiter_token = itertools.cycle([token2, token])
+
+    def wait_hand_over():
+        # The other agent waits for the profile this one holds (202 pending), this one releases: the
+        # release hands it over (issue 12's contended path); the waiter is the next holder.
+        waiting = next(waiter_token)
+        pending = call("POST", "/api/assignments", {"profile_id": "p2", "wait_seconds": 30}, token=waiting)
+        assert pending["status"] == "pending", pending
+        call("DELETE", f"/api/assignments/{holder['id']}", token=holder["token"])
+        holder.update(token=waiting, id=pending["assignment_id"])
 
     def heartbeat():
         call("POST", "/api/agents/w1/heartbeat", {"load_metrics": {"cpu": 20}, "assignments": []}, token=token)
@@ -85,7 +109,8 @@ def main():
     def discover():
         call("POST", "/api/agents/discover", {"capabilities": ["chrome"], "region": "eu", "pool": "prof"}, token=token)
 
-    loops = {"take_release": (take_release, 2), "take_release_idempotent": (take_release_idempotent, 2), "heartbeat": (heartbeat, 1), "register": (register, 1),
+    loops = {"take_release": (take_release, 2), "take_release_idempotent": (take_release_idempotent, 2),
+             "wait_hand_over": (wait_hand_over, 2), "heartbeat": (heartbeat, 1), "register": (register, 1),
              "get_agent": (get_agent, 1), "discover": (discover, 1)}
     for label, (fn, requests) in loops.items():
         if args.only and label not in args.only.split(","):
