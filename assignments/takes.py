@@ -9,7 +9,8 @@
   one with `wait_seconds`.
 
 Lock order (config/locks.py): the agent row → profile rows (primary-key order) → assignment rows →
-the wait-graph lock → alert rows → events.
+the wait-graph lock (asked for without waiting; when held, the take runs again with it taken right
+after the agent row: `assignments.waits.WaitGraphBusy`) → alert rows → events.
 """
 
 from dataclasses import dataclass, field
@@ -34,8 +35,10 @@ from assignments.selectors import AGENT_LIVE, ASSIGNMENT_FIELDS
 from assignments.services import assignment_create
 from assignments.waits import (
     MAX_WAIT_SECONDS,
+    WaitGraphBusy,
     profile_has_queue,
     wait_enqueue,
+    wait_graph_lock_first,
     wait_record_deadlock,
     waits_hand_over,
 )
@@ -186,7 +189,9 @@ def _check_profile_for(profile: Profile, agent: Agent) -> None:
         )
 
 
-def _check_capacity(agent: Agent, adding: int) -> None:
+def _check_capacity(agent: Agent, adding: int) -> int:
+    """Refuse when `adding` more would put the locked agent over its capacity; returns how many live
+    assignments it has (queued requests included)."""
     live = len(AGENT_LIVE.rows(agent.pk))  # a few rows at most: an agent's capacity
     if live + adding > agent.capacity:
         raise AgentAtCapacity(
@@ -194,6 +199,7 @@ def _check_capacity(agent: Agent, adding: int) -> None:
             + (f" and asks for {adding} more" if adding > 1 else ""),
             details={"agent_id": agent.agent_id, "live": live, "capacity": agent.capacity, "asked": adding},
         )
+    return live
 
 
 # A profile's holder (at most one: the partial unique index), with what a refusal, a queued request
@@ -255,10 +261,26 @@ def _grant(agent: Agent, profile: Profile, *, actor: Actor, now, priority, workf
 # --- The paths ------------------------------------------------------------------------------------
 
 
-def _take_or_wait(*, agent_id, profile_id, actor, wait_seconds, priority, **fields) -> TakeResult:
+def _graph_busy_retried(take):
+    """`take(graph_first=False)`, and when it found the wait-graph lock held (`WaitGraphBusy`, its
+    transaction rolled back), `take(graph_first=True)`: see `assignments.waits.WaitGraphBusy`."""
+
+    def retried(**kwargs):
+        try:
+            return take(graph_first=False, **kwargs)
+        except WaitGraphBusy:
+            return take(graph_first=True, **kwargs)
+
+    return retried
+
+
+@_graph_busy_retried
+def _take_or_wait(*, agent_id, profile_id, actor, wait_seconds, priority, graph_first, **fields) -> TakeResult:
     now = timezone.now()
     with recorded_transaction():
         agent = _lock_taker(agent_id)
+        if graph_first:
+            wait_graph_lock_first()
         try:
             profile = lock_one_named(Profile, related="pool", only=None, profile_id=profile_id)
         except Profile.DoesNotExist:
@@ -284,9 +306,10 @@ def _take_or_wait(*, agent_id, profile_id, actor, wait_seconds, priority, **fiel
         if not wait_seconds:
             raise _taken(profile, holder, agent.pool.name)
         _check_may_wait_for(profile)
-        _check_capacity(agent, 1)
+        live = _check_capacity(agent, 1)
         request = wait_enqueue(agent=agent, profile=profile, holder=holder, actor=actor, now=now,
-                               wait_seconds=wait_seconds, priority=priority, **fields)
+                               wait_seconds=wait_seconds, priority=priority, graph_locked=graph_first,
+                               agent_has_nothing=live == 0, **fields)
     return TakeResult(assignments=[request], queued=True)
 
 
@@ -347,11 +370,14 @@ def _take_several(*, agent_id, profile_ids, actor, priority, **fields) -> list[A
     return [by_id[pid] for pid in profile_ids]
 
 
-def _take_by_requirements(*, agent_id, requirements, actor, wait_seconds, priority, **fields) -> TakeResult:
+@_graph_busy_retried
+def _take_by_requirements(*, agent_id, requirements, actor, wait_seconds, priority, graph_first, **fields) -> TakeResult:
     now = timezone.now()
     with recorded_transaction():
         agent = _lock_taker(agent_id)
-        _check_capacity(agent, 1)
+        if graph_first:
+            wait_graph_lock_first()
+        live = _check_capacity(agent, 1)
         profile = profile_select(requirements=requirements, agent=agent, now=now)
         if profile is not None:
             return TakeResult(assignments=[
@@ -373,5 +399,6 @@ def _take_by_requirements(*, agent_id, requirements, actor, wait_seconds, priori
         profile = lock_one(Profile, related=("pool",), pk=candidate.pk)
         holder = _holder(profile)
         request = wait_enqueue(agent=agent, profile=profile, holder=holder, actor=actor, now=now,
-                               wait_seconds=wait_seconds, priority=priority, **fields)
+                               wait_seconds=wait_seconds, priority=priority, graph_locked=graph_first,
+                               agent_has_nothing=live == 0, **fields)
     return TakeResult(assignments=[request], queued=True)

@@ -27,7 +27,8 @@ quota holds the profile back, or the next request's row was busy — the waits s
 
 Lock order (config/locks.py): the freed holder's row (already held by the caller) → the profile
 row → queued request rows; a new request: agent → profile → the holder's row (preemption) → the
-wait-graph lock (`WAIT_GRAPH`) → alerts → events.
+wait-graph lock (`WAIT_GRAPH`, asked for without waiting) → alerts → events; a new request that found
+the graph lock held tries again as agent → the wait-graph lock → profile → … (`WaitGraphBusy`).
 
 Deadlocks. Each queued request is an edge "its agent waits for the profile's holder". A request
 whose edge would close a cycle is refused (409 `deadlock`, `details.cycle`), with an
@@ -197,9 +198,28 @@ _QUEUED_FOR = CompiledQuery(
 )
 
 
+class WaitGraphBusy(Exception):
+    """Raised by `wait_enqueue` when another request holds the wait-graph lock and the caller has not
+    taken it first: the caller's transaction rolls back, letting go of the profile's row lock, and
+    the take runs again with the graph lock taken before that row lock (`wait_graph_lock_first`).
+
+    Why: a request waits for the graph lock while holding its profile's row lock, and the release
+    of that profile needs the row lock — so in a burst of new waits each release (and its hand-over)
+    queued behind every new wait in the system (`make bench`'s contention phase: PostgreSQL showed
+    releases waiting on the profile's row, whose taker waited on the graph lock). Asked for without
+    waiting first, the graph lock costs an uncontended request nothing more."""
+
+
+def wait_graph_lock_first() -> None:
+    """A take's second attempt after `WaitGraphBusy`: the graph lock, taken after the agent's row
+    lock and before any profile's, so the wait for it holds no profile's row."""
+    locks.xact_lock(locks.WAIT_GRAPH)
+
+
 def wait_enqueue(
     *, agent: Agent, profile: Profile, holder: Assignment | None, actor: Actor, now, wait_seconds: float,
-    priority: int | None, workflow_id: str, metadata: dict, platform_resource_id: str,
+    priority: int | None, workflow_id: str, metadata: dict, platform_resource_id: str, graph_locked: bool = False,
+    agent_has_nothing: bool = False,
 ) -> Assignment:
     """Queue `agent`'s request for `profile`, inside the caller's transaction, with `agent` and
     `profile` locked and `holder` the profile's holder (None when it is free but held back: cooling
@@ -207,13 +227,17 @@ def wait_enqueue(
     second request of the same agent for the same profile (`Conflict`). With the pool's
     `preemption`, a request of strictly higher priority than the holder's sends the holder to
     `releasing` (`assignment.status_changed`, reason `preempted`). Emits `assignment.created`
-    (to `pending`, `data.queued`). Returns the request with its `queue_position`."""
+    (to `pending`, `data.queued`). Returns the request with its `queue_position`. `graph_locked`: the
+    caller holds the wait-graph lock already (`wait_graph_lock_first`); otherwise it is asked for
+    without waiting, and `WaitGraphBusy` raised when another request holds it. `agent_has_nothing`:
+    the agent, whose row the caller has locked, holds and waits for nothing else (its live count is
+    0) — then no cycle can run through it, and the graph is neither locked nor read (see below)."""
     if holder is not None and holder.agent_id == agent.pk:
         raise Conflict(
             f"agent {agent.agent_id!r} already holds profile {profile.profile_id!r}",
             details={"profile_id": profile.profile_id, "holder_assignment_id": str(holder.assignment_id)},
         )
-    waiting = _QUEUED_FOR.rows(profile.pk, agent.pk)
+    waiting = [] if agent_has_nothing else _QUEUED_FOR.rows(profile.pk, agent.pk)
     already = waiting[0][0] if waiting else None
     if already is not None:
         raise Conflict(
@@ -224,8 +248,15 @@ def wait_enqueue(
     request_priority = priority if priority is not None else agent.priority
     if holder is not None and holder.agent_id is not None:
         _preempt_if_due(holder, pool=pool, request_priority=request_priority, actor=actor, now=now)
+    if holder is not None and holder.agent_id is not None and not agent_has_nothing:
         # Serialises every new wait while it reads the graph and adds its own edge (config/locks.py).
-        locks.xact_lock(locks.WAIT_GRAPH)
+        # Not needed when the agent holds and waits for nothing: a cycle through this new edge needs
+        # another one into the agent (someone waiting for a profile it holds), and it can become a
+        # holder before this commits only through a take, a failover or a rebalance — each locks its
+        # row first, which the caller holds — or a hand-over of another of its requests — it has
+        # none. (An agent that holds one profile at a time, as most fleets' do, never takes it.)
+        if not graph_locked and not locks.try_xact_lock(locks.WAIT_GRAPH):
+            raise WaitGraphBusy
         holder_agent_id = holder.agent.agent_id
         path = find_path(wait_graph_edges(), holder_agent_id, agent.agent_id)
         if path is not None:

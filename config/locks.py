@@ -5,6 +5,8 @@ Lock order, kept by every service so that concurrent calls cannot deadlock:
 a pool's move lock → agent rows (primary-key order) → task rows (queued ones SKIP LOCKED) →
 profile rows (primary-key order) → assignment rows → the wait-graph lock → alert rows → the
 event-order lock (taken last, inside COMMIT; see `assignments.events.recorded_transaction`).
+The one exception, which cannot deadlock: a take that found the wait-graph lock held (asked for
+without waiting) starts again with it right after its agent's row (`WAIT_GRAPH` below).
 """
 
 from django.db import connection
@@ -18,7 +20,9 @@ EVENT_ORDER = 0x7E7E_0001
 # Held (transaction-scoped) by every request that starts waiting for a profile, while it reads the
 # wait-for graph and adds its edge (assignments/waits.py): two requests that would close a cycle
 # together (A waits for B's profile while B asks for A's) are checked one after the other, so the
-# second sees the first's edge and is refused. Taken after every row lock of the request.
+# second sees the first's edge and is refused. Asked for without waiting after every row lock of
+# the request; a request that finds it held rolls back and takes it, waiting, right after its agent's
+# row lock and before any profile's (so no release waits behind a request waiting for it).
 WAIT_GRAPH = 0x7E7E_0002
 
 # Two-key locks (class, object id): a different lock space from the one-key locks above.

@@ -210,7 +210,9 @@ def test_waiting_take_and_hand_over_statements_as_in_production(api, make_agent,
     and the release that hands the profile over to it."""
     _, holder_token = make_agent("a1")
     _, waiter_token = make_agent("a2")
+    _, busy_token = make_agent("a3")
     make_profile("p1")
+    make_profile("p2")
 
     def statements(fn) -> list[str]:
         with CaptureQueriesContext(connection) as ctx:
@@ -220,13 +222,21 @@ def test_waiting_take_and_hand_over_statements_as_in_production(api, make_agent,
 
     held = api.post("/api/assignments", {"profile_id": "p1"}, token=holder_token).json()
     wait = statements(lambda: api.post("/api/assignments", {"profile_id": "p1", "wait_seconds": 30}, token=waiter_token))
-    # token; BEGIN, lock agent, lock profile (each one named statement with its pool), the holder,
-    # the agent's live count, "already waiting for it?", the wait-graph lock and its two reads,
-    # insert, queue position, event insert, COMMIT; after it: event numbers with the holder (one).
-    assert len(wait) == 15, "\n".join(s[:150] for s in wait)
-    assert sum("pg_advisory_xact_lock" in sql for sql in wait) == 1  # the wait graph's; the event order's is in COMMIT
+    # An agent holding nothing (no cycle can run through it): token; BEGIN, lock agent, lock profile
+    # (each one named statement with its pool), the holder, the agent's live count, insert, queue
+    # position, event insert, COMMIT; after it: event numbers with the holder (one).
+    assert len(wait) == 11, "\n".join(s[:150] for s in wait)
+    assert not any("advisory" in sql for sql in wait)  # the wait graph is neither locked nor read
     assert wait[2].startswith("SELECT t.id") and "FOR UPDATE OF t" in wait[2] and "FOR UPDATE OF t" in wait[3]
-    request_id = api.get("/api/assignments?profile_id=p1&status=pending", token=waiter_token).json()["results"][0]["assignment_id"]
+    # An agent holding a profile: as above, and "already waiting for it?", the wait-graph lock (asked
+    # for without waiting; the event order's is taken in COMMIT) and the graph's two reads.
+    api.post("/api/assignments", {"profile_id": "p2"}, token=busy_token)
+    busy_wait = statements(lambda: api.post("/api/assignments", {"profile_id": "p1", "wait_seconds": 30}, token=busy_token))
+    assert len(busy_wait) == 15, "\n".join(s[:150] for s in busy_wait)
+    assert sum("pg_try_advisory_xact_lock" in sql for sql in busy_wait) == 1
+    assert not any("pg_advisory_xact_lock" in sql for sql in busy_wait)
+    request_id = next(a["assignment_id"] for a in api.get("/api/assignments?profile_id=p1&status=pending",
+                                                            token=waiter_token).json()["results"] if a["agent_id"] == "a2")
 
     release = statements(lambda: api.delete(f"/api/assignments/{held['assignment_id']}", token=holder_token))
     # token; BEGIN, lock assignment and profile, update, mark the profile released and "any request

@@ -329,6 +329,99 @@ def test_a_preempting_request_racing_the_holders_release_never_deadlocks(run_in_
         assert Assignment.objects.holding().filter(profile__profile_id=f"pp{p}").count() <= 1
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_release_never_waits_behind_a_request_waiting_for_the_wait_graph_lock():
+    """A new wait asks for the wait-graph lock without waiting; finding it held, it lets go of the
+    profile's row lock and waits for the graph lock first — so the holder's release (which needs
+    that row) goes through meanwhile, and the request then finds the profile free."""
+    import threading
+    import time
+
+    import psycopg
+    from django.db import connection, connections
+
+    from config import locks
+
+    pool = make_pool("graph-busy")
+    make_agent(pool, "holder", capacity=2)
+    make_agent(pool, "waiter", capacity=2)
+    make_profile("gp", pool="graph-busy")
+    make_profile("own", pool="graph-busy")
+    held = take("holder", "gp")
+    take("waiter", "own")  # it holds a profile: its wait could close a cycle, so the graph is locked
+    outcome = {}
+
+    def run(name, fn):
+        try:
+            outcome[name] = fn()
+        except BaseException as exc:  # noqa: BLE001 — asserted on below
+            outcome[name] = exc
+        finally:
+            connections.close_all()
+
+    conninfo = connection.get_connection_params()
+    for option in ("cursor_factory", "context", "prepare_threshold"):
+        conninfo.pop(option, None)
+    with psycopg.connect(**conninfo) as other:  # another request, in the middle of its wait
+        other.execute("SELECT pg_advisory_xact_lock(%s)", [locks.WAIT_GRAPH])
+        waiter = threading.Thread(target=run, args=("take", lambda: take("waiter", "gp", wait_seconds=60)))
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the take waits for the graph lock
+            other.execute("SELECT pg_stat_clear_snapshot()")  # (read once per transaction otherwise)
+            waiting = other.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+            if waiting:
+                break
+            time.sleep(0.02)
+        assert waiting == 1, ("the take never waited for the wait-graph lock", outcome)
+        releaser = threading.Thread(target=run, args=(
+            "release", lambda: assignment_release(assignment_id=held.assignment_id, actor=as_agent("holder"))))
+        releaser.start()
+        releaser.join(timeout=10)
+        released_while_graph_locked = not releaser.is_alive()
+        other.rollback()  # the other request ends: the take goes on
+    releaser.join(timeout=30)
+    waiter.join(timeout=30)
+    assert released_while_graph_locked, "the release waited behind the request waiting for the graph lock"
+    assert outcome["release"].status == S.RELEASED, outcome
+    taken = outcome["take"]
+    assert isinstance(taken, Assignment), outcome
+    assert (taken.status, taken.fencing_token) == (S.ACTIVE, held.fencing_token + 1)  # free by then: granted
+    assert Assignment.objects.holding().get(profile__profile_id="gp").agent.agent_id == "waiter"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_agent_holding_nothing_waits_without_the_wait_graph_lock():
+    """No cycle can run through an agent that holds and waits for nothing: its wait neither waits
+    for nor takes the graph lock, even while another request holds it."""
+    import psycopg
+    from django.db import connection
+
+    from config import locks
+
+    pool = make_pool("graph-free")
+    for name in ("holder", "idle"):
+        make_agent(pool, name, capacity=2)
+    make_profile("fp", pool="graph-free")
+    take("holder", "fp")
+    conninfo = connection.get_connection_params()
+    for option in ("cursor_factory", "context", "prepare_threshold"):
+        conninfo.pop(option, None)
+    with psycopg.connect(**conninfo) as other:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", [locks.WAIT_GRAPH])
+        connection.cursor().execute("SET lock_timeout = '2s'")  # a wait for the lock fails, not hangs
+        try:
+            request = take("idle", "fp", wait_seconds=60)
+        finally:
+            connection.cursor().execute("SET lock_timeout = 0")
+        other.rollback()
+    assert (request.status, request.queue_position) == (S.PENDING, 1)
+
+
 def test_a_new_waiting_request_does_not_jump_the_queue_of_a_free_profile(scene):
     scene.profile_cooldown_seconds = 30
     scene.save(update_fields=["profile_cooldown_seconds"])
