@@ -750,8 +750,10 @@ class Waiter:
         await self.connection.close()
 
 
-async def http_contention(tokens: list[str], hold: float = HOLD_SECONDS, rounds: int = CONTENTION_ROUNDS) -> list[Phase]:
-    """32 agents, 8 profiles, waits: see the module docstring."""
+async def http_contention(tokens: list[str], hold: float = HOLD_SECONDS, rounds: int = CONTENTION_ROUNDS,
+                          server=None) -> list[Phase]:
+    """32 agents, 8 profiles, waits: see the module docstring. The server's CPU is shared out over
+    the takes and releases alike (each phase row shows the mean of both)."""
     held = f"held {hold * 1000:g} ms"
     takes = Phase(f"HTTP take, {FLEET} agents for {CONTENDED} profiles, wait_seconds, {held}", FLEET)
     releases = Phase(f"HTTP release (+ hand-over to the next waiter, one transaction), {held}", FLEET)
@@ -788,6 +790,7 @@ async def http_contention(tokens: list[str], hold: float = HOLD_SECONDS, rounds:
         await http.close()
 
     started = time.perf_counter()
+    cpu = server_cpu_seconds(server.pid) if server else None
     try:
         await asyncio.wait_for(asyncio.gather(*(agent(a) for a in range(FLEET))), timeout=PHASE_SECONDS * 3)
     finally:
@@ -795,10 +798,15 @@ async def http_contention(tokens: list[str], hold: float = HOLD_SECONDS, rounds:
             await waiter.close()
     for phase in (takes, releases, noticed):
         phase.elapsed = time.perf_counter() - started
+    if server:
+        cpu = server_cpu_seconds(server.pid) - cpu
+        requests = len(takes.latencies) + len(releases.latencies)
+        for phase in (takes, releases):
+            phase.server_cpu_seconds = cpu * len(phase.latencies) / requests
     return [takes, releases, noticed]
 
 
-async def http_selection(tokens: list[str]) -> Phase:
+async def http_selection(tokens: list[str], server=None) -> Phase:
     """64 concurrent selections by requirements (2 per agent), released after each round."""
     phase = Phase("HTTP take by profile_requirements", SELECTIONS)
     clients = [Http() for _ in range(SELECTIONS)]
@@ -813,6 +821,7 @@ async def http_selection(tokens: list[str]) -> Phase:
         return (a, body) if status == 201 else None
 
     started = time.perf_counter()
+    cpu = server_cpu_seconds(server.pid) if server else None
     for _ in range(SELECTION_ROUNDS):
         got = [g for g in await asyncio.gather(*(select(i) for i in range(SELECTIONS))) if g]
         profiles = [body["profile_id"] for _, body in got]
@@ -821,20 +830,22 @@ async def http_selection(tokens: list[str]) -> Phase:
         for a, body in got:
             await clients[0].request("DELETE", f"/api/assignments/{body['assignment_id']}", token=tokens[a])
     phase.elapsed = time.perf_counter() - started
+    if server:  # the releases between rounds included
+        phase.server_cpu_seconds = server_cpu_seconds(server.pid) - cpu
     for client in clients:
         await client.close()
     return phase
 
 
-async def conflict_phases(operator: str, tokens: list[str] | None = None) -> list[Phase]:
+async def conflict_phases(operator: str, tokens: list[str] | None = None, server=None) -> list[Phase]:
     if tokens is None:
         tokens, _ = await http_setup(operator)
     await conflict_setup(operator)
-    phases = await http_contention(tokens)
-    phases += await http_contention(tokens, hold=HELD_HOLD_SECONDS, rounds=HELD_ROUNDS)
+    phases = await http_contention(tokens, server=server)
+    phases += await http_contention(tokens, hold=HELD_HOLD_SECONDS, rounds=HELD_ROUNDS, server=server)
     for phase in phases:
         print(phase.summary(), flush=True)
-    phases.append(await http_selection(tokens))
+    phases.append(await http_selection(tokens, server=server))
     print(phases[-1].summary(), flush=True)
     return phases
 
@@ -888,7 +899,7 @@ def main() -> None:
     server = start_server(env)
     try:
         if ONLY == "conflicts":
-            conflicts = asyncio.run(conflict_phases(operator))
+            conflicts = asyncio.run(conflict_phases(operator, server=server))
             print("\n" + table(conflicts) + "\n")
             if any(p.errors for p in conflicts):
                 sys.exit("some requests failed (see the errors column)")
@@ -896,7 +907,7 @@ def main() -> None:
         sessions_before = db_sessions()
         http, tokens = http_phases(operator, server)
         new_sessions = db_sessions() - sessions_before
-        conflicts = asyncio.run(conflict_phases(operator, tokens))
+        conflicts = asyncio.run(conflict_phases(operator, tokens, server=server))
     finally:
         stop_server(server)
     sql = asyncio.run(sql_phases())
