@@ -5,11 +5,17 @@ from django.db.models import Q, QuerySet
 
 from assignments import cache
 from assignments.models import Alert, Assignment, Event, Profile
-from config.sql import CompiledQuery
+from config.sql import EXISTS, CompiledQuery
 
 # Every concrete field of an assignment by name (foreign keys as their ids), for the compiled reads
 # that build whole assignments (`CompiledQuery.objects`): a profile's holder, a queue's next request.
 ASSIGNMENT_FIELDS = tuple(f.name for f in Assignment._meta.concrete_fields)
+
+# Whether a profile has a holder (held by an agent, or its pool's session waiting for one): asked
+# under the profile's row lock by selections and hand-overs.
+PROFILE_HELD = CompiledQuery(
+    lambda pk: Assignment.objects.holding().filter(profile_id=pk), sentinels=(-7_000_000_001,), kind=EXISTS
+)
 
 # An agent's live assignments, as (id, assignment_id, status, last_activity) rows: read by every
 # heartbeat and every take that waits (its capacity), so compiled once (config/sql.py).

@@ -54,7 +54,7 @@ from assignments.alerts import ALERTS_ACTOR, alert_raise
 from assignments.events import event_record, recorded_transaction
 from assignments.guardrails import profile_count_take, profile_refusal
 from assignments.models import ASSIGNMENT_TRANSITIONS, Alert, Assignment, Event, Profile
-from assignments.selectors import ASSIGNMENT_FIELDS
+from assignments.selectors import ASSIGNMENT_FIELDS, PROFILE_HELD
 from config import locks
 from config.actors import Actor, require_operator
 from config.errors import Conflict, Deadlock, NotFound
@@ -422,9 +422,6 @@ def frees_profile(from_status: str, to_status: str, assignment: Assignment) -> b
 # The statements of `waits_profile_freed`: the queue's compiled once from the ORM's one definition of
 # a queued request (its slot: an impossible primary key).
 _RELEASED_AT_SQL = f"UPDATE {Profile._meta.db_table} SET last_released_at = %s WHERE id = %s"
-_ANY_HOLDER = CompiledQuery(
-    lambda pk: Assignment.objects.holding().filter(profile_id=pk), sentinels=(-7_000_000_001,), kind=EXISTS
-)
 _ANY_QUEUED = CompiledQuery(
     lambda pk: Assignment.objects.queued().filter(profile_id=pk), sentinels=(-7_000_000_001,), kind=EXISTS
 )
@@ -510,7 +507,7 @@ def waits_hand_over(*, profile: Profile, fallback_pool: AgentPool, actor: Actor,
     request = _queue_head(profile, pool.conflict_policy, now)
     if request is None:
         return None
-    if not known_free and _ANY_HOLDER.exists(profile.pk):
+    if not known_free and PROFILE_HELD.exists(profile.pk):
         return None
     request.profile = profile
     # Read-modify-write is safe: the profile row is locked until commit. Tokens only grow.

@@ -83,6 +83,23 @@ def test_selection_skips_disabled_quarantined_unhealthy_and_cooling_profiles(fle
         select("a0", {"tags": ["eu"]})
 
 
+def test_each_selection_takes_its_own_values_in_a_statement_of_the_same_shape(fleet):
+    """On PostgreSQL one statement per shape is compiled once (assignments/selection.py): each call's
+    requirements and the health threshold as set now must be what it runs with."""
+    from django.test import override_settings
+
+    assert select("a0", {"region": "us"}).assignments[0].profile.profile_id == "us-1"
+    with pytest.raises(NoProfileAvailable):
+        select("a1", {"region": "us"})  # the one us profile is held now
+    first = select("a1", {"region": "eu"}).assignments[0].profile.profile_id
+    assert first in {"eu-1", "eu-2", "loose"}
+    Profile.objects.filter(profile_id__in=["eu-1", "eu-2", "loose"]).update(health_score=0.6)
+    with override_settings(TETHER_PROFILE_MIN_HEALTH_SCORE=0.7), pytest.raises(NoProfileAvailable):
+        select("a2", {"region": "eu"})
+    with override_settings(TETHER_PROFILE_MIN_HEALTH_SCORE=0.5):
+        assert select("a2", {"region": "eu"}).assignments[0].profile.profile_id in {"eu-1", "eu-2", "loose"} - {first}
+
+
 @pytest.mark.parametrize("bad", [{}, {"color": "red"}, {"tags": "eu"}, {"tags": [1]}, "eu", {"region": 5}])
 def test_bad_requirements_are_a_validation_error(fleet, bad):
     with pytest.raises(ValidationFailed):

@@ -96,6 +96,11 @@ def main():
         call("DELETE", f"/api/assignments/{holder['id']}", token=holder["token"])
         holder.update(token=waiting, id=pending["assignment_id"])
 
+    def select_release():
+        # A take by requirements (issue 12's selection: the free profile released longest ago).
+        a = call("POST", "/api/assignments", {"profile_requirements": {"pool": "prof"}}, token=token)
+        call("DELETE", f"/api/assignments/{a['assignment_id']}", token=token)
+
     def heartbeat():
         call("POST", "/api/agents/w1/heartbeat", {"load_metrics": {"cpu": 20}, "assignments": []}, token=token)
 
@@ -110,7 +115,7 @@ def main():
         call("POST", "/api/agents/discover", {"capabilities": ["chrome"], "region": "eu", "pool": "prof"}, token=token)
 
     loops = {"take_release": (take_release, 2), "take_release_idempotent": (take_release_idempotent, 2),
-             "wait_hand_over": (wait_hand_over, 2), "heartbeat": (heartbeat, 1), "register": (register, 1),
+             "wait_hand_over": (wait_hand_over, 2), "select_release": (select_release, 2), "heartbeat": (heartbeat, 1), "register": (register, 1),
              "get_agent": (get_agent, 1), "discover": (discover, 1)}
     for label, (fn, requests) in loops.items():
         if args.only and label not in args.only.split(","):
