@@ -254,7 +254,8 @@ def wait_enqueue(
         # another one into the agent (someone waiting for a profile it holds), and it can become a
         # holder before this commits only through a take, a failover or a rebalance — each locks its
         # row first, which the caller holds — or a hand-over of another of its requests — it has
-        # none. (An agent that holds one profile at a time, as most fleets' do, never takes it.)
+        # none. (An agent that waits only when it holds nothing — one profile at a time, as most
+        # fleets' agents work — never takes it.)
         if not graph_locked and not locks.try_xact_lock(locks.WAIT_GRAPH):
             raise WaitGraphBusy
         holder_agent_id = holder.agent.agent_id
