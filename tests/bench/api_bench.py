@@ -789,7 +789,7 @@ async def http_contention(tokens: list[str], hold: float = HOLD_SECONDS, rounds:
             releases.record(t, status == 200, f"release {status}")
         await http.close()
 
-    started = time.perf_counter()
+    started, client_cpu = time.perf_counter(), time.process_time()
     cpu = server_cpu_seconds(server.pid) if server else None
     try:
         await asyncio.wait_for(asyncio.gather(*(agent(a) for a in range(FLEET))), timeout=PHASE_SECONDS * 3)
@@ -798,6 +798,9 @@ async def http_contention(tokens: list[str], hold: float = HOLD_SECONDS, rounds:
             await waiter.close()
     for phase in (takes, releases, noticed):
         phase.elapsed = time.perf_counter() - started
+    client_cpu = time.process_time() - client_cpu
+    print(f"contention, {held}: the load generator (one process: {FLEET} HTTP clients, {FLEET} WebSockets) used "
+          f"{client_cpu:.1f} s of CPU in {time.perf_counter() - started:.1f} s", flush=True)
     if server:
         cpu = server_cpu_seconds(server.pid) - cpu
         requests = len(takes.latencies) + len(releases.latencies)
