@@ -45,8 +45,9 @@ from dashboard.publish import EVENTS_GROUP
 
 log = logging.getLogger(__name__)
 
-_TEXT_CACHE = 20_000
-_READ_PAGE = 1000  # serialised payloads kept so that N subscribers do not serialise one event N times
+_TEXT_CACHE = 20_000  # serialised payloads kept so that N subscribers do not serialise one event N times
+_READ_AT_ONCE = 100  # messages taken off the hub's channel in one round trip after a blocking pop
+_READ_PAGE = 1000  # events read from the log at once
 
 Listener = Callable[[list[dict]], None]
 
@@ -137,7 +138,7 @@ class EventHub:
         pause = 0.1
         while True:
             try:
-                message = await self.layer.receive(self.channel)
+                messages = await self._read()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 — keep listening; the log fills what was missed
@@ -146,8 +147,35 @@ class EventHub:
                 pause = min(pause * 2, 5.0)
                 continue
             pause = 0.1
-            if message.get("type") == "events.publish":
-                self.inbox.put_nowait(message["events"])
+            for message in messages:
+                if message.get("type") == "events.publish":
+                    self.inbox.put_nowait(message["events"])
+
+    async def _read(self) -> list[dict]:
+        """The next messages sent to the hub's channel (none when a wait timed out).
+
+        With channels-redis the hub reads its channel's sorted set itself — a blocking pop, then
+        whatever else is waiting, in one more round trip — the keys and serialized messages being
+        channels-redis's own (the publisher writes them, `dashboard/publish.py`). channels-redis's
+        `receive` cost four round trips a message (a cleanup script, the pop, a backup copy and its
+        removal) and several asyncio tasks: in `make bench`'s contention phases the hub's receive was
+        ~19% of each worker's CPU. The backup copy guards a receiver cancelled between the pop and
+        the hand-off; the hub is cancelled only when it stops listening, and anything lost is read
+        from the log (see the module docstring)."""
+        layer = self.layer
+        if not _is_channels_redis(layer):
+            return [await layer.receive(self.channel)]
+        channel = layer.non_local_name(self.channel)  # this layer instance's process-local channels
+        key = layer.prefix + channel
+        connection = layer.connection(layer.consistent_hash(channel))
+        popped = await connection.bzpopmin(key, timeout=layer.brpop_timeout)
+        if popped is None:
+            return []
+        raw = [popped[1], *(member for member, _ in await connection.zpopmin(key, _READ_AT_ONCE))]
+        messages = [layer.deserialize(content) for content in raw]
+        for message in messages:
+            message.pop("__asgi_channel__", None)
+        return messages
 
     async def _renew(self) -> None:
         """Re-join the group every TETHER_EVENTS_GROUP_RENEW_SECONDS (one ZADD): after a Redis
@@ -247,11 +275,15 @@ def event_hub() -> EventHub:
     return hub
 
 
+def _is_channels_redis(layer) -> bool:
+    return type(layer).__module__.startswith("channels_redis")
+
+
 def _layer_for_this_loop():
     """channels-redis keeps its receive state (locks, buffers) per layer instance, bound to the loop
     that first received: a hub gets an instance of its own. The in-memory layer (embedded mode) is
     one process-wide object by nature, so that one is shared."""
     layer = get_channel_layer()
-    if type(layer).__module__.startswith("channels_redis"):
+    if _is_channels_redis(layer):
         return channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
     return layer

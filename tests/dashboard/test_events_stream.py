@@ -310,6 +310,28 @@ async def test_many_subscribers_in_one_process_are_one_group_member(headers):
         await s.disconnect()
 
 
+async def test_the_hub_reads_what_the_group_was_sent_in_order_several_at_once():
+    """With channels-redis the hub reads its channel's sorted set itself (dashboard/hub.py, `_read`):
+    messages sent to the group come back whole, in the order sent, without channels-redis's
+    routing field, several in one read when several wait."""
+    from dashboard.hub import EventHub, _layer_for_this_loop
+
+    layer = _layer_for_this_loop()
+    hub = EventHub(layer)  # not subscribed: nothing else reads its channel
+    hub.channel = await layer.new_channel()
+    await layer.group_add(EVENTS_GROUP, hub.channel)
+    try:
+        sent = [{"type": "events.publish", "events": [{"seq": 10**9 + i}]} for i in range(3)]
+        for message in sent:
+            await get_channel_layer().group_send(EVENTS_GROUP, message)
+        read = []
+        while len(read) < 3:
+            read += await asyncio.wait_for(hub._read(), 5)
+        assert read == sent
+    finally:
+        await layer.group_discard(EVENTS_GROUP, hub.channel)
+
+
 async def test_a_failing_channel_layer_receive_loses_nothing(headers):
     """The hub's receive fails once and the message it was reading is lost with it: the hub goes on
     listening, and the next event's gap is read from the log."""
@@ -317,17 +339,17 @@ async def test_a_failing_channel_layer_receive_loses_nothing(headers):
 
     communicator = await ws_connect(headers=headers)
     hub = event_hub()
-    real_receive = hub.layer.receive
+    real_read = hub._read  # the hub's read of its channel (the layer's receive, or its own with Redis)
     failed = asyncio.Event()
 
-    async def lossy_receive(channel):
+    async def lossy_read():
         if not failed.is_set():
-            await real_receive(channel)  # the message is read... and lost
+            await real_read()  # the message is read... and lost
             failed.set()
             raise ConnectionError("Redis went away")
-        return await real_receive(channel)
+        return await real_read()
 
-    hub.layer.receive = lossy_receive
+    hub._read = lossy_read
     try:
         # The receive already waiting gets the first; the next one (patched) reads the second and fails.
         first = await amake_profiles("flaky-a", 1)
@@ -337,7 +359,7 @@ async def test_a_failing_channel_layer_receive_loses_nothing(headers):
         assert _seqs(await receive_events(communicator, 3)) == first + second + third
         assert await nothing_more(communicator)
     finally:
-        hub.layer.receive = real_receive
+        del hub._read  # the method again
         await communicator.disconnect()
 
 
