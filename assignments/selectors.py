@@ -3,6 +3,7 @@
 from django.db import connection
 from django.db.models import Q, QuerySet
 
+from agents.models import Agent
 from assignments import cache
 from assignments.models import Alert, Assignment, Event, Profile
 from config.sql import EXISTS, CompiledQuery
@@ -16,6 +17,34 @@ ASSIGNMENT_FIELDS = tuple(f.name for f in Assignment._meta.concrete_fields)
 PROFILE_HELD = CompiledQuery(
     lambda pk: Assignment.objects.holding().filter(profile_id=pk), sentinels=(-7_000_000_001,), kind=EXISTS
 )
+
+# A profile's holder, whole, with what a refusal, a queued request and a preemption read of its agent.
+ASSIGNMENT_AGENT_COLUMNS = ("agent__agent_id", "agent__priority")
+_PROFILE_HOLDER = CompiledQuery(
+    lambda pk: Assignment.objects.holding().filter(profile_id=pk)
+    .values_list(*ASSIGNMENT_FIELDS, *ASSIGNMENT_AGENT_COLUMNS)[:1],
+    sentinels=(-7_000_000_001,),
+)
+
+
+def with_agent(assignment: Assignment, agent_values, *, using: str) -> Assignment:
+    """`assignment` (a compiled read's) with its agent as that read gave it: the values of
+    ASSIGNMENT_AGENT_COLUMNS, the agent's other fields deferred."""
+    if assignment.agent_id is not None:
+        assignment.agent = Agent.from_db(using, ["id", "agent_id", "priority"], [assignment.agent_id, *agent_values])
+    return assignment
+
+
+def profile_holder(profile: Profile) -> Assignment | None:
+    """The profile's holder (at most one: the partial unique index), or None. One compiled statement
+    (a waiting take's hot path, issue 15)."""
+    found = _PROFILE_HOLDER.objects(Assignment, ASSIGNMENT_FIELDS, profile.pk)
+    if not found:
+        return None
+    holder = with_agent(found[0], found[0]._extra, using=_PROFILE_HOLDER.using)
+    holder.profile = profile
+    return holder
+
 
 # An agent's live assignments, as (id, assignment_id, status, last_activity) rows: read by every
 # heartbeat and every take that waits (its capacity), so compiled once (config/sql.py).

@@ -31,7 +31,7 @@ from assignments.selection import (
     profile_least_contended,
     profile_select,
 )
-from assignments.selectors import AGENT_LIVE, ASSIGNMENT_FIELDS
+from assignments.selectors import AGENT_LIVE, profile_holder
 from assignments.services import assignment_create
 from assignments.waits import (
     MAX_WAIT_SECONDS,
@@ -57,7 +57,7 @@ from config.errors import (
     ValidationFailed,
 )
 from config.locks import lock_one, lock_one_named
-from config.sql import CompiledQuery, sql_insert, sql_update
+from config.sql import sql_insert, sql_update
 from config.validation import clean_float, clean_identifier, clean_int, clean_json_object, clean_text
 
 S = Assignment.Status
@@ -202,27 +202,6 @@ def _check_capacity(agent: Agent, adding: int) -> int:
     return live
 
 
-# A profile's holder (at most one: the partial unique index), with what a refusal, a queued request
-# and a preemption read of its agent; compiled once (a waiting take's hot path, issue 15).
-_HOLDER = CompiledQuery(
-    lambda pk: Assignment.objects.holding().filter(profile_id=pk)
-    .values_list(*ASSIGNMENT_FIELDS, "agent__agent_id", "agent__priority")[:1],
-    sentinels=(-7_000_000_001,),
-)
-
-
-def _holder(profile: Profile) -> Assignment | None:
-    found = _HOLDER.objects(Assignment, ASSIGNMENT_FIELDS, profile.pk)
-    if not found:
-        return None
-    holder = found[0]
-    holder.profile = profile
-    if holder.agent_id is not None:
-        agent_id, priority = holder._extra
-        holder.agent = Agent.from_db(_HOLDER.using, ["id", "agent_id", "priority"], [holder.agent_id, agent_id, priority])
-    return holder
-
-
 def _taken(profile: Profile, holder: Assignment, pool_name: str) -> ProfileTaken:
     return ProfileTaken(
         f"profile {profile.profile_id!r} is already assigned",
@@ -286,7 +265,7 @@ def _take_or_wait(*, agent_id, profile_id, actor, wait_seconds, priority, graph_
         except Profile.DoesNotExist:
             raise NotFound(f"profile {profile_id!r} does not exist", details={"profile_id": profile_id}) from None
         _check_profile_for(profile, agent)
-        holder = _holder(profile)
+        holder = profile_holder(profile)
         if holder is None and profile_has_queue(profile.pk):
             # Free with requests queued before this one (a cooldown just ended, a quota day turned,
             # the waits sweep has not run yet): they go first.
@@ -397,7 +376,7 @@ def _take_by_requirements(*, agent_id, requirements, actor, wait_seconds, priori
                 details={"profile_requirements": requirements},
             )
         profile = lock_one(Profile, related=("pool",), pk=candidate.pk)
-        holder = _holder(profile)
+        holder = profile_holder(profile)
         request = wait_enqueue(agent=agent, profile=profile, holder=holder, actor=actor, now=now,
                                wait_seconds=wait_seconds, priority=priority, graph_locked=graph_first,
                                agent_has_nothing=live == 0, **fields)

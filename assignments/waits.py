@@ -54,7 +54,7 @@ from assignments.alerts import ALERTS_ACTOR, alert_raise
 from assignments.events import event_record, recorded_transaction
 from assignments.guardrails import profile_count_take, profile_refusal
 from assignments.models import ASSIGNMENT_TRANSITIONS, Alert, Assignment, Event, Profile
-from assignments.selectors import ASSIGNMENT_FIELDS, PROFILE_HELD
+from assignments.selectors import ASSIGNMENT_AGENT_COLUMNS, ASSIGNMENT_FIELDS, PROFILE_HELD, with_agent
 from config import locks
 from config.actors import Actor, require_operator
 from config.errors import Conflict, Deadlock, NotFound
@@ -476,7 +476,7 @@ _QUEUE_HEAD = {
         lambda profile_pk, now, policy=policy: profile_queue(profile_pk, policy)
         .filter(wait_until__gt=now, agent__status__in=_SERVABLE_AGENT_STATUSES)
         .select_for_update(of=("self",), skip_locked=True)
-        .values_list(*ASSIGNMENT_FIELDS, "pool__name", "agent__agent_id", "agent__priority")[:1],
+        .values_list(*ASSIGNMENT_FIELDS, "pool__name", *ASSIGNMENT_AGENT_COLUMNS)[:1],
         sentinels=(-7_000_000_001, _NOW_SLOT),
     )
     for policy in AgentPool.ConflictPolicy.values
@@ -489,10 +489,9 @@ def _queue_head(profile: Profile, policy: str, now) -> Assignment | None:
     if not found:
         return None
     request = found[0]
-    pool_name, agent_id, priority = request._extra
+    pool_name, *agent_values = request._extra
     request.pool = AgentPool.from_db(query.using, ["id", "name"], [request.pool_id, pool_name])
-    request.agent = Agent.from_db(query.using, ["id", "agent_id", "priority"], [request.agent_id, agent_id, priority])
-    return request
+    return with_agent(request, agent_values, using=query.using)
 
 
 def waits_hand_over(*, profile: Profile, fallback_pool: AgentPool, actor: Actor, now, known_free: bool = False) -> Assignment | None:

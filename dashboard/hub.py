@@ -41,7 +41,7 @@ from django.db.models import Max
 
 from assignments.events import event_payload
 from assignments.models import Event
-from dashboard.publish import EVENTS_GROUP
+from dashboard.publish import EVENTS_GROUP, is_channels_redis
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class EventHub:
         the hand-off; the hub is cancelled only when it stops listening, and anything lost is read
         from the log (see the module docstring)."""
         layer = self.layer
-        if not _is_channels_redis(layer):
+        if not is_channels_redis(layer):
             return [await layer.receive(self.channel)]
         channel = layer.non_local_name(self.channel)  # this layer instance's process-local channels
         key = layer.prefix + channel
@@ -275,15 +275,11 @@ def event_hub() -> EventHub:
     return hub
 
 
-def _is_channels_redis(layer) -> bool:
-    return type(layer).__module__.startswith("channels_redis")
-
-
 def _layer_for_this_loop():
     """channels-redis keeps its receive state (locks, buffers) per layer instance, bound to the loop
     that first received: a hub gets an instance of its own. The in-memory layer (embedded mode) is
     one process-wide object by nature, so that one is shared."""
     layer = get_channel_layer()
-    if _is_channels_redis(layer):
+    if is_channels_redis(layer):
         return channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
     return layer

@@ -154,7 +154,9 @@ def publish_flush(timeout: float = PUBLISH_TIMEOUT_SECONDS) -> bool:
     return True
 
 
-def _uses_own_loop(layer) -> bool:
+def is_channels_redis(layer) -> bool:
+    """channels-redis's layer (its keys are written and read here and by the hub directly), not the
+    in-memory one of embedded mode, which must stay on the server's own loop."""
     return type(layer).__module__.startswith("channels_redis")
 
 
@@ -166,7 +168,7 @@ def publish_events(payloads: list[dict]) -> None:
         return
     message = {"type": "events.publish", "events": payloads}
     try:
-        if _uses_own_loop(layer):
+        if is_channels_redis(layer):
             try:
                 _publisher().queue.put_nowait((layer, message))
             except queue.Full:

@@ -372,7 +372,7 @@ def test_publishing_does_not_make_the_request_wait_for_the_channel_layer(monkeyp
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
-    if not dashboard.publish._uses_own_loop(layer):
+    if not dashboard.publish.is_channels_redis(layer):
         pytest.skip("the in-memory layer publishes on the server's own loop")
     sent = []
 
@@ -397,7 +397,7 @@ def test_the_sender_delivers_what_channels_redis_would_to_every_member_of_the_gr
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
-    if not dashboard.publish._uses_own_loop(layer):
+    if not dashboard.publish.is_channels_redis(layer):
         pytest.skip("the in-memory layer publishes on the server's own loop")
 
     async def join():
