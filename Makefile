@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_WORKERS ?= 1
 
-.PHONY: help install run serve test chaos bench bench-ab bench-coordinator bench-soak bench-events bench-tasks migrate demo clean
+.PHONY: help install run serve test chaos bench bench-ab bench-coordinator bench-hub bench-soak bench-events bench-tasks migrate demo clean
 
 help:
 	@echo "make run    — install, migrate, load demo data and start Tether on http://$(HOST):$(PORT) with its jobs and a simulated fleet"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench  — REST API throughput and latency over HTTP vs raw SQL (needs DATABASE_URL, REDIS_URL)"
 	@echo "make bench-ab BASE=<rev> — CPU per request (server, PostgreSQL), this checkout against another commit, side by side"
 	@echo "make bench-coordinator COORDINATOR=<checkout of oib/AITBC> — Tether against the AITBC agent coordinator, the same load (req/s, CPU per request)"
+	@echo "make bench-hub  — CPU the event hub spends receiving a live message: its own read vs channels-redis's receive (needs REDIS_URL)"
 	@echo "make bench-soak — make bench, then 5 minutes checking the event log's order under load"
 	@echo "make bench-dashboard — render time of each dashboard page and analytics endpoint with 100k assignments, 1M events"
 	@echo "make bench-tasks — 2,000 tasks batch-submitted, claimed and completed by 16 agents over HTTP; the dispatcher alone"
@@ -97,6 +98,11 @@ bench-soak: install
 # The CPU one request costs (server and PostgreSQL, from /proc), this checkout against BASE, two
 # `make serve` side by side with requests interleaved so both see the same machine (±15% between
 # runs minutes apart here). BASE is a git revision; BENCH_AB_N requests of each kind (default 400).
+# The CPU the event hub spends receiving a live message: its own read of its channel against
+# channels-redis's receive, alternating (needs REDIS_URL; dashboard/hub.py).
+bench-hub: install
+	$(PY) tests/bench/bench_hub_read.py
+
 bench-ab: install
 	BENCH_AB_BASE=$(BASE) $(PY) tests/bench/bench_ab.py
 
