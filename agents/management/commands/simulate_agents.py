@@ -55,6 +55,7 @@ POOL_POLICIES = {
 # Submitted priorities: mostly routine work, now and then something urgent.
 PRIORITIES = [("urgent", 0.03), ("critical", 0.07), ("high", 0.2), ("normal", 0.45), ("low", 0.25)]
 TASK_CAPACITY = 2
+LONGEST_WAIT_SECONDS = 8.0  # a simulated wait for a busy profile lasts 3 s to this
 
 
 def _interrupt(signum, frame):
@@ -95,6 +96,9 @@ class Command(BaseCommand):
         parser.add_argument("--profiles-per-pool", type=int, default=10)
         parser.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until interrupted")
         parser.add_argument("--tick", type=float, default=0.5, help="seconds between rounds")
+        parser.add_argument("--min-rounds", type=int, default=0,
+                            help="with --duration: go on past it until this many rounds have run (on a slow or busy "
+                                 "machine a round takes longer, and a run of fixed seconds does less)")
         parser.add_argument("--heartbeat-timeout", type=int, default=10, help="the simulated pools' timeout")
         parser.add_argument("--idle-timeout", type=int, default=90, help="the simulated pools' idle timeout")
         parser.add_argument("--crash-every", type=float, default=40, help="average seconds between crashes; 0: never")
@@ -125,17 +129,21 @@ class Command(BaseCommand):
         self.log(f"{len(self.agents)} agents in {len({a.pool for a in self.agents})} pools are running (Ctrl-C stops them)")
         signal.signal(signal.SIGTERM, _interrupt)  # stopped by `make run`: end the same way as Ctrl-C
         try:
-            while not opts["duration"] or time.monotonic() - started < opts["duration"]:
+            while (not opts["duration"] or time.monotonic() - started < opts["duration"]
+                   or self.stats["rounds"] < opts["min_rounds"]):
                 self._round()
                 time.sleep(opts["tick"])
         except KeyboardInterrupt:
             pass
         self._let_waits_end()
         self.log(f"done: {self.stats}, errors: {self.errors}")
+        self.finished = True
         if self.errors and opts["duration"]:
             raise CommandError(f"{self.errors} unexpected error(s)")
 
     def log(self, message: str) -> None:
+        if getattr(self, "finished", False):
+            return  # a waiter still running after the command ended: its output may be closed
         self.stdout.write(f"[simulator] {message}")
         self.stdout.flush()
 
@@ -335,8 +343,9 @@ class Command(BaseCommand):
 
     def _let_waits_end(self):
         """Waits in flight end within their few seconds: keep the fleet beating until they have (a
-        fleet that went silent at once would go stale under an operator's eyes)."""
-        deadline = time.monotonic() + 15
+        fleet that went silent at once would go stale under an operator's eyes). The SDK gives a
+        wait its seconds and a grace of 10 more for the server's answer (`tether_client.agent`)."""
+        deadline = time.monotonic() + LONGEST_WAIT_SECONDS + 10 + 2
         while time.monotonic() < deadline and any(a.waiting is not None and a.waiting.is_alive() for a in self.agents):
             now = time.monotonic()
             for agent in self.agents:
@@ -434,7 +443,7 @@ class Command(BaseCommand):
         if not choices:
             return
         profile_id = self.rng.choice(choices)
-        wait = self.rng.uniform(3.0, 8.0)
+        wait = self.rng.uniform(3.0, LONGEST_WAIT_SECONDS)
         priority = self.rng.randint(0, 5)
 
         def run():
