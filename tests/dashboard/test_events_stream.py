@@ -378,7 +378,7 @@ def test_publishing_does_not_make_the_request_wait_for_the_channel_layer(monkeyp
 
     def slow_send(self, layer, message):
         _time.sleep(0.3)
-        sent.append(message["events"][0]["seq"])
+        sent.extend(event["seq"] for event in message["events"])
 
     monkeypatch.setattr(dashboard.publish._Sender, "send", slow_send)
     t0 = _time.perf_counter()
@@ -387,6 +387,34 @@ def test_publishing_does_not_make_the_request_wait_for_the_channel_layer(monkeyp
     assert _time.perf_counter() - t0 < 0.2
     assert dashboard.publish.publish_flush(timeout=5)
     assert sent == [1, 2, 3]
+
+
+@pytest.mark.redis
+def test_what_queued_up_during_a_send_goes_out_as_one_message_in_order(monkeypatch, settings):
+    """A burst of commits costs one send, not one each: the batches queued while the sender was
+    busy are merged into one message, their events in queue order."""
+    import threading
+
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if not dashboard.publish.is_channels_redis(layer):
+        pytest.skip("the in-memory layer publishes on the server's own loop")
+    sent, busy, go_on = [], threading.Event(), threading.Event()
+
+    def blocked_send(self, layer, message):
+        busy.set()
+        go_on.wait(5)
+        sent.append([event["seq"] for event in message["events"]])
+
+    monkeypatch.setattr(dashboard.publish._Sender, "send", blocked_send)
+    dashboard.publish.publish_events([{"seq": 1}])
+    assert busy.wait(5)  # the sender is inside its first send
+    for batch in ([{"seq": 2}, {"seq": 3}], [{"seq": 4}], [{"seq": 5}]):
+        dashboard.publish.publish_events(batch)
+    go_on.set()
+    assert dashboard.publish.publish_flush(timeout=5)
+    assert sent == [[1], [2, 3, 4, 5]]
 
 
 @pytest.mark.redis
@@ -413,9 +441,12 @@ def test_the_sender_delivers_what_channels_redis_would_to_every_member_of_the_gr
         assert dashboard.publish.publish_flush(timeout=5)
 
         async def receive(name):
+            # One message or two: batches that queued up together go out as one (test above).
             first = await asyncio.wait_for(layer.receive(name), 5)
-            second = await asyncio.wait_for(layer.receive(name), 5)
-            return [first["events"][0]["seq"], second["events"][0]["seq"]], first["type"]
+            seqs = [event["seq"] for event in first["events"]]
+            if seqs == [101]:
+                seqs += [event["seq"] for event in (await asyncio.wait_for(layer.receive(name), 5))["events"]]
+            return seqs, first["type"]
 
         for name in names:
             assert async_to_sync(receive)(name) == ([101, 102], "events.publish")
