@@ -8,8 +8,8 @@ so a channel-layer outage is logged, never raised into the request that made the
 With channels-redis, the request does not wait for the send (it cost ~12 ms under load, issue 15):
 each batch is put on a bounded queue that one sender thread per process drains in order, so this
 process's commits are still sent in commit order; what queued up during a send goes out as one
-message. A full queue (Redis stalled) drops the batch with
-a warning: subscribers recover it from the log, as from any lost message.
+message. A full queue (Redis stalled) drops the batch with a warning: subscribers recover it from
+the log, as from any lost message.
 
 The sender writes channels-redis's own group send (same keys, same serialized messages, same
 capacity and expiry rules; channels-redis 4.3) with a plain Redis client and two Lua scripts: the
