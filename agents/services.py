@@ -18,7 +18,7 @@ from assignments.selectors import AGENT_LIVE, AGENT_LIVE_FIELDS
 from assignments.services import assignment_release
 from config.actors import Actor, require_operator, require_self_or_operator
 from config.errors import Conflict, InvalidTransition, NotFound
-from config.locks import lock_one, pool_lock_moves
+from config.locks import lock_one, lock_one_named, pool_lock_moves
 from config.sql import split_value_and_rows, value_and_rows
 from config.tokens import token_new
 from config.validation import (
@@ -114,7 +114,10 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
     with recorded_transaction():
         # Lock order: the pool's move lock before any agent row (a re-registration may fail over).
         pool_lock_moves(pool.pk)
-        agent = Agent.objects.select_for_update(of=("self",)).filter(agent_id=agent_id).first()
+        try:  # one statement built once, with its pool (compiling the ORM's cost more than running it)
+            agent = lock_one_named(Agent, related="pool", only=None, agent_id=agent_id)
+        except Agent.DoesNotExist:
+            agent = None
         created = False
         if agent is None:
             fresh = Agent(

@@ -135,6 +135,19 @@ def _by_priority(tasks: list[Task]) -> list[Task]:
 
 # Most heartbeats come from agents holding no task: a probe compiled once (config/sql.py) spares
 # them compiling the three-table select below, which cost more than the rest of the reply.
+# A pool by its name (every column), compiled once: a registration reads it first, and compiling the
+# select cost more than running it (issue 15, the coordinator comparison's register).
+_POOL_FIELDS = tuple(f.name for f in AgentPool._meta.concrete_fields)
+_POOL_BY_NAME = CompiledQuery(
+    lambda name: AgentPool.objects.filter(name=name).values_list(*_POOL_FIELDS), sentinels=("\x00pool-slot",)
+)
+
+
+def pool_by_name(name: str) -> AgentPool | None:
+    found = _POOL_BY_NAME.objects(AgentPool, _POOL_FIELDS, name)
+    return found[0] if found else None
+
+
 _HAS_OPEN_TASKS = CompiledQuery(
     lambda pk: Task.objects.filter(agent_id=pk, status__in=Task.HELD_STATUSES), sentinels=(-7_000_000_001,), kind=EXISTS
 )

@@ -201,6 +201,16 @@ def _apply_plan(plan, assignments: dict[int, Assignment], agents: dict[int, Agen
         )
 
 
+# "Does this agent hold anything?", compiled once: asked on every re-registration and drain.
+_AGENT_HOLDS_ASSIGNMENTS = CompiledQuery(
+    lambda pk: Assignment.objects.filter(agent_id=pk, status__in=Assignment.LIVE_STATUSES),
+    sentinels=(-7_000_000_001,), kind=EXISTS,
+)
+_AGENT_HOLDS_TASKS = CompiledQuery(
+    lambda pk: Task.objects.filter(agent_id=pk, status__in=Task.HELD_STATUSES), sentinels=(-7_000_000_001,), kind=EXISTS
+)
+
+
 def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
     """Move every live assignment of `agent` (stale, draining or deregistered) to a healthy agent of
     its pool chosen by the pool's strategy, or leave it pending with no agent until one is free.
@@ -220,10 +230,7 @@ def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
     # agent of the pool, nor even to open a savepoint. The answer holds: every caller holds this
     # agent's row lock (and its pool's move lock), and nothing gives an agent an assignment or a task
     # without locking its row (the dispatcher skips locked agents).
-    if (
-        not Assignment.objects.filter(agent_id=agent.pk, status__in=Assignment.LIVE_STATUSES).exists()
-        and not Task.objects.filter(agent_id=agent.pk, status__in=Task.HELD_STATUSES).exists()
-    ):
+    if not _AGENT_HOLDS_ASSIGNMENTS.exists(agent.pk) and not _AGENT_HOLDS_TASKS.exists(agent.pk):
         return moves
     with recorded_transaction():
         pool_lock_moves(agent.pool_id)

@@ -29,6 +29,7 @@ from config.errors import NotFound, ValidationFailed
 from config.tokens import token_hash, token_matches
 from pools.api.serializers import TaskSerializer
 from pools.models import AgentPool
+from pools.selectors import pool_by_name
 
 ENROLLMENT_HEADER = "X-Enrollment-Token"
 
@@ -50,11 +51,11 @@ def _enrollment(request, pool_name: str, agent_id: str):
     an operator. Returns (pool, actor)."""
     enrollment = request.headers.get(ENROLLMENT_HEADER)
     if enrollment:
-        pool = AgentPool.objects.filter(name=pool_name).first()
+        pool = pool_by_name(pool_name)
         # The same answer for an unknown pool and a wrong token: the token is what is being checked.
         if pool is None or not token_matches(enrollment, pool.enrollment_token_hash):
             raise exceptions.PermissionDenied(f"the enrollment token is not valid for pool {pool_name!r}")
-        current_pool = Agent.objects.filter(agent_id=agent_id).values_list("pool_id", flat=True).first()
+        current_pool = selectors.agent_pool_id(agent_id)
         if current_pool is not None and current_pool != pool.pk:
             # One pool's enrollment token must not take over (and re-key) another pool's agent.
             raise exceptions.PermissionDenied(
@@ -66,7 +67,7 @@ def _enrollment(request, pool_name: str, agent_id: str):
     actor = request_actor(request)
     if not actor.is_operator:
         raise exceptions.PermissionDenied(f"registering needs the pool's enrollment token ({ENROLLMENT_HEADER}) or an operator")
-    pool = AgentPool.objects.filter(name=pool_name).first()
+    pool = pool_by_name(pool_name)
     if pool is None:
         raise ValidationFailed(f"pool {pool_name!r} does not exist", details={"pool": ["unknown pool"]})
     return pool, actor
