@@ -133,8 +133,6 @@ def _by_priority(tasks: list[Task]) -> list[Task]:
     return sorted(tasks, key=lambda t: (Task.PRIORITY_RANK[t.priority], t.queue_order, t.pk))
 
 
-# Most heartbeats come from agents holding no task: a probe compiled once (config/sql.py) spares
-# them compiling the three-table select below, which cost more than the rest of the reply.
 # A pool by its name (every column), compiled once: a registration reads it first, and compiling the
 # select cost more than running it (issue 15, the coordinator comparison's register).
 _POOL_FIELDS = tuple(f.name for f in AgentPool._meta.concrete_fields)
@@ -148,9 +146,16 @@ def pool_by_name(name: str) -> AgentPool | None:
     return found[0] if found else None
 
 
+# Most heartbeats come from agents holding no task: a probe compiled once (config/sql.py) spares
+# them compiling the three-table select below, which cost more than the rest of the reply.
 _HAS_OPEN_TASKS = CompiledQuery(
     lambda pk: Task.objects.filter(agent_id=pk, status__in=Task.HELD_STATUSES), sentinels=(-7_000_000_001,), kind=EXISTS
 )
+
+
+def agent_has_open_tasks(agent_pk: int) -> bool:
+    """Does this agent hold an assigned or running task? (The heartbeat's probe, as a statement of its own.)"""
+    return _HAS_OPEN_TASKS.exists(agent_pk)
 
 
 def agent_open_tasks_probe(agent_pk: int) -> tuple[str, list]:

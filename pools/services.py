@@ -24,6 +24,7 @@ from config.validation import clean_bool, clean_choice, clean_fields, clean_floa
 from pools.balancing import Candidate, Work, plan_moves
 from pools.models import AgentPool, Task
 from pools.queue import tasks_requeue_for_agent
+from pools.selectors import agent_has_open_tasks
 
 _WRITABLE_FIELDS = {
     "platform": lambda v: clean_choice("platform", v, AgentPool.Platform),
@@ -206,9 +207,6 @@ _AGENT_HOLDS_ASSIGNMENTS = CompiledQuery(
     lambda pk: Assignment.objects.filter(agent_id=pk, status__in=Assignment.LIVE_STATUSES),
     sentinels=(-7_000_000_001,), kind=EXISTS,
 )
-_AGENT_HOLDS_TASKS = CompiledQuery(
-    lambda pk: Task.objects.filter(agent_id=pk, status__in=Task.HELD_STATUSES), sentinels=(-7_000_000_001,), kind=EXISTS
-)
 
 
 def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
@@ -230,7 +228,7 @@ def pool_fail_over(*, agent: Agent, actor: Actor) -> Moves:
     # agent of the pool, nor even to open a savepoint. The answer holds: every caller holds this
     # agent's row lock (and its pool's move lock), and nothing gives an agent an assignment or a task
     # without locking its row (the dispatcher skips locked agents).
-    if not _AGENT_HOLDS_ASSIGNMENTS.exists(agent.pk) and not _AGENT_HOLDS_TASKS.exists(agent.pk):
+    if not _AGENT_HOLDS_ASSIGNMENTS.exists(agent.pk) and not agent_has_open_tasks(agent.pk):
         return moves
     with recorded_transaction():
         pool_lock_moves(agent.pool_id)
