@@ -98,13 +98,13 @@ bench-soak: install
 # The CPU one request costs (server and PostgreSQL, from /proc), this checkout against BASE, two
 # `make serve` side by side with requests interleaved so both see the same machine (±15% between
 # runs minutes apart here). BASE is a git revision; BENCH_AB_N requests of each kind (default 400).
+bench-ab: install
+	BENCH_AB_BASE=$(BASE) $(PY) tests/bench/bench_ab.py
+
 # The CPU the event hub spends receiving a live message: its own read of its channel against
 # channels-redis's receive, alternating (needs REDIS_URL; dashboard/hub.py).
 bench-hub: install
 	$(PY) tests/bench/bench_hub_read.py
-
-bench-ab: install
-	BENCH_AB_BASE=$(BASE) $(PY) tests/bench/bench_ab.py
 
 # Tether (make serve, one worker) against the AITBC agent coordinator (one uvicorn process, its Redis
 # database BENCH_COORD_REDIS_DB, default 14) on this machine: register, heartbeat, get agent and discover,

@@ -116,6 +116,7 @@ class Command(BaseCommand):
         logging.getLogger("tether_client").setLevel(logging.CRITICAL)
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self.errors = 0
+        self.finished = False  # set when the command ends: a waiter still running then stays silent
         self.stats = {"takes": 0, "conflicts": 0, "releases": 0, "idles": 0, "crashes": 0, "revoked": 0, "picked_up": 0,
                       "selected": 0, "waited": 0, "reports": 0, "rounds": 0,
                       "submitted": 0, "completed": 0, "failed": 0}
@@ -142,7 +143,7 @@ class Command(BaseCommand):
             raise CommandError(f"{self.errors} unexpected error(s)")
 
     def log(self, message: str) -> None:
-        if getattr(self, "finished", False):
+        if self.finished:
             return  # a waiter still running after the command ended: its output may be closed
         self.stdout.write(f"[simulator] {message}")
         self.stdout.flush()
