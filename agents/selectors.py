@@ -61,18 +61,53 @@ def agent_discover(
     limit: int = 100,
 ) -> list[Agent]:
     """Agents matching every given criterion; `capabilities` must all be present. Healthiest first."""
+    given = _given(agent_type, status, capabilities, pool, region, min_health_score)
+    query = _discover_statement(given, limit)
+    if query is None:
+        return list(_discover_queryset(given)[:limit])
+    return _with_pool_names(query.objects(Agent, _AGENT_FIELDS, *given.values()))
+
+
+def agent_discover_sql(
+    *,
+    agent_type: str | None = None,
+    status: str | None = None,
+    capabilities: list[str] | None = None,
+    pool: str | None = None,
+    region: str | None = None,
+    min_health_score: float | None = None,
+    limit: int = 100,
+) -> tuple[str, list] | None:
+    """`agent_discover`'s statement, filled in, for a caller that reads its rows in a statement of
+    its own: (sql, params), its columns the agent's fields in model order and then the pool's `name`,
+    healthiest first. None where there is no such statement (SQLite; an unusual limit)."""
+    given = _given(agent_type, status, capabilities, pool, region, min_health_score)
+    query = _discover_statement(given, limit)
+    return None if query is None else query.sql(*given.values())
+
+
+def agent_get_sql(agent_id: str) -> tuple[str, list] | None:
+    """`agent_get`'s statement, filled in (as `agent_discover_sql`); None on SQLite."""
+    return _ONE_AGENT.sql(agent_id) if connection.vendor == "postgresql" else None
+
+
+def _given(agent_type, status, capabilities, pool, region, min_health_score) -> dict:
     given = {
         "agent_type": agent_type or None, "status": status or None, "pool": pool or None, "region": region or None,
         "min_health_score": min_health_score, "capabilities": list(capabilities) if capabilities else None,
     }
-    given = {name: value for name, value in given.items() if value is not None}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _discover_statement(given: dict, limit: int) -> CompiledQuery | None:
+    """One compiled statement per combination of criteria and limit (config/sql.py); None on SQLite
+    and once _DISCOVER_SHAPES are kept (an unusual limit: not worth a statement kept)."""
     if connection.vendor != "postgresql":
-        return list(_discover_queryset(given)[:limit])
-    # One compiled statement per combination of criteria and limit (config/sql.py), filled in.
+        return None
     shape = (tuple(given), limit)
     query = _DISCOVER.get(shape)
     if query is None and len(_DISCOVER) >= _DISCOVER_SHAPES:
-        return list(_discover_queryset(given)[:limit])  # an unusual limit: not worth a statement kept
+        return None
     if query is None:
         names = tuple(given)
         query = _DISCOVER[shape] = CompiledQuery(
@@ -80,7 +115,7 @@ def agent_discover(
             .values_list(*_AGENT_FIELDS, "pool__name"),
             sentinels=tuple(_SLOTS[name] for name in names),
         )
-    return _with_pool_names(query.objects(Agent, _AGENT_FIELDS, *given.values()))
+    return query
 
 
 _DISCOVER: dict[tuple, CompiledQuery] = {}

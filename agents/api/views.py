@@ -1,3 +1,4 @@
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.generics import get_object_or_404
@@ -5,6 +6,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from agents import selectors, services
+from agents.api import documents
 from agents.api.serializers import (
     AgentListSerializer,
     AgentRegisteredSerializer,
@@ -112,6 +114,9 @@ class AgentDiscoverView(APIView):
     def post(self, request):
         data = DiscoverSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        document = documents.discover_document(**data.validated_data)
+        if document is not None:
+            return HttpResponse(document, content_type="application/json")
         agents = selectors.agent_discover(**data.validated_data)
         results = AgentSerializer(agents, many=True).data
         return Response({"count": len(results), "next": None, "previous": None, "results": results})
@@ -123,9 +128,16 @@ class AgentDetailView(APIView):
 
     @extend_schema(responses={200: AgentSerializer})
     def get(self, request, agent_id):
+        missing = NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id})
+        try:
+            document = documents.agent_document(agent_id)
+        except documents.NoSuchAgent:
+            raise missing from None
+        if document is not None:
+            return HttpResponse(document, content_type="application/json")
         agent = selectors.agent_get(agent_id)
         if agent is None:
-            raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id})
+            raise missing
         return Response(AgentSerializer(agent).data)
 
     @extend_schema(responses={200: AgentSerializer})
