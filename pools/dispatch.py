@@ -26,6 +26,7 @@ from assignments.models import Assignment, Event
 from assignments.services import assignment_create
 from config.actors import Actor, require_self_or_operator
 from config.errors import NotFound, TetherError
+from config.sql import EXISTS, CompiledQuery
 from pools.balancing import Candidate, Requirements, Work, plan_moves
 from pools.models import AgentPool, Task
 from pools.queue import task_check_transition, task_event
@@ -240,8 +241,15 @@ def tasks_dispatch_for_events(payloads: list[dict]) -> None:
     """Event consumer (settings.TETHER_EVENT_CONSUMERS): after a commit that queued a task or freed
     an agent's task slot, place the queued tasks of those pools. One query when none is queued."""
     names = sorted({e["pool"] for e in payloads if e.get("pool") and _frees_or_queues(e)})
-    if not names:
+    queued = [name for name in names if _QUEUED_IN_POOL.exists(name)]
+    if not queued:
         return
-    pool_ids = set(Task.objects.filter(pool__name__in=names, status=T.QUEUED).values_list("pool_id", flat=True).distinct().order_by())
-    for pool in AgentPool.objects.filter(pk__in=pool_ids).order_by("pk"):
+    for pool in AgentPool.objects.filter(name__in=queued).order_by("pk"):
         tasks_place(pool=pool, actor=DISPATCH_ACTOR)
+
+
+# "Does the pool have a queued task?", built once (config/sql.py): asked after every registration and
+# every finished task, and nearly always answered no — compiling it cost more than asking it.
+_QUEUED_IN_POOL = CompiledQuery(
+    lambda name: Task.objects.filter(pool__name=name, status=T.QUEUED), sentinels=("\x00pool-slot",), kind=EXISTS
+)

@@ -166,6 +166,38 @@ def test_a_registration_compiles_no_select(api, make_agent, pool, enrollment_tok
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_a_registration_s_after_commit_work_compiles_no_select(api, monkeypatch):
+    """As in production, its own transaction: what runs after COMMIT (the event consumers: task
+    dispatch asks whether the pool has queued tasks) is built once too."""
+    from django.db.models.sql.compiler import SQLCompiler
+
+    from pools.services import pool_create
+
+    pool, enrollment = pool_create(name="reg", actor=SYSTEM)
+    compiled = []
+    as_sql = SQLCompiler.as_sql
+
+    def counting(self, *args, **kwargs):
+        sql, params = as_sql(self, *args, **kwargs)
+        compiled.append(sql)
+        return sql, params
+
+    def register(agent_id):
+        response = api.post("/api/agents/register", {"agent_id": agent_id, "pool": "reg"},
+                            headers={"X-Enrollment-Token": enrollment})
+        assert response.status_code in (200, 201), response.content[:300]
+
+    register("again")
+    register("again")  # whatever is compiled once, compiled now
+    register("first-0")
+    monkeypatch.setattr(SQLCompiler, "as_sql", counting)
+    register("again")
+    register("first-1")
+    assert compiled == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_take_and_release_statements_as_in_production(api, make_agent, make_profile):
     """Every statement a take and a release send, after-commit work included, as they run in
     production (their own transaction; the event rows numbered by COMMIT's trigger)."""
