@@ -102,7 +102,10 @@ def main():
         call("DELETE", f"/api/assignments/{a['assignment_id']}", token=token)
 
     def heartbeat():
-        call("POST", "/api/agents/w1/heartbeat", {"load_metrics": {"cpu": 20}, "assignments": []}, token=token)
+        # As an agent sends it (and as make bench's): it reports what it holds. (Reporting nothing
+        # while it holds p2 made every one of these raise and dedupe an `assignment_lost` alert.)
+        held = [holder["id"]] if holder["token"] == token else []
+        call("POST", "/api/agents/w1/heartbeat", {"load_metrics": {"cpu": 20}, "assignments": held}, token=token)
 
     def register():
         call("POST", "/api/agents/register", {"agent_id": "r1", "pool": "prof", "capacity": 2},
