@@ -32,6 +32,7 @@ def main():
     django_on(scratch_database(f"{name}_profile"), key_prefix="profile")
 
     from django.db import connection
+    from django.db.models.sql.compiler import SQLCompiler
     from django.test import Client
 
     from agents.services import agent_register
@@ -132,8 +133,25 @@ def main():
             statements.append(sql)
             return execute(sql, params, many, context)
 
-        with connection.execute_wrapper(count):
-            fn()
+        compiled = []  # what the ORM compiled (config/sql.py keeps the hot statements built once)
+        compilers = [SQLCompiler, *SQLCompiler.__subclasses__()]
+        originals = {c: c.__dict__["as_sql"] for c in compilers if "as_sql" in c.__dict__}
+
+        def compiling(original):
+            def as_sql(self, *args, **kwargs):
+                sql_and_params = original(self, *args, **kwargs)
+                compiled.append(sql_and_params)
+                return sql_and_params
+            return as_sql
+
+        for compiler, original in originals.items():
+            compiler.as_sql = compiling(original)
+        try:
+            with connection.execute_wrapper(count):
+                fn()
+        finally:
+            for compiler, original in originals.items():
+                compiler.as_sql = original
         profiler = cProfile.Profile(time.thread_time) if args.profile == label else None
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         if profiler:
@@ -144,7 +162,7 @@ def main():
             profiler.disable()
         cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
         print(f"{label:24s} {cpu / n / requests * 1000:6.2f} ms CPU/request  {wall / n / requests * 1000:6.2f} ms wall"
-              f"  {len(statements) / requests:4.1f} SQL/request", flush=True)
+              f"  {len(statements) / requests:4.1f} SQL/request  {len(compiled) / requests:4.1f} compiled", flush=True)
         if profiler:
             if os.environ.get("PROFILE_OUT"):
                 profiler.dump_stats(os.environ["PROFILE_OUT"])
@@ -153,6 +171,8 @@ def main():
         if os.environ.get("SHOW_SQL") == label:
             for sql in statements:
                 print("   ", sql[:300])
+            for sql, _ in compiled:
+                print("    compiled:", sql[:300])
 
 
 if __name__ == "__main__":
