@@ -127,6 +127,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
     pump: asyncio.Task | None = None
     subscribed = False
     closing = False
+    parked = False  # the sending task waits for a wake-up (`_run`)
 
     horizon = 0
     horizon_known = False  # whether `horizon` says where this client's stream stands yet
@@ -220,10 +221,12 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
 
     # --- live messages ---------------------------------------------------------------------------
 
-    def _on_events(self, payloads: list[dict]) -> None:
-        """One committed transaction's events, from `dashboard.publish` through the hub (every
-        event, unfiltered). Called in the event loop: it must not wait for anything."""
+    def _on_events(self, payloads: list[dict], since: int, upto: int) -> None:
+        """Committed events, from `dashboard.publish` through the hub (every event, unfiltered):
+        all there are in (since, upto]. Called in the event loop: it must not wait for anything."""
         if self.closing or not self.subscribed:
+            return
+        if self.parked and not self.buffer and self._passed_by(payloads, since, upto):
             return
         self.buffer.extend(payloads)
         if len(self.buffer) > self.buffer_limit:
@@ -233,6 +236,27 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                 self.closing = True
                 self.resync_task = asyncio.create_task(self._resync())
                 return
+        self._wake()
+
+    def _passed_by(self, payloads: list[dict], since: int, upto: int) -> bool:
+        """Whether none of these events is for this subscriber and it has had everything up to where
+        they start (`since`) — then its horizon moves to `upto` here and its sending task is not
+        woken. Called only while that task waits with nothing buffered, so this is exactly what it
+        would have done (for a hole below `upto`, after reading the log).
+
+        Why: the hub hands every event to every subscriber in the process, and an agent's stream
+        (`?agent_id=`) wants few of them. Waking each subscriber's task for each batch was, in the
+        contention phases of `make bench` (32 agents' streams), some 15 task steps a batch in each
+        worker — CPU on the event loop, and a wait for the one subscriber the batch was for, which
+        might be woken last."""
+        if self.horizon < since:
+            return False  # it lacks events before these (its seam with the log): its task reads them
+        if any(p["seq"] > self.horizon and event_matches(p, **self.filters) for p in payloads):
+            return False
+        self.horizon = max(self.horizon, upto)
+        return True
+
+    def _wake(self) -> None:
         self.wakeup.set()
 
     async def _resync(self) -> None:
@@ -259,7 +283,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                 await self._fill(None)
             self.replaying = False
             while not self.closing:
+                self.parked = True
                 await self.wakeup.wait()
+                self.parked = False
                 self.wakeup.clear()
                 batch = sorted(self.buffer, key=lambda p: p["seq"])
                 self.buffer.clear()

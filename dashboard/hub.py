@@ -49,7 +49,9 @@ _TEXT_CACHE = 20_000  # serialised payloads kept so that N subscribers do not se
 _READ_AT_ONCE = 100  # messages taken off the hub's channel in one round trip after a blocking pop
 _READ_PAGE = 1000  # events read from the log at once
 
-Listener = Callable[[list[dict]], None]
+# Called with a batch of events and the seqs it spans, (since, upto]: every event in that range is in
+# the batch or was never committed (a hole). Successive calls span the log without a gap.
+Listener = Callable[[list[dict], int, int], None]
 
 
 def db_read(fn):
@@ -229,14 +231,14 @@ class EventHub:
                 await asyncio.sleep(0.5)
 
     def _hand_on_ready(self) -> None:
-        batch = []
+        batch, since = [], self.horizon
         while self.horizon + 1 in self.pending:
             self.horizon += 1
             batch.append(self.pending.pop(self.horizon))
         for seq in [s for s in self.pending if s <= self.horizon]:
             del self.pending[seq]
         if batch:
-            self._hand_on(batch)
+            self._hand_on(batch, since)
 
     async def _fill(self, upto: int | None) -> None:
         payloads, read_to = await db_read(_read_range)(self.horizon, upto)
@@ -244,19 +246,20 @@ class EventHub:
             self.pending.setdefault(payload["seq"], payload)
         # Everything up to read_to that exists is now in hand: a seq still missing is a hole.
         batch = [self.pending.pop(s) for s in sorted(s for s in self.pending if s <= read_to)]
-        self.horizon = max(self.horizon, read_to)
+        since, self.horizon = self.horizon, max(self.horizon, read_to)
         if batch:
-            self._hand_on(batch)
+            self._hand_on(batch, since)
         self._hand_on_ready()
 
-    def _hand_on(self, batch: list[dict]) -> None:
+    def _hand_on(self, batch: list[dict], since: int) -> None:
+        """To every subscriber: `batch`, which holds every event in (since, self.horizon]."""
         for payload in batch:
             self.texts[payload["seq"]] = json.dumps(payload)
         while len(self.texts) > _TEXT_CACHE:
             self.texts.popitem(last=False)
         for listener in list(self.listeners):
             try:
-                listener(batch)
+                listener(batch, since, self.horizon)
             except Exception:  # noqa: BLE001 — one broken subscriber must not starve the others
                 log.exception("event hub: a subscriber failed")
 

@@ -101,6 +101,49 @@ async def test_each_filter_gets_exactly_the_matching_events_in_order(headers, mo
         await subscribers[query].disconnect()
 
 
+async def test_a_filtered_stream_is_woken_only_for_its_own_events(headers, monkeypatch):
+    """An agent's stream wants few of the events the hub hands every subscriber: those for others
+    move its horizon on without waking its sending task (dashboard/consumers.py, `_passed_by`), and
+    it still gets its own, in order, with nothing read again from the log."""
+    from dashboard.consumers import EventStreamConsumer
+
+    woken, filled = [], []
+    wake, fill = EventStreamConsumer._wake, EventStreamConsumer._fill
+
+    def counting(self):
+        woken.append(self.query.profile_id)
+        wake(self)
+
+    async def counting_fill(self, upto):
+        filled.append(self.query.profile_id)
+        await fill(self, upto)
+
+    monkeypatch.setattr(EventStreamConsumer, "_wake", counting)
+    monkeypatch.setattr(EventStreamConsumer, "_fill", counting_fill)
+    mine = await ws_connect("/assignments/events?profile_id=mine-0", headers=headers)
+    everyone = await ws_connect("/assignments/events", headers=headers)
+    await amake_profiles("first", 1)  # the seam of an empty log with its seqs far on: read from it once
+    await receive_events(everyone, 1)
+    woken.clear()
+    filled.clear()
+    others = await amake_profiles("other", 6)
+    own = await amake_profiles("mine", 1)
+    assert _seqs(await receive_events(mine, 1)) == own
+    later = await amake_profiles("later", 3)
+    assert _seqs(await receive_events(everyone, 10)) == others + own + later
+    await asyncio.sleep(0.1)  # every event handed on by the hub to both
+    assert await nothing_more(mine)
+    assert woken.count("mine-0") == 1  # the one batch that was for it
+    assert woken.count(None) >= 1  # the unfiltered stream is woken as before
+    assert "mine-0" not in filled  # nothing read from the log: its horizon kept up
+    # Its horizon moved past the others' events: a reconnect from where it stood resumes after them.
+    await mine.disconnect()
+    again = await ws_connect(f"/assignments/events?since={later[-1]}&profile_id=mine-0", headers=headers)
+    assert await nothing_more(again)
+    await again.disconnect()
+    await everyone.disconnect()
+
+
 # --- replay, the seam, reconnects -----------------------------------------------------------------
 
 
