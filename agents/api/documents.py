@@ -2,7 +2,7 @@
 
 Why: discover answers up to 500 agents, and in Python each one cost a model object, six JSON
 columns decoded, a dict written out and encoded again — ~7.6 ms of a worker's CPU for 100 agents
-on the bench machine, against ~1.5 for the memory-backed coordinator issue 15 measures Tether
+on the bench machine, against 1.5–3.4 for the memory-backed coordinator issue 15 measures Tether
 against. Here the database writes each agent's object in the statement that finds it, and the
 view passes the text on. The JSON columns go out as stored, and the rest as `AgentSerializer`
 writes them: datetimes in UTC as ISO 8601 with "Z" and microseconds only when there are some, floats
