@@ -19,7 +19,7 @@ from assignments.services import assignment_release
 from config.actors import Actor, require_operator, require_self_or_operator
 from config.errors import Conflict, InvalidTransition, NotFound
 from config.locks import lock_one, lock_one_named, pool_lock_moves
-from config.sql import split_value_and_rows, value_and_rows
+from config.sql import split_value_and_rows, sql_insert, sql_update, value_and_rows
 from config.tokens import token_new
 from config.validation import (
     clean_choice,
@@ -129,7 +129,7 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
                 # A concurrent first registration of the same agent_id loses this insert and
                 # carries on below as a re-registration.
                 with transaction.atomic():
-                    fresh.save(force_insert=True)
+                    sql_insert(fresh)  # the INSERT built once (config/sql.py)
                 agent, created = fresh, True
             except IntegrityError:
                 agent = Agent.objects.select_for_update(of=("self",)).get(agent_id=agent_id)
@@ -151,7 +151,7 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
             agent.token_hash = hashed
             agent.last_heartbeat = now
             agent.health_score = health_score(agent.load_metrics)
-            agent.save(update_fields=[*cleaned, "pool", "status", "token_hash", "last_heartbeat", "health_score"])
+            sql_update(agent, [*cleaned, "pool", "status", "token_hash", "last_heartbeat", "health_score"])
             if from_status == Agent.Status.STALE:
                 alert_resolve(actor=ALERTS_ACTOR, dedup_key=alert_key_agent_stale(agent_id), reason="agent registered again")
         event_record(

@@ -168,19 +168,21 @@ def test_a_registration_compiles_no_select(api, make_agent, pool, enrollment_tok
 @pytest.mark.django_db(transaction=True)
 def test_a_registration_s_after_commit_work_compiles_no_select(api, monkeypatch):
     """As in production, its own transaction: what runs after COMMIT (the event consumers: task
-    dispatch asks whether the pool has queued tasks) is built once too."""
+    dispatch asks whether the pool has queued tasks) is built once too, and so are its writes (the
+    agent's INSERT or UPDATE: config/sql.py)."""
     from django.db.models.sql.compiler import SQLCompiler
 
     from pools.services import pool_create
 
     pool, enrollment = pool_create(name="reg", actor=SYSTEM)
     compiled = []
-    as_sql = SQLCompiler.as_sql
 
-    def counting(self, *args, **kwargs):
-        sql, params = as_sql(self, *args, **kwargs)
-        compiled.append(sql)
-        return sql, params
+    def counting(as_sql):
+        def compile_counted(self, *args, **kwargs):
+            sql_and_params = as_sql(self, *args, **kwargs)  # an INSERT's is a list of them
+            compiled.append(sql_and_params)
+            return sql_and_params
+        return compile_counted
 
     def register(agent_id):
         response = api.post("/api/agents/register", {"agent_id": agent_id, "pool": "reg"},
@@ -190,7 +192,9 @@ def test_a_registration_s_after_commit_work_compiles_no_select(api, monkeypatch)
     register("again")
     register("again")  # whatever is compiled once, compiled now
     register("first-0")
-    monkeypatch.setattr(SQLCompiler, "as_sql", counting)
+    for compiler in (SQLCompiler, *SQLCompiler.__subclasses__()):  # SELECT, INSERT, UPDATE, DELETE…
+        if "as_sql" in compiler.__dict__:
+            monkeypatch.setattr(compiler, "as_sql", counting(compiler.__dict__["as_sql"]))
     register("again")
     register("first-1")
     assert compiled == []
