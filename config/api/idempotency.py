@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -32,6 +32,7 @@ from rest_framework.utils.encoders import JSONEncoder
 
 from assignments.models import IdempotencyKey
 from config.api.errors import IdempotencyInProgress, IdempotencyKeyReused
+from config.sql import sql_insert, sql_update
 
 HEADER = "Idempotency-Key"
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
@@ -47,19 +48,35 @@ def _request_hash(endpoint: str, data) -> str:
     return hashlib.sha256(f"{endpoint}\n{canonical}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# The claim's statements are built once (config/sql.py's writers; this DELETE by hand): an idempotent
+# take compiled three ORM queries for them, each costing more CPU than its round trip.
+_DELETE_EXPIRED = f"DELETE FROM {IdempotencyKey._meta.db_table} WHERE scope = %s AND key = %s AND expires_at <= %s"
+
+
+def _delete_expired(scope: str, key: str, now) -> None:
+    """An expired claim or answer of this key goes, so the key can be claimed anew."""
+    if connection.vendor != "postgresql":
+        IdempotencyKey.objects.filter(scope=scope, key=key, expires_at__lte=now).delete()
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_DELETE_EXPIRED, [scope, key, now])
+
+
 def _claim(scope: str, key: str, endpoint: str, request_hash: str) -> tuple[IdempotencyKey, bool]:
     now = timezone.now()
-    IdempotencyKey.objects.filter(scope=scope, key=key, expires_at__lte=now).delete()
+    _delete_expired(scope, key, now)
+    row = IdempotencyKey(
+        scope=scope,
+        key=key,
+        endpoint=endpoint,
+        request_hash=request_hash,
+        created_at=now,
+        # The lease; the answer, once stored, is kept for the full TTL.
+        expires_at=now + timedelta(seconds=settings.TETHER_IDEMPOTENCY_LEASE_SECONDS),
+    )
     try:
         with transaction.atomic():
-            row = IdempotencyKey.objects.create(
-                scope=scope,
-                key=key,
-                endpoint=endpoint,
-                request_hash=request_hash,
-                # The lease; the answer, once stored, is kept for the full TTL.
-                expires_at=now + timedelta(seconds=settings.TETHER_IDEMPOTENCY_LEASE_SECONDS),
-            )
+            sql_insert(row)
         return row, True
     except IntegrityError:
         # Another request claimed this key first: answer from its row.
@@ -104,11 +121,10 @@ def idempotent(scope_for):
             encoded = json.dumps(response.data, cls=JSONEncoder).encode()
             # By pk: if this request outlived its lease and a retry claimed the key anew, the
             # retry's row is a new one and keeps its own answer.
-            IdempotencyKey.objects.filter(pk=row.pk).update(
-                status_code=response.status_code,
-                response_body=_fernet(key, scope).encrypt(encoded),
-                expires_at=timezone.now() + timedelta(seconds=settings.TETHER_IDEMPOTENCY_TTL_SECONDS),
-            )
+            row.status_code = response.status_code
+            row.response_body = _fernet(key, scope).encrypt(encoded)
+            row.expires_at = timezone.now() + timedelta(seconds=settings.TETHER_IDEMPOTENCY_TTL_SECONDS)
+            sql_update(row, ["status_code", "response_body", "expires_at"])
             return response
 
         return wrapper
