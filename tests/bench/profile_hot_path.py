@@ -171,8 +171,9 @@ def main():
         if os.environ.get("SHOW_SQL") == label:
             for sql in statements:
                 print("   ", sql[:300])
-            for sql, _ in compiled:
-                print("    compiled:", sql[:300])
+            for sql_and_params in compiled:  # (sql, params), or a list of them (an INSERT's)
+                first = sql_and_params[0] if isinstance(sql_and_params, list) else sql_and_params
+                print("    compiled:", first[0][:300])
 
 
 if __name__ == "__main__":
