@@ -1,8 +1,10 @@
 """Profile one request loop of each agent-facing hot path in process (not collected by pytest):
-take→release, heartbeat, register, get agent, discover — through Django's test client (the whole
+take→release (plain, idempotent, handed over to a waiter, by requirements), heartbeat, register, a
+task's submit → claim → complete, get agent, discover — through Django's test client (the whole
 middleware and DRF stack, no server), on a scratch database `<DATABASE_URL's name>_profile`, with
-Redis when REDIS_URL is set. Prints CPU ms and SQL statements per request (after-commit work
-included) and, with `--profile NAME`, the cProfile of that loop.
+Redis when REDIS_URL is set. Prints CPU ms, SQL statements and ORM compiles per request (after-commit
+work included), with `SHOW_SQL=NAME` that loop's statements and compiles, and with `--profile NAME`
+its cProfile.
 
     python tests/bench/profile_hot_path.py [--n 300] [--profile take_release|heartbeat|...]
 """
@@ -112,6 +114,19 @@ def main():
         call("POST", "/api/agents/register", {"agent_id": "r1", "pool": "prof", "capacity": 2},
              headers={"HTTP_X_ENROLLMENT_TOKEN": enrollment})
 
+    # A pool of its own for tasks: the discover pool's 2,000 agents would be handed them.
+    _, task_enrollment = pool_create(name="tq", actor=system)
+    task_token = call("POST", "/api/agents/register", {"agent_id": "t1", "pool": "tq", "capacity": 4},
+                      headers={"HTTP_X_ENROLLMENT_TOKEN": task_enrollment})["token"]
+
+    def task_cycle():
+        # A task's life as an agent sees it (issue 11's queue): submitted, claimed, completed.
+        call("POST", "/api/tasks", {"pool": "tq", "payload": {"url": "https://example.test"}}, token=task_token)
+        claimed = call("POST", "/api/agents/t1/tasks/claim", {"max": 1}, token=task_token)["tasks"]
+        assert claimed, "the task just submitted was not handed out"
+        call("POST", f"/api/tasks/{claimed[0]['task_id']}/complete", {"attempt": claimed[0]["attempt"],
+                                                                     "result": {"ok": True}}, token=task_token)
+
     def get_agent():
         call("GET", "/api/agents/w1", token=token)
 
@@ -119,7 +134,7 @@ def main():
         call("POST", "/api/agents/discover", {"capabilities": ["chrome"], "region": "eu", "pool": "prof"}, token=token)
 
     loops = {"take_release": (take_release, 2), "take_release_idempotent": (take_release_idempotent, 2),
-             "wait_hand_over": (wait_hand_over, 2), "select_release": (select_release, 2), "heartbeat": (heartbeat, 1), "register": (register, 1),
+             "wait_hand_over": (wait_hand_over, 2), "select_release": (select_release, 2), "heartbeat": (heartbeat, 1), "register": (register, 1), "task_cycle": (task_cycle, 3),
              "get_agent": (get_agent, 1), "discover": (discover, 1)}
     for label, (fn, requests) in loops.items():
         if args.only and label not in args.only.split(","):
