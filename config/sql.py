@@ -212,3 +212,19 @@ def sql_update(obj, fields: list[str] | tuple[str, ...], *, using: str = "defaul
     sql, params = sql_update_statement(obj, fields, using=using)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def sql_update_rows(model, pks: list, *, using: str = "default", **values) -> None:
+    """UPDATE these columns of the rows with these primary keys to the same values (as
+    `model.objects.filter(pk__in=pks).update(**values)`): one statement whatever the number of rows
+    (`= ANY(%s)`, one array parameter), built once per (model, columns)."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        model.objects.using(using).filter(pk__in=pks).update(**values)
+        return
+    names = tuple(values)
+    sql, fields = _statement("update", model, names)
+    sql = sql.replace(f"WHERE {model._meta.pk.column} = %s", f"WHERE {model._meta.pk.column} = ANY(%s)")
+    params = [f.get_db_prep_save(values[name], connection) for f, name in zip(fields, names, strict=True)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, list(pks)])

@@ -26,7 +26,7 @@ from assignments.models import Assignment, Event
 from assignments.services import assignment_create
 from config.actors import Actor, require_self_or_operator
 from config.errors import NotFound, TetherError
-from config.sql import EXISTS, CompiledQuery
+from config.sql import EXISTS, CompiledQuery, sql_update, sql_update_rows
 from pools.balancing import Candidate, Requirements, Work, plan_moves
 from pools.models import AgentPool, Task
 from pools.queue import task_check_transition, task_event
@@ -124,7 +124,7 @@ def _assign(task: Task, agent: Agent, *, actor: Actor, now, save: bool = True) -
     task.assignment = assignment
     task.assigned_at = now
     if save:
-        task.save(update_fields=_ASSIGNED_FIELDS)
+        sql_update(task, _ASSIGNED_FIELDS)
     data = {"assignment_id": str(assignment.assignment_id), "fencing_token": assignment.fencing_token} if assignment else {}
     task_event(Event.Type.TASK_ASSIGNED, task, actor=actor, from_status=T.QUEUED, to_status=T.ASSIGNED,
                data=data | {"wait_seconds": round((now - task.submitted_at).total_seconds(), 3)})
@@ -138,11 +138,11 @@ def _save_assigned(tasks: list[Task], *, now) -> None:
     by_agent: dict[int, list[int]] = {}
     for task in tasks:
         if task.assignment_id:
-            task.save(update_fields=_ASSIGNED_FIELDS)
+            sql_update(task, _ASSIGNED_FIELDS)
         else:
             by_agent.setdefault(task.agent_id, []).append(task.pk)
     for agent_pk, pks in by_agent.items():
-        Task.objects.filter(pk__in=pks).update(status=T.ASSIGNED, agent_id=agent_pk, assigned_at=now)
+        sql_update_rows(Task, pks, status=T.ASSIGNED, agent=agent_pk, assigned_at=now)
 
 
 def tasks_place(*, pool: AgentPool, actor: Actor = DISPATCH_ACTOR, limit: int = 200) -> list[Task]:
@@ -187,7 +187,7 @@ def tasks_place(*, pool: AgentPool, actor: Actor = DISPATCH_ACTOR, limit: int = 
                 placed.append(by_pk[work.key])
         if placed:
             _save_assigned(placed, now=now)
-            Agent.objects.filter(pk__in={t.agent_id for t in placed}).update(last_assigned_at=now)
+            sql_update_rows(Agent, sorted({t.agent_id for t in placed}), last_assigned_at=now)
     return placed
 
 

@@ -21,6 +21,7 @@ from assignments.services import assignment_release
 from config.actors import Actor, require_operator
 from config.errors import Conflict, Forbidden, InvalidTransition, NotFound, StaleFencingToken, ValidationFailed
 from config.locks import lock_one, pool_lock_moves
+from config.sql import sql_update
 from config.validation import (
     clean_choice,
     clean_identifier,
@@ -195,7 +196,7 @@ def _transition(task: Task, to_status: str, *, actor: Actor, event_type: str, no
         # deferred foreign-key check on the agent row at COMMIT. A second UPDATE of a row this
         # transaction already wrote would run it — a KEY SHARE lock on the agent taken after the
         # event-order lock, which can deadlock against a placer holding that agent's row.
-        task.save(update_fields=fields)
+        sql_update(task, fields)  # as save(update_fields=…), the statement built once (config/sql.py)
     task_event(event_type, task, actor=actor, from_status=from_status, to_status=to_status, agent_id=agent_id, data=data)
 
 
@@ -404,7 +405,7 @@ def _requeue_or_fail(task: Task, *, actor: Actor, now, retry: bool, reason: str,
         task.assignment = None
         task.assigned_at = None
         task.started_at = None
-        task.save(update_fields=["status", "attempt", "agent", "assignment", "assigned_at", "started_at", "error"])
+        sql_update(task, ["status", "attempt", "agent", "assignment", "assigned_at", "started_at", "error"])
         task_event(Event.Type.TASK_REQUEUED, task, actor=actor, from_status=from_status, to_status=T.QUEUED,
                    agent_id=from_agent, data={"reason": reason, "error": task.error[:200]})
         return

@@ -59,6 +59,30 @@ def test_sql_insert_and_update_write_what_save_would():
     assert stored.workflow_id == ""
 
 
+def test_sql_update_rows_writes_what_update_would_to_those_rows_only():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.models import Agent
+    from config.sql import sql_update_rows
+
+    pool = make_pool("rows")
+    for i in range(4):
+        make_agent(pool, f"rows-{i}")
+    pks = list(Agent.objects.filter(agent_id__startswith="rows-").order_by("agent_id").values_list("pk", flat=True))
+    when = timezone.now() - timedelta(minutes=3)
+    sql_update_rows(Agent, pks[1:3], last_assigned_at=when, priority=5)
+    stored = dict(Agent.objects.filter(pk__in=pks).values_list("pk", "last_assigned_at"))
+    assert [stored[pk] for pk in pks] == [None, when, when, None]
+    assert list(Agent.objects.filter(pk__in=pks).order_by("agent_id").values_list("priority", flat=True)) == [0, 5, 5, 0]
+    other = make_pool("rows-other")
+    sql_update_rows(Agent, [pks[0]], pool=other.pk)  # a foreign key by its id, as update() takes it
+    assert Agent.objects.get(pk=pks[0]).pool_id == other.pk
+    sql_update_rows(Agent, [], priority=9)  # no rows: nothing
+    assert not Agent.objects.filter(priority=9).exists()
+
+
 def test_discover_reuses_one_statement_per_shape_with_each_call_s_values():
     from agents.selectors import agent_discover, agent_get
 
