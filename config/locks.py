@@ -87,14 +87,15 @@ def _mismatched(obj, related) -> bool:
     return False
 
 
-def lock_one(model, *, related: tuple[str, ...] = (), only: tuple[str, ...] = (), **lookup):
+def lock_one(model, *, related: tuple[str, ...] = (), only: tuple[str, ...] = (), no_key: bool = False, **lookup):
     """Lock the one row matching `lookup` until commit and return it with `related` loaded
     (direct foreign keys only). Raises `model.DoesNotExist` when there is no such row.
 
     `only` narrows the columns read (as QuerySet.only, "relation__field" for related rows; the
     foreign keys of `related` are always read): hot paths name what they use, and anything else is
-    read on first touch."""
-    locking = model.objects.select_for_update(of=("self",))
+    read on first touch. `no_key`: FOR NO KEY UPDATE, which rows referencing this one (their
+    foreign-key checks take KEY SHARE) do not wait for."""
+    locking = model.objects.select_for_update(of=("self",), no_key=no_key)
     columns = (*only, *related) if only else ()
 
     def narrow(queryset):
@@ -127,8 +128,8 @@ def lock_one(model, *, related: tuple[str, ...] = (), only: tuple[str, ...] = ()
 _named_locks: dict[tuple, tuple[str, list, list]] = {}
 
 
-def _named_lock_statement(model, related: str, only: tuple[str, ...] | None, lookup: str):
-    key = (model, related, only, lookup)
+def _named_lock_statement(model, related: str, only: tuple[str, ...] | None, lookup: str, no_key: bool = False):
+    key = (model, related, only, lookup, no_key)
     built = _named_locks.get(key)
     if built is None:
         fk = model._meta.get_field(related)
@@ -144,20 +145,20 @@ def _named_lock_statement(model, related: str, only: tuple[str, ...] | None, loo
         sql = (
             f"SELECT {', '.join('t.' + f.column for f in own)}, {', '.join('r.' + f.column for f in theirs)} "
             f"FROM {model._meta.db_table} t LEFT JOIN {other._meta.db_table} r ON r.{other._meta.pk.column} = t.{fk.column} "
-            f"WHERE t.{where} = %s FOR UPDATE OF t"
+            f"WHERE t.{where} = %s FOR {'NO KEY UPDATE' if no_key else 'UPDATE'} OF t"
         )
         built = _named_locks[key] = (sql, own, theirs)
     return built
 
 
-def lock_one_named(model, *, related: str, only: tuple[str, ...] | None, **lookup):
-    """`lock_one(model, related=(related,), only=only, **lookup)` (one lookup field), as one
-    statement built once; `only=None`: every column of the row and of its related row. Raises
-    `model.DoesNotExist` when there is no such row."""
+def lock_one_named(model, *, related: str, only: tuple[str, ...] | None, no_key: bool = False, **lookup):
+    """`lock_one(model, related=(related,), only=only, no_key=no_key, **lookup)` (one lookup field),
+    as one statement built once; `only=None`: every column of the row and of its related row.
+    Raises `model.DoesNotExist` when there is no such row."""
     [(name, value)] = lookup.items()
     if connection.vendor != "postgresql":
-        return lock_one(model, related=(related,), only=only or (), **lookup)
-    sql, own, theirs = _named_lock_statement(model, related, None if only is None else tuple(only), name)
+        return lock_one(model, related=(related,), only=only or (), no_key=no_key, **lookup)
+    sql, own, theirs = _named_lock_statement(model, related, None if only is None else tuple(only), name, no_key)
     with connection.cursor() as cursor:
         cursor.execute(sql, [value])
         row = cursor.fetchone()
@@ -168,7 +169,8 @@ def lock_one_named(model, *, related: str, only: tuple[str, ...] | None, **looku
     obj = from_row(model, own, mine, using=connection.alias)
     fk_value = getattr(obj, fk.attname)
     if fk_value != other_values[[f.primary_key for f in theirs].index(True)]:
-        return lock_one(model, related=(related,), only=only or (), **lookup)  # a stale join: read again, locked
+        # A stale join: read again, locked.
+        return lock_one(model, related=(related,), only=only or (), no_key=no_key, **lookup)
     if fk_value is not None:
         setattr(obj, related, from_row(fk.related_model, theirs, other_values, using=connection.alias))
     return obj

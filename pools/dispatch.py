@@ -26,6 +26,7 @@ from assignments.models import Assignment, Event
 from assignments.services import assignment_create
 from config.actors import Actor, require_self_or_operator
 from config.errors import NotFound, TetherError
+from config.locks import lock_one_named
 from config.sql import EXISTS, CompiledQuery, sql_update, sql_update_rows
 from pools.balancing import Candidate, Requirements, Work, plan_moves
 from pools.models import AgentPool, Task
@@ -199,11 +200,11 @@ def task_claim(*, agent_id: str, actor: Actor, max_tasks: int = 1) -> list[Task]
     now = timezone.now()
     with recorded_transaction():
         # The agent's row first: it guards the agent's task capacity against concurrent claims.
-        agent = (Agent.objects.select_for_update(no_key=True, of=("self",)).filter(agent_id=agent_id)
-                 .values_list("pk", flat=True).first())
-        if agent is None:
-            raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id})
-        agent = Agent.objects.select_related("pool").get(pk=agent)  # read after the lock: current
+        # With its pool, in one statement built once (config/locks.py), read as the lock lets it.
+        try:
+            agent = lock_one_named(Agent, related="pool", only=None, no_key=True, agent_id=agent_id)
+        except Agent.DoesNotExist:
+            raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
         pool = agent.pool
         if agent.status == Agent.Status.ACTIVE and agent.health_score >= pool.min_health_score:
             held = _held_counts([agent.pk]).get(agent.pk, 0)

@@ -180,3 +180,43 @@ def test_lock_one_named_without_only_reads_every_column_as_lock_one_does():
             assert getattr(named, field.attname) == getattr(orm, field.attname), field.name
         for field in pool._meta.concrete_fields:
             assert getattr(named.pool, field.attname) == getattr(orm.pool, field.attname), field.name
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("named", [True, False])
+def test_a_no_key_lock_lets_rows_that_reference_it_be_written_and_a_plain_one_does_not(named):
+    """`no_key=True` (a task claim's lock of its agent) is FOR NO KEY UPDATE: another transaction's
+    KEY SHARE lock on the row — what inserting a row that references it takes — is not kept waiting.
+    The plain lock does keep it waiting. Both for the named statement and for lock_one."""
+    import psycopg
+    from django.db import connection, transaction
+
+    from agents.models import Agent
+    from config.locks import lock_one, lock_one_named
+
+    pool = make_pool("nokey")
+    make_agent(pool, "nokey-a")
+    pk = Agent.objects.get(agent_id="nokey-a").pk
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+
+    def key_share_waits() -> bool:
+        with psycopg.connect(**params, autocommit=True) as other:
+            other.execute("SET lock_timeout = '300ms'")
+            try:
+                with other.transaction():
+                    other.execute("SELECT 1 FROM agents_agent WHERE id = %s FOR KEY SHARE", [pk])
+            except psycopg.errors.LockNotAvailable:
+                return True
+        return False
+
+    for no_key, waits in ((True, False), (False, True)):
+        with transaction.atomic():
+            if named:
+                agent = lock_one_named(Agent, related="pool", only=None, no_key=no_key, agent_id="nokey-a")
+            else:
+                agent = lock_one(Agent, related=("pool",), no_key=no_key, agent_id="nokey-a")
+            assert agent.pk == pk and agent.pool.name == "nokey"
+            assert key_share_waits() is waits, no_key
