@@ -68,20 +68,12 @@ def agent_discover(
     return _with_pool_names(query.objects(Agent, _AGENT_FIELDS, *given.values()))
 
 
-def agent_discover_sql(
-    *,
-    agent_type: str | None = None,
-    status: str | None = None,
-    capabilities: list[str] | None = None,
-    pool: str | None = None,
-    region: str | None = None,
-    min_health_score: float | None = None,
-    limit: int = 100,
-) -> tuple[str, list] | None:
-    """`agent_discover`'s statement, filled in, for a caller that reads its rows in a statement of
-    its own: (sql, params), its columns the agent's fields in model order and then the pool's `name`,
-    healthiest first. None where there is no such statement (SQLite; an unusual limit)."""
-    given = _given(agent_type, status, capabilities, pool, region, min_health_score)
+def agent_discover_sql(*, limit: int = 100, **criteria) -> tuple[str, list] | None:
+    """`agent_discover`'s statement for these criteria (its arguments), filled in, for a caller that
+    reads its rows in a statement of its own: (sql, params), its columns the agent's fields in model
+    order and then the pool's `name`, healthiest first. None where there is no such statement
+    (SQLite; an unusual limit)."""
+    given = _given(**criteria)
     query = _discover_statement(given, limit)
     return None if query is None else query.sql(*given.values())
 
@@ -91,7 +83,7 @@ def agent_get_sql(agent_id: str) -> tuple[str, list] | None:
     return _ONE_AGENT.sql(agent_id) if connection.vendor == "postgresql" else None
 
 
-def _given(agent_type, status, capabilities, pool, region, min_health_score) -> dict:
+def _given(agent_type=None, status=None, capabilities=None, pool=None, region=None, min_health_score=None) -> dict:
     given = {
         "agent_type": agent_type or None, "status": status or None, "pool": pool or None, "region": region or None,
         "min_health_score": min_health_score, "capabilities": list(capabilities) if capabilities else None,

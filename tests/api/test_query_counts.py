@@ -6,6 +6,7 @@ from django.test.utils import CaptureQueriesContext
 
 from assignments.services import assignment_create
 from tests.api.conftest import SYSTEM
+from tests.helpers import orm_compiles
 
 
 def _count(fn) -> int:
@@ -166,23 +167,13 @@ def test_a_registration_compiles_no_select(api, make_agent, pool, enrollment_tok
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_registration_s_after_commit_work_compiles_no_select(api, monkeypatch):
+def test_a_registration_s_after_commit_work_compiles_no_select(api):
     """As in production, its own transaction: what runs after COMMIT (the event consumers: task
     dispatch asks whether the pool has queued tasks) is built once too, and so are its writes (the
     agent's INSERT or UPDATE: config/sql.py)."""
-    from django.db.models.sql.compiler import SQLCompiler
-
     from pools.services import pool_create
 
     pool, enrollment = pool_create(name="reg", actor=SYSTEM)
-    compiled = []
-
-    def counting(as_sql):
-        def compile_counted(self, *args, **kwargs):
-            sql_and_params = as_sql(self, *args, **kwargs)  # an INSERT's is a list of them
-            compiled.append(sql_and_params)
-            return sql_and_params
-        return compile_counted
 
     def register(agent_id):
         response = api.post("/api/agents/register", {"agent_id": agent_id, "pool": "reg"},
@@ -192,34 +183,21 @@ def test_a_registration_s_after_commit_work_compiles_no_select(api, monkeypatch)
     register("again")
     register("again")  # whatever is compiled once, compiled now
     register("first-0")
-    for compiler in (SQLCompiler, *SQLCompiler.__subclasses__()):  # SELECT, INSERT, UPDATE, DELETE…
-        if "as_sql" in compiler.__dict__:
-            monkeypatch.setattr(compiler, "as_sql", counting(compiler.__dict__["as_sql"]))
-    register("again")
-    register("first-1")
+    with orm_compiles() as compiled:
+        register("again")
+        register("first-1")
     assert compiled == []
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_an_idempotent_take_compiles_nothing(api, make_agent, make_profile, monkeypatch):
+def test_an_idempotent_take_compiles_nothing(api, make_agent, make_profile):
     """The Idempotency-Key's claim (its expired row deleted, the claim inserted) and its stored
     answer are statements built once, as the take's own are: a first request compiles nothing,
     after-commit work included (it fails with the ORM's delete/create/update, three compiles a
     take). A retry's read of the stored answer is the ORM's: retries are rare."""
-    from django.db.models.sql.compiler import SQLCompiler
-
     _, token = make_agent("a1")
     make_profile("p1")
-    compiled = []
-
-    def counting(as_sql):
-        def compile_counted(self, *args, **kwargs):
-            sql_and_params = as_sql(self, *args, **kwargs)
-            compiled.append(sql_and_params)
-            return sql_and_params
-        return compile_counted
-
     def take_and_release(key):
         taken = api.post("/api/assignments", {"profile_id": "p1"}, token=token, headers={"Idempotency-Key": key})
         assert taken.status_code == 201, taken.content[:300]
@@ -227,10 +205,8 @@ def test_an_idempotent_take_compiles_nothing(api, make_agent, make_profile, monk
         return taken
 
     take_and_release("warm-1")  # whatever is compiled once, compiled now
-    for compiler in (SQLCompiler, *SQLCompiler.__subclasses__()):
-        if "as_sql" in compiler.__dict__:
-            monkeypatch.setattr(compiler, "as_sql", counting(compiler.__dict__["as_sql"]))
-    taken = take_and_release("k-2")
+    with orm_compiles() as compiled:
+        taken = take_and_release("k-2")
     assert compiled == []
     # A retry (rare: the answer was lost on the way) is answered from the stored row, as before.
     again = api.post("/api/assignments", {"profile_id": "p1"}, token=token, headers={"Idempotency-Key": "k-2"})

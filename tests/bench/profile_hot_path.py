@@ -34,12 +34,12 @@ def main():
     django_on(scratch_database(f"{name}_profile"), key_prefix="profile")
 
     from django.db import connection
-    from django.db.models.sql.compiler import SQLCompiler
     from django.test import Client
 
     from agents.services import agent_register
     from config.actors import Actor
     from pools.services import pool_create
+    from tests.helpers import orm_compiles
 
     system = Actor.system("profile")
     pool, enrollment = pool_create(name="prof", actor=system)
@@ -148,25 +148,9 @@ def main():
             statements.append(sql)
             return execute(sql, params, many, context)
 
-        compiled = []  # what the ORM compiled (config/sql.py keeps the hot statements built once)
-        compilers = [SQLCompiler, *SQLCompiler.__subclasses__()]
-        originals = {c: c.__dict__["as_sql"] for c in compilers if "as_sql" in c.__dict__}
-
-        def compiling(original):
-            def as_sql(self, *args, **kwargs):
-                sql_and_params = original(self, *args, **kwargs)
-                compiled.append(sql_and_params)
-                return sql_and_params
-            return as_sql
-
-        for compiler, original in originals.items():
-            compiler.as_sql = compiling(original)
-        try:
-            with connection.execute_wrapper(count):
-                fn()
-        finally:
-            for compiler, original in originals.items():
-                compiler.as_sql = original
+        # What the ORM compiled (config/sql.py keeps the hot statements built once).
+        with orm_compiles() as compiled, connection.execute_wrapper(count):
+            fn()
         profiler = cProfile.Profile(time.thread_time) if args.profile == label else None
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         if profiler:
