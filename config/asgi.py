@@ -2,7 +2,8 @@
 
 HTTP (TETHER_HTTP_HANDLER): with Redis, Django's WSGI handler on a fixed pool of
 TETHER_HTTP_THREADS threads per process (config/wsgi_threads.py: one hand-off to a thread and one
-back per request, where a2wsgi, used before, made four or five). Django's ASGI handler runs every sync
+back per request, where a2wsgi, used before, made four or five), and long-polls on
+TETHER_HTTP_LONG_POLL_THREADS threads of their own. Django's ASGI handler runs every sync
 view through a new thread and several thread hops per request. A rough measure (one worker, 16
 agents heartbeating and reading themselves, on the shared 2-CPU machine at load 5–10, so only the
 ratios mean anything): Django's ASGI handler under uvicorn 4.8–6.2 ms of server CPU a request,
@@ -32,12 +33,18 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 from config.embedded_jobs import with_embedded_jobs  # noqa: E402
-from config.wsgi_threads import ThreadPoolWSGI  # noqa: E402
+from config.wsgi_threads import ThreadPoolWSGI, long_poll_paths  # noqa: E402
 from dashboard.auth import AllowedHostsOriginValidator, TokenAuthMiddleware  # noqa: E402
 from dashboard.routing import close_on_error, websocket_urlpatterns  # noqa: E402
 
 if settings.TETHER_HTTP_HANDLER == "wsgi":
-    http_application = ThreadPoolWSGI(get_wsgi_application(), threads=settings.TETHER_HTTP_THREADS)
+    wsgi_application = get_wsgi_application()  # loads the URL conf, which long_poll_paths reads
+    long_polls = long_poll_paths()
+    http_application = ThreadPoolWSGI(
+        wsgi_application, threads=settings.TETHER_HTTP_THREADS,
+        long_poll_threads=settings.TETHER_HTTP_LONG_POLL_THREADS,
+        long_poll=long_polls.match if long_polls else None,
+    )
 else:
     http_application = get_asgi_application()
 

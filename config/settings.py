@@ -145,12 +145,19 @@ ROOT_URLCONF = "config.urls"
 # pool of TETHER_HTTP_THREADS threads per process (the faster, and the default with Redis); "asgi"
 # — Django's ASGI handler, a thread per request (the default, and required, with the in-memory
 # channel layer of embedded mode: see config/asgi.py). Requests beyond the threads wait in line.
+# Few threads: a worker's requests share one GIL, and more threads than it can run only stretch
+# each transaction (and the locks it holds) while its thread waits for the GIL — 4 against 32 gave
+# take → release at 32 clients +13–18% req/s, −10–20% CPU a request, half the p99 (docs/bench-api.md).
+# Long-polls (views with `long_poll = True`: a task claim's `wait_seconds`) sleep on threads of
+# their own, TETHER_HTTP_LONG_POLL_THREADS a process: the most agents one process keeps waiting at
+# once (more wait in line for a thread, which only delays their answer).
 TETHER_HTTP_HANDLER = env_str("TETHER_HTTP_HANDLER", "wsgi" if REDIS_URL else "asgi")
 if TETHER_HTTP_HANDLER not in ("wsgi", "asgi"):
     raise ImproperlyConfigured(f"TETHER_HTTP_HANDLER={TETHER_HTTP_HANDLER!r} is not 'wsgi' or 'asgi'")
 if TETHER_HTTP_HANDLER == "wsgi" and not REDIS_URL:
     raise ImproperlyConfigured("TETHER_HTTP_HANDLER=wsgi needs REDIS_URL (the in-memory channel layer needs 'asgi')")
-TETHER_HTTP_THREADS = env_int("TETHER_HTTP_THREADS", 32, minimum=1, maximum=1000)
+TETHER_HTTP_THREADS = env_int("TETHER_HTTP_THREADS", 4, minimum=1, maximum=1000)
+TETHER_HTTP_LONG_POLL_THREADS = env_int("TETHER_HTTP_LONG_POLL_THREADS", 64, minimum=1, maximum=1000)
 # The cyclic garbage collector's first-generation threshold in `make serve`'s workers (config/serve.py;
 # Python's default is 700): with a request's objects in cycles and 32 requests in flight, 700 promotes
 # nearly all of them to older generations, whose passes cost far more.

@@ -20,6 +20,13 @@ wake-ups) at ~10% of the server's CPU. Here:
 Each thread runs requests in its own context, as a WSGI server's threads do (a2wsgi ran each in a
 fresh copy of the loop's context, so context-local objects such as Django's cache backends were
 rebuilt on every request).
+
+Two pools. Ordinary requests run on a few threads (TETHER_HTTP_THREADS): with a worker's requests
+competing for one GIL, more threads than the CPU can use only make each transaction hold its locks
+longer while its thread waits for the GIL (measured: docs/bench-api.md, eighth session). A request
+for a view that may sleep for seconds — a long-poll, `long_poll = True` on its view class, such as a
+task claim with `wait_seconds` — runs on a pool of its own (TETHER_HTTP_LONG_POLL_THREADS), so that
+agents waiting for work never keep the others' requests waiting for a thread.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from a2wsgi.wsgi import Body, build_environ
@@ -71,12 +80,46 @@ def _headers(headers) -> list[tuple[bytes, bytes]]:
     return [(name.strip().lower().encode("latin1"), value.strip().encode("latin1")) for name, value in headers]
 
 
-class ThreadPoolWSGI:
-    """An ASGI application (HTTP only) serving a WSGI application on `threads` threads."""
+def long_poll_paths(urlconf=None) -> re.Pattern | None:
+    """One regular expression matching the paths of every view whose class says `long_poll = True`
+    (built from the URL conf once, so routing a request costs one match, not a URL resolution), or
+    None when there are none."""
+    from django.urls import URLPattern, URLResolver, get_resolver
 
-    def __init__(self, app, *, threads: int):
+    found: list[str] = []
+
+    def walk(patterns, prefix: str) -> None:
+        for entry in patterns:
+            regex = prefix + entry.pattern.regex.pattern.removeprefix("^")
+            if isinstance(entry, URLResolver):
+                walk(entry.url_patterns, regex)
+            elif isinstance(entry, URLPattern):
+                view_class = getattr(entry.callback, "view_class", None)
+                if getattr(view_class, "long_poll", False):
+                    found.append(re.sub(r"\(\?P<\w+>", "(?:", regex))  # names could clash across views
+
+    walk(get_resolver(urlconf).url_patterns, "")
+    return re.compile("^/(?:" + "|".join(f"(?:{r})" for r in found) + ")") if found else None
+
+
+class ThreadPoolWSGI:
+    """An ASGI application (HTTP only) serving a WSGI application on `threads` threads, and the
+    requests `long_poll(path)` says may sleep on `long_poll_threads` more."""
+
+    def __init__(self, app, *, threads: int, long_poll_threads: int = 0,
+                 long_poll: Callable[[str], bool] | None = None):
         self.app = app
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="WSGI")
+        self.long_poll = long_poll if long_poll_threads else None
+        self.long_poll_executor = (
+            ThreadPoolExecutor(max_workers=long_poll_threads, thread_name_prefix="WSGI-long-poll")
+            if self.long_poll else None
+        )
+
+    def shutdown(self) -> None:
+        for executor in (self.executor, self.long_poll_executor):
+            if executor is not None:
+                executor.shutdown()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -92,7 +135,8 @@ class ThreadPoolWSGI:
         else:
             body = io.BytesIO()
         environ = build_environ(scope, body)
-        response = await loop.run_in_executor(self.executor, self._respond, environ, loop, send)
+        executor = self.long_poll_executor if self.long_poll and self.long_poll(scope["path"]) else self.executor
+        response = await loop.run_in_executor(executor, self._respond, environ, loop, send)
         if response is not None:
             status, headers, content = response
             await send({"type": "http.response.start", "status": status, "headers": headers})

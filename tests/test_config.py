@@ -86,6 +86,7 @@ def _settings_in_a_fresh_process(tmp_path, **env) -> dict:
             "'prepare': db.get('OPTIONS', {}).get('prepare_threshold'), "
             "'engine': db['ENGINE'], 'health_checks': db.get('CONN_HEALTH_CHECKS'), "
             "'http': s.TETHER_HTTP_HANDLER, 'threads': s.TETHER_HTTP_THREADS, "
+            "'long_poll_threads': s.TETHER_HTTP_LONG_POLL_THREADS, "
             "'cache_seconds': s.TETHER_ASSIGNMENT_CACHE_SECONDS, "
             "'redis_timeout': s.CACHES['default'].get('OPTIONS', {}).get('SOCKET_TIMEOUT')}, default=repr))")
     full = {"PATH": "/usr/bin:/bin", "TETHER_VAR_DIR": str(tmp_path), **env}
@@ -104,7 +105,7 @@ def test_production_mode_pools_its_database_connections_by_default(tmp_path):
     its bound) is the default, and HTTP is served by a fixed set of threads."""
     got = _settings_in_a_fresh_process(tmp_path, **PRODUCTION)
     assert got["pool"]["max_size"] == 8 and got["pool"]["min_size"] == 1 and got["conn_max_age"] == 0
-    assert (got["http"], got["threads"]) == ("wsgi", 32)
+    assert (got["http"], got["threads"], got["long_poll_threads"]) == ("wsgi", 4, 64)
     assert got["redis_timeout"] <= 0.25
     off = _settings_in_a_fresh_process(tmp_path, **PRODUCTION, TETHER_DB_POOL="0")
     assert off["pool"] is None and off["conn_max_age"] == 60

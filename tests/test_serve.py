@@ -128,3 +128,50 @@ def test_make_serve_holds_a_bounded_number_of_connections_under_64_agents():
     finally:
         server.stop()
     assert wait_until(lambda: not _backends(), timeout=10), f"left behind by the stopped server: {_backends()}"
+
+
+def test_agents_long_polling_for_tasks_keep_no_other_request_waiting():
+    """`make serve` with one request thread (TETHER_HTTP_THREADS=1): three agents long-poll for
+    tasks, and while they wait a fourth registers, heartbeats and reads itself — on that one thread,
+    the long-polls being on threads of their own (config/wsgi_threads.py). Each claim answers when its
+    wait ends, with nothing to do."""
+    pool = PoolFactory()
+    server = make_serve(server_env(settings, TETHER_HTTP_THREADS=1, TETHER_DB_POOL_MIN_SIZE=1), workers=1,
+                        db_connections=4)
+
+    async def scenario():
+        clients = [Http(server.port) for _ in range(4)]
+        tokens = []
+        try:
+            for i in range(3):
+                status, data = await clients[i].request(
+                    "POST", "/api/agents/register", {"agent_id": f"poller-{i}", "pool": pool.name},
+                    {"X-Enrollment-Token": f"enr_{pool.name}"})
+                assert status == 201, (status, data)
+                tokens.append(data["token"])
+            claims = [asyncio.create_task(clients[i].request(
+                "POST", f"/api/agents/poller-{i}/tasks/claim", {"wait_seconds": 4},
+                {"Authorization": f"Token {tokens[i]}"})) for i in range(3)]
+            await asyncio.sleep(0.5)  # the three are asleep in their long-polls
+            other = clients[3]
+            status, data = await other.request("POST", "/api/agents/register", {"agent_id": "other", "pool": pool.name},
+                                               {"X-Enrollment-Token": f"enr_{pool.name}"})
+            assert status == 201, (status, data)
+            auth = {"Authorization": f"Token {data['token']}"}
+            status, _ = await other.request("POST", "/api/agents/other/heartbeat", {"assignments": []}, auth)
+            assert status == 200
+            status, data = await other.request("GET", "/api/agents/other", None, auth)
+            assert status == 200 and data["agent_id"] == "other"
+            waiting = [not claim.done() for claim in claims]
+            answers = await asyncio.gather(*claims)
+            return waiting, answers
+        finally:
+            for client in clients:
+                await client.close()
+
+    try:
+        waiting, answers = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert waiting == [True, True, True], "the other agent was answered only after the long-polls"
+    assert answers == [(200, {"tasks": []})] * 3, answers

@@ -3,13 +3,16 @@ driven here as the server drives it (scope, receive, send)."""
 
 import asyncio
 import json
+import sys
 import threading
 
 import pytest
 from django.core.wsgi import get_wsgi_application
+from django.urls import include as include_
+from django.urls import path as path_
 from django.test import override_settings
 
-from config.wsgi_threads import ThreadPoolWSGI
+from config.wsgi_threads import ThreadPoolWSGI, long_poll_paths
 
 
 def scope(method="GET", path="/", headers=()):
@@ -45,7 +48,7 @@ def serve(app, requests, *, threads=4):
     try:
         return asyncio.run(run_all())
     finally:
-        bridge.executor.shutdown()
+        bridge.shutdown()
 
 
 def echo(environ, start_response):
@@ -192,3 +195,103 @@ def test_an_application_error_reaches_the_server():
 def test_only_http_is_served():
     with pytest.raises(ValueError, match="HTTP only"):
         asyncio.run(ThreadPoolWSGI(echo, threads=1)({"type": "websocket"}, None, None))
+
+
+def _one_long_poll_and_one_request(bridge) -> tuple[bool, bool]:
+    """A long-poll (its application sleeps until released) and, while it sleeps, an ordinary request
+    on a bridge with one ordinary thread: (whether the ordinary one was answered while the long-poll
+    slept, whether the long-poll was answered once released)."""
+    release = threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/poll":
+            release.wait(5)
+        start_response("200 OK", [])
+        return [environ["PATH_INFO"].encode()]
+
+    bridge.app = app
+
+    async def one(path):
+        sent = []
+
+        async def receive():
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        await bridge(scope(path=path), receive, send)
+        return sent[1]["body"]
+
+    async def run():
+        poll = asyncio.create_task(one("/poll"))
+        await asyncio.sleep(0.05)  # the long-poll is asleep on its thread
+        try:
+            answered = await asyncio.wait_for(one("/other"), 1) == b"/other"
+        except TimeoutError:
+            answered = False
+        release.set()
+        return answered, await asyncio.wait_for(poll, 5) == b"/poll"
+
+    try:
+        return asyncio.run(run())
+    finally:
+        release.set()
+        bridge.shutdown()
+
+
+def test_a_long_poll_sleeps_on_a_thread_of_its_own_not_one_other_requests_wait_for():
+    bridge = ThreadPoolWSGI(None, threads=1, long_poll_threads=1, long_poll=lambda path: path == "/poll")
+    assert _one_long_poll_and_one_request(bridge) == (True, True)
+
+
+def test_without_a_long_poll_pool_the_long_poll_keeps_the_thread():
+    """The control: one thread for everything, and the request waits behind the sleeping long-poll."""
+    bridge = ThreadPoolWSGI(None, threads=1, long_poll=lambda path: path == "/poll")
+    assert _one_long_poll_and_one_request(bridge) == (False, True)
+
+
+def test_the_long_polls_are_the_views_that_say_so():
+    """Built from the URL conf: the task claim (`long_poll = True`) and nothing else."""
+    pattern = long_poll_paths()
+    assert pattern.match("/api/agents/agent-1/tasks/claim")
+    for path in ("/api/agents/agent-1/heartbeat", "/api/agents/agent-1/tasks", "/api/agents/a/b/tasks/claim",
+                 "/api/agents/agent-1/tasks/claimed", "/api/assignments", "/agents/agent-1/tasks/claim", "/"):
+        assert not pattern.match(path), path
+
+
+class _LongPoll:
+    long_poll = True
+
+    @classmethod
+    def as_view(cls):
+        def view(request, **kwargs):
+            raise AssertionError("not called")
+
+        view.view_class = cls
+        return view
+
+
+class _Quick(_LongPoll):
+    long_poll = False
+
+
+urlpatterns = [
+    # Two long-polls whose routes name the same parameter, under an include: one pattern still.
+    path_("a/", include_([path_("<str:name>/wait", _LongPoll.as_view()), path_("<str:name>/now", _Quick.as_view())])),
+    path_("b/<str:name>/wait", _LongPoll.as_view()),
+]
+
+
+def test_long_poll_paths_walks_includes_and_tolerates_repeated_parameter_names():
+    pattern = long_poll_paths(__name__)
+    assert pattern.match("/a/x/wait") and pattern.match("/b/y/wait")
+    assert not pattern.match("/a/x/now") and not pattern.match("/c/x/wait")
+
+
+def test_no_long_polls_no_pattern(monkeypatch):
+    import types
+
+    monkeypatch.setitem(sys.modules, "tests._no_long_polls", types.SimpleNamespace(urlpatterns=[
+        path_("b/<str:name>/now", _Quick.as_view())]))
+    assert long_poll_paths("tests._no_long_polls") is None

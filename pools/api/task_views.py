@@ -207,8 +207,11 @@ class TaskClaimView(APIView):
     """`POST /api/agents/{agent_id}/tasks/claim` `{"max", "wait_seconds"}`: the agent's assigned
     tasks, highest priority first, after placing queued ones on it if it has room. With
     `wait_seconds` (at most 30) it long-polls: it looks again every TETHER_TASK_CLAIM_POLL_SECONDS
-    until it has something or the wait ends — holding no database connection while it sleeps."""
+    until it has something or the wait ends — holding no database connection while it sleeps, and
+    on a thread of the server's long-poll pool (`long_poll`, config/wsgi_threads.py), not one that
+    other requests wait for."""
 
+    long_poll = True
     permission_classes = [IsAuthenticated]
     error_codes = {"post": [409]}
 
