@@ -328,3 +328,19 @@ def test_waiting_take_and_hand_over_statements_as_in_production(api, make_agent,
                    for sql in release[:-2]), "\n".join(s[:150] for s in release)
     request = api.get(f"/api/assignments/{request_id}", token=waiter_token).json()
     assert (request["status"], request["fencing_token"]) == ("active", held["fencing_token"] + 1)
+
+
+@pytest.mark.postgres
+def test_a_claim_reads_its_agent_s_held_count_without_compiling_it(api, make_agent):
+    """Every claim, and every look of a long-polling one, counts the tasks its agent holds: a
+    statement built once (pools/dispatch.py). It fails with the ORM's per-call query."""
+    _, token = make_agent("w1")
+
+    def claim():
+        response = api.post("/api/agents/w1/tasks/claim", {"max": 2}, token=token)
+        assert response.status_code == 200, response.content[:300]
+
+    claim()  # whatever is compiled once, compiled now
+    with orm_compiles() as compiled:
+        claim()
+    assert not [sql for sql, _ in compiled if "COUNT(" in sql.upper()], compiled
