@@ -150,7 +150,8 @@ ROOT_URLCONF = "config.urls"
 # take → release at 32 clients +13–18% req/s, −10–20% CPU a request, half the p99 (docs/bench-api.md).
 # Long-polls (views with `long_poll = True`: a task claim's `wait_seconds`) sleep on threads of
 # their own, TETHER_HTTP_LONG_POLL_THREADS a process: the most agents one process keeps waiting at
-# once (more wait in line for a thread, which only delays their answer).
+# once (more wait in line for a thread; a long-poll's wait counts from its arrival, so the line
+# never lengthens it: config.api.views.request_received).
 TETHER_HTTP_HANDLER = env_str("TETHER_HTTP_HANDLER", "wsgi" if REDIS_URL else "asgi")
 if TETHER_HTTP_HANDLER not in ("wsgi", "asgi"):
     raise ImproperlyConfigured(f"TETHER_HTTP_HANDLER={TETHER_HTTP_HANDLER!r} is not 'wsgi' or 'asgi'")

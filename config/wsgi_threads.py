@@ -35,11 +35,14 @@ import asyncio
 import io
 import itertools
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from a2wsgi.wsgi import Body, build_environ
 from django.conf import settings
+
+from config.api.views import RECEIVED
 
 
 def _small_body_limit() -> int:
@@ -135,6 +138,7 @@ class ThreadPoolWSGI:
         else:
             body = io.BytesIO()
         environ = build_environ(scope, body)
+        environ[RECEIVED] = time.monotonic()  # before any wait for a thread (config.api.views.request_received)
         executor = self.long_poll_executor if self.long_poll and self.long_poll(scope["path"]) else self.executor
         response = await loop.run_in_executor(executor, self._respond, environ, loop, send)
         if response is not None:

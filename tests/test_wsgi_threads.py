@@ -5,6 +5,7 @@ import asyncio
 import json
 import sys
 import threading
+import time
 
 import pytest
 from django.core.wsgi import get_wsgi_application
@@ -295,3 +296,43 @@ def test_no_long_polls_no_pattern(monkeypatch):
     monkeypatch.setitem(sys.modules, "tests._no_long_polls", types.SimpleNamespace(urlpatterns=[
         path_("b/<str:name>/now", _Quick.as_view())]))
     assert long_poll_paths("tests._no_long_polls") is None
+
+
+def test_a_request_notes_when_it_arrived_before_it_waits_for_a_thread():
+    """config.api.views.request_received: the second of two requests on one thread arrived while the
+    first ran, and its note says so (a long-poll counts its wait from there)."""
+    from config.api.views import RECEIVED
+
+    seen = {}
+
+    def app(environ, start_response):
+        seen[environ["PATH_INFO"]] = (environ[RECEIVED], time.monotonic())
+        if environ["PATH_INFO"] == "/first":
+            time.sleep(0.2)
+        start_response("204 No Content", [])
+        return []
+
+    bridge = ThreadPoolWSGI(app, threads=1)
+
+    async def one(path):
+        async def receive():
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            pass
+
+        await bridge(scope(path=path), receive, send)
+
+    async def run():
+        first = asyncio.create_task(one("/first"))
+        await asyncio.sleep(0.05)
+        await asyncio.gather(first, one("/second"))
+
+    try:
+        asyncio.run(run())
+    finally:
+        bridge.shutdown()
+    received, started = seen["/second"]
+    first_started = seen["/first"][1]
+    assert first_started < received < started  # it arrived while the first ran, and waited for it
+    assert started - received >= 0.1

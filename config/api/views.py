@@ -1,5 +1,8 @@
 """Base classes for the API's views: query strings are checked for NUL bytes and invalid unicode
-before any filter touches the database (PostgreSQL refuses them with an error, not a miss)."""
+before any filter touches the database (PostgreSQL refuses them with an error, not a miss). And when
+a request reached the server, for views that wait (`request_received`)."""
+
+import time
 
 from rest_framework import generics
 from rest_framework.exceptions import ParseError, ValidationError
@@ -7,6 +10,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView as DRFAPIView
 
 from config.api.parsers import check_text
+
+# The environ key where `make serve`'s HTTP threads (config/wsgi_threads.py) note when a request
+# reached the process (time.monotonic()), before it waited in line for a thread.
+RECEIVED = "tether.received"
+
+
+def request_received(request) -> float:
+    """When the request reached this process, on time.monotonic()'s clock: a long-poll counts its
+    wait from there, so that one that waited for a thread does not sleep its whole wait on top (and
+    outlast its client's timeout). Now, where the server does not say (Django's ASGI handler)."""
+    return request.META.get(RECEIVED) or time.monotonic()
 
 
 class SafeQueryMixin:

@@ -14,7 +14,7 @@ from config.api.authentication import credential_scope, request_actor
 from config.api.idempotency import idempotent
 from config.api.permissions import IsAuthenticated, IsOperator
 from config.api.schema import IDEMPOTENCY_KEY
-from config.api.views import APIView, ListAPIView
+from config.api.views import APIView, ListAPIView, request_received
 from config.errors import NotFound
 from pools import dispatch, queue, selectors
 from pools.api.serializers import (
@@ -222,7 +222,8 @@ class TaskClaimView(APIView):
         max_tasks = data.validated_data["max"]
         wait = min(data.validated_data["wait_seconds"], settings.TETHER_TASK_CLAIM_MAX_WAIT_SECONDS)
         actor = request_actor(request)
-        deadline = time.monotonic() + wait
+        # Counted from the request's arrival (config/wsgi_threads.py), not from when a thread took it.
+        deadline = request_received(request) + wait
         while True:
             tasks = dispatch.task_claim(agent_id=agent_id, actor=actor, max_tasks=max_tasks)
             left = deadline - time.monotonic()

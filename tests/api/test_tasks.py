@@ -163,6 +163,39 @@ def test_claim_long_polls_until_the_wait_ends_when_nothing_comes(api, worker):
     assert time.monotonic() - started >= 0.3
 
 
+def _claim_received_ago(token, ago: float, wait: float, monkeypatch) -> tuple[int, dict, list[float]]:
+    """A long-polling claim that reached the server `ago` seconds before a thread took it (the key
+    config/wsgi_threads.py sets): (status, body, the sleeps it made)."""
+    import json
+
+    from rest_framework.test import APIClient
+
+    from config.api.views import RECEIVED
+
+    sleeps, sleep = [], time.sleep
+
+    def recorded(seconds):
+        sleeps.append(seconds)
+        sleep(seconds)
+
+    monkeypatch.setattr("pools.api.task_views.time.sleep", recorded)
+    r = APIClient().generic("POST", "/api/agents/w1/tasks/claim", json.dumps({"wait_seconds": wait}),
+                            content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}",
+                            **{RECEIVED: time.monotonic() - ago})
+    return r.status_code, r.json(), sleeps
+
+
+@override_settings(TETHER_TASK_CLAIM_POLL_SECONDS=0.05)
+def test_a_long_poll_counts_its_wait_from_when_it_reached_the_server(worker, monkeypatch):
+    """A claim that waited in line for a thread longer than its wait looks once and answers; one
+    that waited part of it sleeps only the rest — never its whole wait on top of the line."""
+    status, body, sleeps = _claim_received_ago(worker, ago=10, wait=5, monkeypatch=monkeypatch)
+    assert (status, body, sleeps) == (200, {"tasks": []}, [])
+    status, body, sleeps = _claim_received_ago(worker, ago=4.8, wait=5, monkeypatch=monkeypatch)
+    assert (status, body) == (200, {"tasks": []})
+    assert sleeps and sum(sleeps) <= 0.2, sleeps  # the rest of its wait, not 5 s
+
+
 def test_cancel_by_operator_or_submitter(api, operator_token, worker, make_agent):
     _agent, other = make_agent("w2")
     assert _submit(api, worker, task_id="mine").status_code == 201
