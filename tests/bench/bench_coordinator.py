@@ -26,6 +26,9 @@ BENCH_COORD_LOADGEN_PROCESSES processes (default 2), closed loop:
 - heartbeat: `POST .../agents/{id}/heartbeat` with load metrics and an empty assignment list (the
   coordinator's route reads no body);
 - register: `POST .../agents/register` of new agents (Tether: with the pool's enrollment token).
+- no route: `GET .../no-such-route/{n}`, a 404 from each (Tether's in its error shape, through its
+  middleware): what the server and its framework cost a request that does nothing — the floor under
+  the four above, not a target.
 
 For each it reports the median over the rounds of req/s and of the server's CPU per request (user +
 system of every process of the server's session, from /proc: `make`, the supervisor and the worker
@@ -72,7 +75,7 @@ REDIS_DB = int(os.environ.get("BENCH_COORD_REDIS_DB", "14"))
 CONCURRENCY = 32
 TETHER_PORT, COORDINATOR_PORT = 8141, 9101
 POOL = "coord"
-KINDS = ("discover", "get agent", "heartbeat", "register")
+KINDS = ("discover", "get agent", "heartbeat", "register", "no route")
 
 VENV = ROOT / "var" / "coordinator-venv"
 HOME = ROOT / "var" / "coordinator-home"  # its AITBC_HOME: data, logs, the coin-request SQLite file
@@ -232,6 +235,8 @@ def request(server: str, kind: str, i: int, rnd: int, ctx: dict):
         return "GET", f"{prefix}/agents/a{a}", None, token, None, 200
     if kind == "heartbeat":
         return "POST", f"{prefix}/agents/a{a}/heartbeat", HEARTBEAT, token, None, 200
+    if kind == "no route":  # each framework's floor: routed, refused 404, no credentials, no database
+        return "GET", f"{prefix}/no-such-route/{a}", None, None, None, 404
     n = AGENTS + rnd * N + i  # new agents, distinct in every round
     headers = {"X-Enrollment-Token": ctx["enrollment"]} if server == "tether" else None
     return "POST", f"{prefix}/agents/register", register_body(server, f"r{rnd}-{i}", n), None, headers, \
