@@ -160,7 +160,7 @@ if TETHER_HTTP_HANDLER == "wsgi" and not REDIS_URL:
 TETHER_HTTP_THREADS = env_int("TETHER_HTTP_THREADS", 4, minimum=1, maximum=1000)
 TETHER_HTTP_LONG_POLL_THREADS = env_int("TETHER_HTTP_LONG_POLL_THREADS", 64, minimum=1, maximum=1000)
 # The cyclic garbage collector's first-generation threshold in `make serve`'s workers (config/serve.py;
-# Python's default is 700): with a request's objects in cycles and 32 requests in flight, 700 promotes
+# Python's default is 700): with a request's objects in cycles and many requests in flight, 700 promotes
 # nearly all of them to older generations, whose passes cost far more.
 TETHER_GC_THRESHOLD = env_int("TETHER_GC_THRESHOLD", 5000, minimum=100, maximum=1_000_000)
 ASGI_APPLICATION = "config.asgi.application"
