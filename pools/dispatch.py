@@ -66,6 +66,31 @@ def _held_count(agent_pk: int) -> int:
     return rows[0][0] if rows else 0
 
 
+# The agent's assigned tasks with their assignments' id and fencing token, built once: every claim
+# reads them, and a long-polling claim again at every look.
+_TASK_FIELDS = tuple(f.name for f in Task._meta.concrete_fields)
+_ASSIGNED_TO = CompiledQuery(
+    lambda pk: Task.objects.filter(agent_id=pk, status=T.ASSIGNED)
+    .values_list(*_TASK_FIELDS, "assignment__assignment_id", "assignment__fencing_token"),
+    sentinels=(-7_000_000_001,),
+)
+_ASSIGNMENT_READ = ("id", "assignment_id", "fencing_token")
+
+
+def _assigned_to(agent: Agent) -> list[Task]:
+    """Its assigned tasks, with `agent`, `pool` and `assignment` (as far as its id and fencing token)
+    in place, as `select_related` would have them."""
+    tasks = _ASSIGNED_TO.objects(Task, _TASK_FIELDS, agent.pk)
+    other_pools = AgentPool.objects.in_bulk({t.pool_id for t in tasks} - {agent.pool_id})  # rare: none
+    for task in tasks:
+        task.agent = agent
+        task.pool = agent.pool if task.pool_id == agent.pool_id else other_pools[task.pool_id]
+        if task.assignment_id:
+            task.assignment = Assignment.from_db(connection.alias, _ASSIGNMENT_READ,
+                                                 [task.assignment_id, *task._extra])
+    return tasks
+
+
 def _candidate(agent: Agent, pool: AgentPool, held: int) -> Candidate:
     def fraction(key):
         value = agent.load_metrics.get(key, 0) if isinstance(agent.load_metrics, dict) else 0
@@ -230,10 +255,7 @@ def task_claim(*, agent_id: str, actor: Actor, max_tasks: int = 1) -> list[Task]
                         break
                     if _needs(task).met_by(me) and _assign(task, agent, actor=actor, now=now):
                         room -= 1
-        mine = list(
-            Task.objects.filter(agent_id=agent.pk, status=T.ASSIGNED)
-            .select_related("pool", "agent", "assignment")
-        )
+        mine = _assigned_to(agent)
     mine.sort(key=lambda t: (Task.PRIORITY_RANK[t.priority], t.queue_order, t.pk))
     return mine[:max_tasks]
 

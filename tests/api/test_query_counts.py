@@ -344,3 +344,32 @@ def test_a_claim_reads_its_agent_s_held_count_without_compiling_it(api, make_age
     with orm_compiles() as compiled:
         claim()
     assert not [sql for sql, _ in compiled if "COUNT(" in sql.upper()], compiled
+
+
+@pytest.mark.postgres
+def test_a_full_agent_s_claim_compiles_nothing_and_names_its_task_s_assignment(api, make_agent, make_profile,
+                                                                                operator_token):
+    """An agent at its task capacity claims what it was given: its lock, its held count and its
+    assigned tasks with their assignments are statements built once (pools/dispatch.py), and the
+    answer carries the profile-backed task's assignment and fencing token, as the ORM's read did."""
+    from assignments.models import Assignment
+
+    _, token = make_agent("w1", task_capacity=1)
+    make_profile("p-task")
+    submitted = api.post("/api/tasks", {"task_id": "t1", "pool": "k8s-prod", "payload": {},
+                                         "requirements": {"profile_id": "p-task"}},
+                         token=operator_token)
+    assert submitted.status_code == 201, submitted.content[:300]
+
+    def claim():
+        response = api.post("/api/agents/w1/tasks/claim", {"max": 2}, token=token)
+        assert response.status_code == 200, response.content[:300]
+        return response.json()["tasks"]
+
+    assert [t["task_id"] for t in claim()] == ["t1"]  # placed now (and whatever is compiled once, compiled)
+    with orm_compiles() as compiled:
+        (task,) = claim()
+    assert compiled == []
+    assignment = Assignment.objects.get(assignment_id=task["assignment_id"])
+    assert (task["agent_id"], task["pool"], task["fencing_token"]) == ("w1", "k8s-prod", assignment.fencing_token)
+    assert assignment.profile.profile_id == "p-task" and assignment.agent.agent_id == "w1"
