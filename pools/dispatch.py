@@ -124,16 +124,47 @@ def _queued(pool: AgentPool, servable: Q, window: int) -> list[Task]:
     # SKIP LOCKED: a task another placer holds right now is being handed out by it — never twice.
     # Tasks waiting for a profile someone holds are left out in SQL, so that any number of them at
     # the head of the queue cannot crowd the tasks behind them out of the window.
+    tasks = list(_queued_rows(pool.pk, servable, window))
+    for task in tasks:
+        task.pool = pool  # the same row for all: no join
+    return tasks
+
+
+def _queued_rows(pool_id: int, servable: Q, window: int):
     held_profiles = Assignment.objects.filter(status__in=Assignment.LIVE_STATUSES).values("profile__profile_id")
-    rows = (
+    return (
         Task.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(pool_id=pool.pk, status=T.QUEUED).filter(servable)
+        .filter(pool_id=pool_id, status=T.QUEUED).filter(servable)
         .exclude(req_profile_id__in=held_profiles)
         .order_by("queue_order", "pk")[:window]
     )
-    tasks = list(rows)
+
+
+# A claiming agent's window of the queue (`_queued` with `_servable_q(agent)`), built once per window
+# size: an idle agent long-polling for work reads it at every look. PostgreSQL only (the requirement
+# filter is SQL there); elsewhere the ORM's query.
+_SLOT_POOL, _SLOT_TYPE, _SLOT_REGION = -7_000_000_001, "\x00agent-type-slot", "\x00region-slot"
+_SLOT_CAPABILITIES, _SLOT_TAGS = ["\x00capabilities-slot"], ["\x00tags-slot"]
+_QUEUED_FOR: dict[int, CompiledQuery] = {}
+
+
+def _queued_for(agent: Agent, pool: AgentPool, window: int) -> list[Task]:
+    """`_queued(pool, _servable_q(agent), window)`, its statement built once per window size."""
+    if connection.vendor != "postgresql":
+        return _queued(pool, _servable_q(agent), window)
+    query = _QUEUED_FOR.get(window)
+    if query is None:
+        def build(pool_id, agent_type, region, capabilities, tags):
+            servable = _servable_q(Agent(agent_type=agent_type, region=region, capabilities=capabilities, tags=tags))
+            return _queued_rows(pool_id, servable, window).values_list(*_TASK_FIELDS)
+
+        query = _QUEUED_FOR[window] = CompiledQuery(
+            build, sentinels=(_SLOT_POOL, _SLOT_TYPE, _SLOT_REGION, _SLOT_CAPABILITIES, _SLOT_TAGS)
+        )
+    tasks = query.objects(Task, _TASK_FIELDS, pool.pk, agent.agent_type, agent.region,
+                          list(agent.capabilities or []), list(agent.tags or []))
     for task in tasks:
-        task.pool = pool  # the same row for all: no join
+        task.pool = pool
     return tasks
 
 
@@ -250,7 +281,7 @@ def task_claim(*, agent_id: str, actor: Actor, max_tasks: int = 1) -> list[Task]
             room = min(task_capacity(agent, pool) - held, max_tasks)
             if room > 0:
                 me = _candidate(agent, pool, held)
-                for task in _queued(pool, _servable_q(agent), room * _WINDOW_PER_SLOT):
+                for task in _queued_for(agent, pool, room * _WINDOW_PER_SLOT):
                     if room <= 0:
                         break
                     if _needs(task).met_by(me) and _assign(task, agent, actor=actor, now=now):

@@ -6,6 +6,7 @@ from django.test.utils import CaptureQueriesContext
 
 from assignments.services import assignment_create
 from tests.api.conftest import SYSTEM
+from pools.models import Task
 from tests.helpers import orm_compiles
 
 
@@ -373,3 +374,36 @@ def test_a_full_agent_s_claim_compiles_nothing_and_names_its_task_s_assignment(a
     assignment = Assignment.objects.get(assignment_id=task["assignment_id"])
     assert (task["agent_id"], task["pool"], task["fencing_token"]) == ("w1", "k8s-prod", assignment.fencing_token)
     assert assignment.profile.profile_id == "p-task" and assignment.agent.agent_id == "w1"
+
+
+@pytest.mark.postgres
+def test_a_claim_that_reads_the_queue_compiles_nothing(api, make_agent, operator_token):
+    """An agent with room looks at its pool's queue at every claim (and every look of a long-poll):
+    the window read, with its requirement filter, is a statement built once (pools/dispatch.py), and
+    it still hands out only what the agent can serve."""
+    _, token = make_agent("w1", capabilities=["chrome"], task_capacity=3)
+
+    def submit(task_id, capabilities):
+        response = api.post("/api/tasks", {"task_id": task_id, "pool": "k8s-prod", "payload": {},
+                                           "requirements": {"capabilities": capabilities}}, token=operator_token)
+        assert response.status_code == 201, response.content[:300]
+
+    def claim():  # one at a time: the same room, so the same window (one statement per window size)
+        response = api.post("/api/agents/w1/tasks/claim", {"max": 1}, token=token)
+        assert response.status_code == 200, response.content[:300]
+        return [t["task_id"] for t in response.json()["tasks"]]
+
+    submit("gpu-1", ["gpu"])
+    submit("chrome-1", ["chrome"])
+    assert claim() == ["chrome-1"]  # whatever is compiled once, compiled now
+    submit("chrome-2", ["chrome"])
+    submit("gpu-2", ["gpu"])
+    with orm_compiles() as compiled:
+        claimed = claim()
+    # Reads only: inside the test's transaction the event rows are the ORM's (in production, COMMIT's
+    # trigger numbers them and the insert is built once), and outside one a submit's after-commit
+    # dispatch would place the tasks before any claim reads the queue.
+    assert [c for c in compiled if isinstance(c, tuple) and c[0].lstrip().upper().startswith("SELECT")] == []
+    assert claimed == ["chrome-1"]  # the first it holds; chrome-2 placed on it too, the gpu tasks not
+    statuses = dict(Task.objects.values_list("task_id", "status"))
+    assert statuses == {"chrome-1": "assigned", "chrome-2": "assigned", "gpu-1": "queued", "gpu-2": "queued"}
