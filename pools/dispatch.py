@@ -121,9 +121,6 @@ def _servable_q(agent: Agent) -> Q:
 
 
 def _queued(pool: AgentPool, servable: Q, window: int) -> list[Task]:
-    # SKIP LOCKED: a task another placer holds right now is being handed out by it — never twice.
-    # Tasks waiting for a profile someone holds are left out in SQL, so that any number of them at
-    # the head of the queue cannot crowd the tasks behind them out of the window.
     tasks = list(_queued_rows(pool.pk, servable, window))
     for task in tasks:
         task.pool = pool  # the same row for all: no join
@@ -131,6 +128,9 @@ def _queued(pool: AgentPool, servable: Q, window: int) -> list[Task]:
 
 
 def _queued_rows(pool_id: int, servable: Q, window: int):
+    # SKIP LOCKED: a task another placer holds right now is being handed out by it — never twice.
+    # Tasks waiting for a profile someone holds are left out in SQL, so that any number of them at
+    # the head of the queue cannot crowd the tasks behind them out of the window.
     held_profiles = Assignment.objects.filter(status__in=Assignment.LIVE_STATUSES).values("profile__profile_id")
     return (
         Task.objects.select_for_update(skip_locked=True, of=("self",))
