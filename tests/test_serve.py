@@ -150,7 +150,7 @@ def test_agents_long_polling_for_tasks_keep_no_other_request_waiting():
                 assert status == 201, (status, data)
                 tokens.append(data["token"])
             claims = [asyncio.create_task(clients[i].request(
-                "POST", f"/api/agents/poller-{i}/tasks/claim", {"wait_seconds": 4},
+                "POST", f"/api/agents/poller-{i}/tasks/claim", {"wait_seconds": 6},
                 {"Authorization": f"Token {tokens[i]}"})) for i in range(3)]
             await asyncio.sleep(0.5)  # the three are asleep in their long-polls
             other = clients[3]

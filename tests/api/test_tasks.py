@@ -2,15 +2,18 @@
 long-poll, start/complete/fail/cancel with attempt fencing, status, queues, clear, stats — and bad
 input answered with a clear 4xx in the one error shape, with nothing written."""
 
+import json
 import time
 
 import pytest
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from agents.services import agent_mark_stale
 from assignments.models import Event
+from config.api.views import RECEIVED
 from pools.dispatch import tasks_place
 from pools.models import Task
 from tests.api.conftest import SYSTEM, assert_error
@@ -166,12 +169,6 @@ def test_claim_long_polls_until_the_wait_ends_when_nothing_comes(api, worker):
 def _claim_received_ago(token, ago: float, wait: float, monkeypatch) -> tuple[int, dict, list[float]]:
     """A long-polling claim that reached the server `ago` seconds before a thread took it (the key
     config/wsgi_threads.py sets): (status, body, the sleeps it made)."""
-    import json
-
-    from rest_framework.test import APIClient
-
-    from config.api.views import RECEIVED
-
     sleeps, sleep = [], time.sleep
 
     def recorded(seconds):
