@@ -21,7 +21,7 @@ from assignments.services import assignment_release
 from config.actors import Actor, require_operator
 from config.errors import Conflict, Forbidden, InvalidTransition, NotFound, StaleFencingToken, ValidationFailed
 from config.locks import lock_one, pool_lock_moves
-from config.sql import sql_update
+from config.sql import EXISTS, CompiledQuery, sql_insert, sql_update
 from config.validation import (
     clean_choice,
     clean_identifier,
@@ -31,6 +31,7 @@ from config.validation import (
     clean_text,
 )
 from pools.models import TASK_TRANSITIONS, AgentPool, Task
+from pools.selectors import pool_by_name
 
 T = Task.Status
 MAX_ERROR_CHARS = 2000
@@ -94,7 +95,7 @@ def _clean_task_id(value) -> str | None:
 def _pool_named(name) -> AgentPool:
     if not isinstance(name, str):
         raise ValidationFailed("pool must be a pool name", details={"pool": ["not a pool name"]})
-    pool = AgentPool.objects.filter(name=name).first()
+    pool = pool_by_name(name)  # a statement built once
     if pool is None:
         raise ValidationFailed(f"pool {name[:64]!r} does not exist", details={"pool": ["unknown pool"]})
     return pool
@@ -147,11 +148,22 @@ def queue_order(priority: str, submitted_at: datetime) -> datetime:
     return submitted_at + timedelta(seconds=Task.PRIORITY_RANK[priority] * settings.TETHER_TASK_AGING_SECONDS)
 
 
+# "Is this agent in this pool?", built once (config/sql.py): asked at every submit by an agent.
+_AGENT_IN_POOL = CompiledQuery(
+    lambda agent_id, pool_id: Agent.objects.filter(agent_id=agent_id, pool_id=pool_id),
+    sentinels=("\x00agent-slot", -7_000_000_001), kind=EXISTS,
+)
+# "Is this task id taken?" for a submit of one task (a batch asks for its ids at once).
+_TASK_ID_TAKEN = CompiledQuery(
+    lambda task_id: Task.objects.filter(task_id=task_id), sentinels=("\x00task-slot",), kind=EXISTS
+)
+
+
 def _require_submitter(actor: Actor, pool: AgentPool) -> None:
     """Operators submit to any pool; an agent only to its own pool."""
     if actor.is_operator:
         return
-    if actor.is_agent and Agent.objects.filter(agent_id=actor.name, pool=pool).exists():
+    if actor.is_agent and _AGENT_IN_POOL.exists(actor.name, pool.pk):
         return
     raise Forbidden(f"{actor} may not submit tasks to pool {pool.name!r}: operators and the pool's agents may",
                     details={"pool": pool.name})
@@ -290,13 +302,19 @@ def task_submit_batch(*, actor: Actor, tasks: list[dict]) -> list[Task]:
         raise ValidationFailed(f"task ids repeat in the batch: {', '.join(duplicates[:10])}",
                                details={"task_id": duplicates[:50]})
     with recorded_transaction():
-        taken = sorted(Task.objects.filter(task_id__in=ids).values_list("task_id", flat=True))
+        if len(ids) == 1:  # the common submit: statements built once
+            taken = ids if _TASK_ID_TAKEN.exists(ids[0]) else []
+        else:
+            taken = sorted(Task.objects.filter(task_id__in=ids).values_list("task_id", flat=True))
         if taken:
             raise Conflict(f"task id already used: {', '.join(taken[:10])}", details={"task_id": taken[:50]})
         try:
             # A concurrent submit of the same id loses here (unique task_id), and nothing is kept.
             with transaction.atomic():
-                Task.objects.bulk_create(built)
+                if len(built) == 1:
+                    sql_insert(built[0])
+                else:
+                    Task.objects.bulk_create(built)
         except IntegrityError:
             raise Conflict("task id already used", details={"task_id": ids[:50]}) from None
         for task in built:

@@ -407,3 +407,23 @@ def test_a_claim_that_reads_the_queue_compiles_nothing(api, make_agent, operator
     assert claimed == ["chrome-1"]  # the first it holds; chrome-2 placed on it too, the gpu tasks not
     statuses = dict(Task.objects.values_list("task_id", "status"))
     assert statuses == {"chrome-1": "assigned", "chrome-2": "assigned", "gpu-1": "queued", "gpu-2": "queued"}
+
+
+@pytest.mark.postgres
+def test_an_agent_s_submit_of_one_task_compiles_nothing_of_its_own(api, make_agent):
+    """A submit's reads (the pool by name, "is this agent in the pool?", "is the task id taken?")
+    and its INSERT are statements built once (pools/queue.py). Its event row is left out: inside the
+    test's transaction it is the ORM's (in production, COMMIT's trigger numbers it and its insert is
+    built once). A taken id is still refused, and nothing more is written."""
+    _, token = make_agent("w1")
+
+    def submit(task_id):
+        return api.post("/api/tasks", {"task_id": task_id, "pool": "k8s-prod", "payload": {"n": 1}}, token=token)
+
+    assert submit("t-0").status_code == 201  # whatever is compiled once, compiled now
+    with orm_compiles() as compiled:
+        response = submit("t-1")
+    assert response.status_code == 201, response.content[:300]
+    assert [c for c in compiled if "assignments_event" not in str(c)] == []
+    assert Task.objects.get(task_id="t-1").payload == {"n": 1}
+    assert submit("t-1").status_code == 409 and Task.objects.count() == 2
