@@ -31,6 +31,7 @@ from config.sql import EXISTS, CompiledQuery, sql_update, sql_update_rows
 from pools.balancing import Candidate, Requirements, Work, plan_moves
 from pools.models import AgentPool, Task
 from pools.queue import task_check_transition, task_event
+from pools.selectors import pool_by_name
 
 log = logging.getLogger(__name__)
 T = Task.Status
@@ -46,10 +47,33 @@ def task_capacity(agent: Agent, pool: AgentPool) -> int:
 
 
 def _held_counts(agent_pks: list[int]) -> dict[int, int]:
-    return dict(
-        Task.objects.filter(agent_id__in=agent_pks, status__in=Task.HELD_STATUSES)
-        .values_list("agent_id").annotate(n=Count("pk")).order_by()
-    )
+    """Tasks held by each of these agents (those holding none left out): one statement whatever the
+    number of agents on PostgreSQL (`= ANY(%s)`, built once), the ORM's query elsewhere."""
+    if connection.vendor != "postgresql":
+        return dict(
+            Task.objects.filter(agent_id__in=agent_pks, status__in=Task.HELD_STATUSES)
+            .values_list("agent_id").annotate(n=Count("pk")).order_by()
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(_HELD_COUNTS_SQL, [list(agent_pks), list(Task.HELD_STATUSES)])
+        return dict(cursor.fetchall())
+
+
+_HELD_COUNTS_SQL = (
+    f"SELECT agent_id, COUNT(*) FROM {Task._meta.db_table} "
+    "WHERE agent_id = ANY(%s) AND status = ANY(%s) GROUP BY agent_id"
+)
+
+
+# The pool's agents a placement pass may use, locked (skipping those locked elsewhere), built once.
+_SLOT_HEALTH = -7_000_000_001.5
+_AGENT_FIELDS = tuple(f.name for f in Agent._meta.concrete_fields)
+_PLACEABLE_AGENTS = CompiledQuery(
+    lambda pool_id, min_health: Agent.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
+    .filter(pool_id=pool_id, status=Agent.Status.ACTIVE, health_score__gte=min_health)
+    .order_by("pk").values_list(*_AGENT_FIELDS),
+    sentinels=(-7_000_000_001, _SLOT_HEALTH),
+)
 
 
 # One agent's held count, built once (config/sql.py): every claim asks it, and a long-polling claim
@@ -226,9 +250,7 @@ def tasks_place(*, pool: AgentPool, actor: Actor = DISPATCH_ACTOR, limit: int = 
     placed: list[Task] = []
     with recorded_transaction():
         agents = {
-            a.pk: a for a in Agent.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
-            .filter(pool_id=pool.pk, status=Agent.Status.ACTIVE, health_score__gte=pool.min_health_score)
-            .order_by("pk")
+            a.pk: a for a in _PLACEABLE_AGENTS.objects(Agent, _AGENT_FIELDS, pool.pk, pool.min_health_score)
         }
         if not agents:
             return placed
@@ -312,7 +334,8 @@ def tasks_dispatch_for_events(payloads: list[dict]) -> None:
     queued = [name for name in names if _QUEUED_IN_POOL.exists(name)]
     if not queued:
         return
-    for pool in AgentPool.objects.filter(name__in=queued).order_by("pk"):
+    pools = [pool for pool in (pool_by_name(name) for name in queued) if pool is not None]
+    for pool in sorted(pools, key=lambda p: p.pk):
         tasks_place(pool=pool, actor=DISPATCH_ACTOR)
 
 

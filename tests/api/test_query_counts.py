@@ -427,3 +427,26 @@ def test_an_agent_s_submit_of_one_task_compiles_nothing_of_its_own(api, make_age
     assert [c for c in compiled if "assignments_event" not in str(c)] == []
     assert Task.objects.get(task_id="t-1").payload == {"n": 1}
     assert submit("t-1").status_code == 409 and Task.objects.count() == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_dispatch_after_a_submit_reads_pools_agents_and_held_counts_without_compiling(api, make_agent,
+                                                                                         operator_token):
+    """After a submit commits, the dispatcher places the pool's queued tasks: the pool by name, its
+    placeable agents (locked, skipping those locked elsewhere) and their held counts are statements
+    built once (pools/dispatch.py). Its queue read — the agents' requirement filters OR-ed, a shape
+    that varies with the agents — is still the ORM's. The task is placed, as before."""
+    make_agent("w1", task_capacity=2)
+
+    def submit(task_id):
+        response = api.post("/api/tasks", {"task_id": task_id, "pool": "k8s-prod", "payload": {}},
+                            token=operator_token)
+        assert response.status_code == 201, response.content[:300]
+
+    submit("t-0")  # whatever is compiled once, compiled now
+    with orm_compiles() as compiled:
+        submit("t-1")
+    sql = [str(c) for c in compiled]
+    assert not [s for s in sql if "agents_agent" in s or "pools_agentpool" in s or "COUNT(" in s.upper()], sql
+    assert dict(Task.objects.values_list("task_id", "status")) == {"t-0": "assigned", "t-1": "assigned"}
