@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from a2wsgi.wsgi import Body, build_environ
 from django.conf import settings
+from django.urls import URLPattern, URLResolver, get_resolver
 
 from config.api.views import RECEIVED
 
@@ -87,8 +88,6 @@ def long_poll_paths(urlconf=None) -> re.Pattern | None:
     """One regular expression matching the paths of every view whose class says `long_poll = True`
     (built from the URL conf once, so routing a request costs one match, not a URL resolution), or
     None when there are none."""
-    from django.urls import URLPattern, URLResolver, get_resolver
-
     found: list[str] = []
 
     def walk(patterns, prefix: str) -> None:

@@ -76,20 +76,6 @@ _PLACEABLE_AGENTS = CompiledQuery(
 )
 
 
-# One agent's held count, built once (config/sql.py): every claim asks it, and a long-polling claim
-# asks it again at every look.
-_HELD_COUNT = CompiledQuery(
-    lambda pk: Task.objects.filter(agent_id=pk, status__in=Task.HELD_STATUSES)
-    .values_list("agent_id").annotate(n=Count("pk")).values_list("n").order_by(),
-    sentinels=(-7_000_000_001,),
-)
-
-
-def _held_count(agent_pk: int) -> int:
-    rows = _HELD_COUNT.rows(agent_pk)
-    return rows[0][0] if rows else 0
-
-
 # The agent's assigned tasks with their assignments' id and fencing token, built once: every claim
 # reads them, and a long-polling claim again at every look.
 _TASK_FIELDS = tuple(f.name for f in Task._meta.concrete_fields)
@@ -299,7 +285,7 @@ def task_claim(*, agent_id: str, actor: Actor, max_tasks: int = 1) -> list[Task]
             raise NotFound(f"agent {agent_id!r} does not exist", details={"agent_id": agent_id}) from None
         pool = agent.pool
         if agent.status == Agent.Status.ACTIVE and agent.health_score >= pool.min_health_score:
-            held = _held_count(agent.pk)
+            held = _held_counts([agent.pk]).get(agent.pk, 0)  # built once: every look of a long-poll asks
             room = min(task_capacity(agent, pool) - held, max_tasks)
             if room > 0:
                 me = _candidate(agent, pool, held)
