@@ -56,6 +56,9 @@ class Agent(models.Model):
             # Discovery: a pool's agents, healthiest first, without sorting the pool (agents/selectors.py).
             # On PostgreSQL a GIN index on `capabilities` serves the all-of filter (migration 0003).
             models.Index(fields=["pool", "-health_score", "agent_id"], name="agents_agent_discover_idx"),
+            # Discovery across pools by status (the usual "active"): read in answer order, stopping at
+            # the limit, rather than every matching agent read and sorted (issue 15).
+            models.Index(fields=["status", "-health_score", "agent_id"], name="agents_agent_status_health_idx"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -118,3 +118,33 @@ def test_outside_utc_the_serializer_writes_it(varied_agents):
 def test_an_unknown_agent_is_no_document(db):
     with pytest.raises(documents.NoSuchAgent):
         documents.agent_document("nobody")
+
+
+@pytest.mark.django_db
+def test_discover_across_pools_reads_agents_in_answer_order_and_stops_at_the_limit():
+    """Discover by status without a pool (the bench's and the usual "active agents that can do X"):
+    PostgreSQL walks the status index in the answer's order and stops at the limit, rather than
+    reading every matching agent of every pool and sorting them (issue 15: 2.4 ms of PostgreSQL's
+    CPU a request over 5,000 agents before, 0.2 after)."""
+    from django.db import connection
+
+    from tests.helpers import make_pool
+
+    pools = [make_pool("disc-a"), make_pool("disc-b")]
+    Agent.objects.bulk_create(
+        Agent(agent_id=f"d{i:04d}", pool=pools[i % 2], status="active" if i % 5 else "offline",
+              capabilities=["chrome"] if i % 3 else ["firefox"], region="eu" if i % 2 else "us",
+              health_score=(i % 10) / 10)
+        for i in range(2000)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE agents_agent")
+        sql, params = selectors.agent_discover_sql(capabilities=["chrome"], status="active", region="eu", limit=20)
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "agents_agent_status_health_idx" in plan, plan
+    assert "Sort" not in plan, plan
+    body = json.loads(documents.discover_document(capabilities=["chrome"], status="active", region="eu", limit=20))
+    expected = Agent.objects.filter(status="active", region="eu", capabilities__contains=["chrome"]).order_by(
+        "-health_score", "agent_id")[:20]
+    assert [a["agent_id"] for a in body["results"]] == [a.agent_id for a in expected]

@@ -1,7 +1,7 @@
 """Profile one request loop of each agent-facing hot path in process (not collected by pytest):
-take→release (plain, idempotent, handed over to a waiter, by requirements), heartbeat, register, a
-task's submit → claim → complete, get agent, discover — through Django's test client (the whole
-middleware and DRF stack, no server), on a scratch database `<DATABASE_URL's name>_profile`, with
+take→release (plain, idempotent, handed over to a waiter, by requirements), heartbeat, register (again
+and new), a task's submit → claim → complete, get agent, discover — through Django's test client (the
+whole middleware and DRF stack, no server), on a scratch database `<DATABASE_URL's name>_profile`, with
 Redis when REDIS_URL is set. Prints CPU ms, SQL statements and ORM compiles per request (after-commit
 work included), with `SHOW_SQL=NAME` that loop's statements and compiles, and with `--profile NAME`
 its cProfile.
@@ -114,6 +114,13 @@ def main():
         call("POST", "/api/agents/register", {"agent_id": "r1", "pool": "prof", "capacity": 2},
              headers={"HTTP_X_ENROLLMENT_TOKEN": enrollment})
 
+    fresh = iter(range(10**9))
+
+    def register_new():
+        # A first registration (make bench-coordinator's register phase: a new agent each request).
+        call("POST", "/api/agents/register", {"agent_id": f"n{next(fresh)}", "pool": "prof", "capacity": 2},
+             headers={"HTTP_X_ENROLLMENT_TOKEN": enrollment})
+
     # A pool of its own for tasks: the discover pool's 2,000 agents would be handed them.
     _, task_enrollment = pool_create(name="tq", actor=system)
     task_token = call("POST", "/api/agents/register", {"agent_id": "t1", "pool": "tq", "capacity": 4},
@@ -134,7 +141,8 @@ def main():
         call("POST", "/api/agents/discover", {"capabilities": ["chrome"], "region": "eu", "pool": "prof"}, token=token)
 
     loops = {"take_release": (take_release, 2), "take_release_idempotent": (take_release_idempotent, 2),
-             "wait_hand_over": (wait_hand_over, 2), "select_release": (select_release, 2), "heartbeat": (heartbeat, 1), "register": (register, 1), "task_cycle": (task_cycle, 3),
+             "wait_hand_over": (wait_hand_over, 2), "select_release": (select_release, 2), "heartbeat": (heartbeat, 1), "register": (register, 1),
+             "register_new": (register_new, 1), "task_cycle": (task_cycle, 3),
              "get_agent": (get_agent, 1), "discover": (discover, 1)}
     for label, (fn, requests) in loops.items():
         if args.only and label not in args.only.split(","):
