@@ -21,17 +21,6 @@ _ONE_AGENT = CompiledQuery(
 )
 
 
-_AGENT_POOL_ID = CompiledQuery(
-    lambda agent_id: Agent.objects.filter(agent_id=agent_id).values_list("pool_id"), sentinels=("\x00agent-slot",)
-)
-
-
-def agent_pool_id(agent_id: str) -> int | None:
-    """The pool id of the agent, or None when there is no such agent (one compiled statement)."""
-    rows = _AGENT_POOL_ID.rows(agent_id)
-    return rows[0][0] if rows else None
-
-
 def agent_get(agent_id: str) -> Agent | None:
     """The agent (all its fields) with `pool` loaded as far as its id and name; None if there is none."""
     found = _with_pool_names(_ONE_AGENT.objects(Agent, _AGENT_FIELDS, agent_id))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from agents.health import health_score
@@ -17,9 +17,9 @@ from assignments.models import Alert, Assignment, Event
 from assignments.selectors import AGENT_LIVE, AGENT_LIVE_FIELDS
 from assignments.services import assignment_release
 from config.actors import Actor, require_operator, require_self_or_operator
-from config.errors import Conflict, InvalidTransition, NotFound
+from config.errors import Conflict, Forbidden, InvalidTransition, NotFound
 from config.locks import lock_one, lock_one_named, pool_lock_moves
-from config.sql import split_value_and_rows, sql_insert, sql_update, value_and_rows
+from config.sql import split_value_and_rows, sql_insert_if_absent, sql_update, value_and_rows
 from config.tokens import token_new
 from config.validation import (
     clean_choice,
@@ -104,7 +104,7 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
     re-key a live sibling and leave two processes driving its profiles.)
 
     Accepts any existing agent state; moving to another pool is refused while the agent still holds
-    live assignments. Emits `agent.registered` (with `data.reregistered`), the failover's events,
+    live assignments, and (Forbidden) to anyone but an operator. Emits `agent.registered` (with `data.reregistered`), the failover's events,
     then gives waiting assignments of the pool to free agents.
     """
     agent_id = clean_identifier("agent_id", agent_id)
@@ -114,25 +114,27 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
     with recorded_transaction():
         # Lock order: the pool's move lock before any agent row (a re-registration may fail over).
         pool_lock_moves(pool.pk)
-        try:  # one statement built once, with its pool (compiling the ORM's cost more than running it)
-            agent = lock_one_named(Agent, related="pool", only=None, agent_id=agent_id)
-        except Agent.DoesNotExist:
-            agent = None
-        created = False
-        if agent is None:
-            fresh = Agent(
-                agent_id=agent_id, pool=pool, status=Agent.Status.ACTIVE, registered_at=now, last_heartbeat=now,
-                token_hash=hashed, **cleaned,
-            )
-            fresh.health_score = health_score(fresh.load_metrics)
-            try:
-                # A concurrent first registration of the same agent_id loses this insert and
-                # carries on below as a re-registration.
-                with transaction.atomic():
-                    sql_insert(fresh)  # the INSERT built once (config/sql.py)
-                agent, created = fresh, True
-            except IntegrityError:
-                agent = Agent.objects.select_for_update(of=("self",)).get(agent_id=agent_id)
+        fresh = Agent(
+            agent_id=agent_id, pool=pool, status=Agent.Status.ACTIVE, registered_at=now, last_heartbeat=now,
+            token_hash=hashed, **cleaned,
+        )
+        fresh.health_score = health_score(fresh.load_metrics)
+        # A first registration is this one INSERT (built once, config/sql.py). An agent_id that is
+        # taken — registered before, or just now by a concurrent first registration, which the
+        # INSERT waits for — inserts nothing, and the agent is registered again below.
+        created = sql_insert_if_absent(fresh, "agent_id")
+        if created:
+            agent = fresh
+        else:
+            try:  # one statement built once, with its pool (compiling the ORM's cost more than running it)
+                agent = lock_one_named(Agent, related="pool", only=None, agent_id=agent_id)
+            except Agent.DoesNotExist:  # deleted between the two statements
+                raise Conflict(f"agent {agent_id!r} was removed while registering; register again",
+                               details={"agent_id": agent_id}) from None
+            if agent.pool_id != pool.pk and not actor.is_operator:
+                # One pool's enrollment token must not take over (and re-key) another pool's agent.
+                raise Forbidden(f"agent {agent_id!r} belongs to another pool; an operator may move it",
+                                details={"agent_id": agent_id})
         from_status = "" if created else agent.status
         if not created:
             if agent.pool_id != pool.pk and Assignment.objects.filter(

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
 from django.db.models import QuerySet
 
 EXISTS = "exists"
@@ -161,16 +161,18 @@ _statements: dict[tuple, tuple[str, list]] = {}
 
 
 def _statement(kind: str, model, names: tuple[str, ...] = ()) -> tuple[str, list]:
-    """(SQL text, its fields) of an INSERT of every concrete field but the primary key, or an
-    UPDATE of `names` by primary key; built on first use."""
+    """(SQL text, its fields) of an INSERT of every concrete field but the primary key (that does
+    nothing on a conflict of the unique field `names[0]`, "insert_if_absent"), or an UPDATE of
+    `names` by primary key; built on first use."""
     key = (kind, model, names)
     built = _statements.get(key)
     if built is None:
         table, pk = model._meta.db_table, model._meta.pk
-        if kind == "insert":
+        if kind in ("insert", "insert_if_absent"):
             fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+            conflict = f" ON CONFLICT ({model._meta.get_field(names[0]).column}) DO NOTHING" if names else ""
             sql = (f"INSERT INTO {table} ({', '.join(f.column for f in fields)}) "
-                   f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {pk.column}")
+                   f"VALUES ({', '.join(['%s'] * len(fields))}){conflict} RETURNING {pk.column}")
         else:
             fields = [model._meta.get_field(name) for name in names]
             sql = f"UPDATE {table} SET {', '.join(f'{f.column} = %s' for f in fields)} WHERE {pk.column} = %s"
@@ -192,6 +194,33 @@ def sql_insert(obj, *, using: str = "default") -> None:
         cursor.execute(sql, params)
         setattr(obj, pk.attname, cursor.fetchone()[0])
     obj._state.adding, obj._state.db = False, using
+
+
+def sql_insert_if_absent(obj, unique: str, *, using: str = "default") -> bool:
+    """INSERT `obj` (as `sql_insert`) unless a row with its value of the unique field `unique`
+    exists, in one statement (`ON CONFLICT DO NOTHING`: no savepoint to catch the duplicate, and a
+    concurrent insert of the same value is waited for); True when inserted. Other integrity errors
+    raise as ever (on SQLite, which runs the ORM's insert in a savepoint, any integrity error is
+    taken for the duplicate: callers clean their values first)."""
+    model = type(obj)
+    connection = connections[using]
+    if connection.vendor != "postgresql" or not model._meta.pk.auto_created:
+        try:
+            with transaction.atomic(using=using):
+                obj.save(force_insert=True, using=using)
+        except IntegrityError:
+            return False
+        return True
+    sql, fields = _statement("insert_if_absent", model, (unique,))
+    params = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    setattr(obj, model._meta.pk.attname, row[0])
+    obj._state.adding, obj._state.db = False, using
+    return True
 
 
 def sql_update_statement(obj, fields: list[str] | tuple[str, ...], *, using: str = "default") -> tuple[str, list]:

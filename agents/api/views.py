@@ -57,12 +57,7 @@ def _enrollment(request, pool_name: str, agent_id: str):
         # The same answer for an unknown pool and a wrong token: the token is what is being checked.
         if pool is None or not token_matches(enrollment, pool.enrollment_token_hash):
             raise exceptions.PermissionDenied(f"the enrollment token is not valid for pool {pool_name!r}")
-        current_pool = selectors.agent_pool_id(agent_id)
-        if current_pool is not None and current_pool != pool.pk:
-            # One pool's enrollment token must not take over (and re-key) another pool's agent.
-            raise exceptions.PermissionDenied(
-                f"agent {agent_id!r} belongs to another pool; an operator may move it"
-            )
+        # As the agent itself, which `agent_register` refuses to move an agent of another pool here.
         return pool, Actor.for_agent(agent_id)
     if not (request.user and request.user.is_authenticated):
         raise exceptions.NotAuthenticated(f"send the pool's enrollment token in {ENROLLMENT_HEADER}, or an operator's credential")

@@ -450,3 +450,29 @@ def test_the_dispatch_after_a_submit_reads_pools_agents_and_held_counts_without_
     sql = [str(c) for c in compiled]
     assert not [s for s in sql if "agents_agent" in s or "pools_agentpool" in s or "COUNT(" in s.upper()], sql
     assert dict(Task.objects.values_list("task_id", "status")) == {"t-0": "assigned", "t-1": "assigned"}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_first_registration_is_one_insert_without_a_savepoint(api, pool, enrollment_token):
+    """A new agent is not looked for first (once in the view for its pool, once locked in the
+    service) nor its duplicate caught in a savepoint: its INSERT does nothing where the agent_id is
+    taken, and only then is the agent read, locked, to be registered again (register −31% CPU in
+    process, 11 → 7 statements, issue 15). Every statement, after-commit work included."""
+
+    def register(agent_id) -> list[str]:
+        with CaptureQueriesContext(connection) as ctx:
+            response = api.post("/api/agents/register", {"agent_id": agent_id, "pool": pool.name},
+                                headers={"X-Enrollment-Token": enrollment_token})
+        assert response.status_code == 201, response.content[:300]
+        return [q["sql"] for q in ctx.captured_queries]
+
+    register("warm")
+    first = register("first")
+    # the pool by name; BEGIN, the pool's move lock, the INSERT, the event's, COMMIT; after it: the
+    # event's number, "queued tasks in the pool?" (dispatch), "anything to rebalance?" (one each).
+    assert len(first) == 9, "\n".join(s[:150] for s in first)
+    assert "ON CONFLICT (agent_id) DO NOTHING" in first[3]
+    assert not any("SAVEPOINT" in sql or sql.startswith("SELECT t.id, t.agent_id") for sql in first)
+    again = register("first")
+    assert "ON CONFLICT (agent_id) DO NOTHING" in again[3] and "FOR UPDATE" in again[4], "\n".join(s[:150] for s in again)

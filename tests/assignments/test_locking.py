@@ -107,3 +107,41 @@ def test_heartbeat_while_the_agent_moves_to_another_pool_is_not_a_false_404():
 
     assert not isinstance(result, Exception), result
     assert result.agent.pool == other
+
+
+def test_a_first_registration_racing_another_of_the_same_agent_registers_it_again():
+    """Two first registrations of one agent_id (into two pools: each holds its own pool's move lock,
+    so nothing else orders them): the second's INSERT waits for the first's transaction, inserts
+    nothing, and registers the committed agent again — no IntegrityError, one agent, two events."""
+    from agents.services import agent_register
+    from assignments.models import Event
+    from tests.helpers import OPERATOR
+
+    one, two = make_pool("race-1"), make_pool("race-2")
+    result = _while_locked(
+        lambda: agent_register(pool=one, agent_id="twin", actor=OPERATOR, capacity=2),
+        lambda: agent_register(pool=two, agent_id="twin", actor=OPERATOR, capacity=3),
+    )
+
+    assert not isinstance(result, Exception), result
+    agent, _token = result
+    assert Agent.objects.filter(agent_id="twin").count() == 1
+    stored = Agent.objects.get(agent_id="twin")
+    assert (stored.pk, stored.pool_id, stored.capacity) == (agent.pk, two.pk, 3)
+    events = Event.objects.filter(type="agent.registered", agent_id="twin").order_by("seq")
+    assert [(e.pool, e.data["reregistered"]) for e in events] == [("race-1", False), ("race-2", True)]
+
+
+def test_an_enrollment_racing_another_pool_s_first_registration_of_the_agent_is_refused():
+    """The same race, the second by the agent itself with its pool's enrollment token: the agent is
+    the other pool's by the time its INSERT finds it, so it is refused (403) and not moved."""
+    from agents.services import agent_register
+
+    one, two = make_pool("race-1"), make_pool("race-2")
+    result = _while_locked(
+        lambda: agent_register(pool=one, agent_id="twin", actor=as_agent("twin")),
+        lambda: agent_register(pool=two, agent_id="twin", actor=as_agent("twin")),
+    )
+
+    assert isinstance(result, errors.Forbidden), result
+    assert Agent.objects.get(agent_id="twin").pool_id == one.pk
