@@ -112,8 +112,6 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
     token, hashed = token_new("agt")
     now = timezone.now()
     with recorded_transaction():
-        # Lock order: the pool's move lock before any agent row (a re-registration may fail over).
-        pool_lock_moves(pool.pk)
         fresh = Agent(
             agent_id=agent_id, pool=pool, status=Agent.Status.ACTIVE, registered_at=now, last_heartbeat=now,
             token_hash=hashed, **cleaned,
@@ -124,8 +122,15 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
         # INSERT waits for — inserts nothing, and the agent is registered again below.
         created = sql_insert_if_absent(fresh, "agent_id")
         if created:
+            # A new agent moves nothing: its joining is ordered against the pool's moves (see
+            # `pool_rebalance_after_join`) but not against other agents joining, which would
+            # otherwise register one at a time (a fleet starting). Taken after the INSERT: a move
+            # in progress cannot see the uncommitted row, so it never waits for it.
+            pool_lock_moves(pool.pk, shared=True)
             agent = fresh
         else:
+            # Lock order: the pool's move lock before any agent row (registering again may fail over).
+            pool_lock_moves(pool.pk)
             try:  # one statement built once, with its pool (compiling the ORM's cost more than running it)
                 agent = lock_one_named(Agent, related="pool", only=None, agent_id=agent_id)
             except Agent.DoesNotExist:  # deleted between the two statements

@@ -57,13 +57,17 @@ def try_xact_lock(key: int) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def pool_lock_moves(pool_id: int) -> None:
+def pool_lock_moves(pool_id: int, *, shared: bool = False) -> None:
     """Serialise the moves of one pool's assignments until commit (`POOL_MOVES`). Must be taken
-    before any agent row lock of that pool. Re-entrant within a transaction. (SQLite serialises
-    write transactions anyway.)"""
+    before any agent row lock of that pool. Re-entrant within a transaction. `shared`: for a change
+    that moves nothing but must be ordered against the pool's moves (a new agent joining: a failover
+    choosing among the pool's agents either committed before it or sees it), so such changes do not
+    wait for one another; never take it shared and then exclusive in one transaction (two such would
+    deadlock). (SQLite serialises write transactions anyway.)"""
     if connection.vendor == "postgresql":
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [POOL_MOVES, pool_id])
+            cursor.execute(f"SELECT {function}(%s, %s)", [POOL_MOVES, pool_id])
 
 
 # --- Row locks that return their related rows too, safely ------------------------------------------

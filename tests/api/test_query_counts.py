@@ -469,10 +469,12 @@ def test_a_first_registration_is_one_insert_without_a_savepoint(api, pool, enrol
 
     register("warm")
     first = register("first")
-    # the pool by name; BEGIN, the pool's move lock, the INSERT, the event's, COMMIT; after it: the
-    # event's number, "queued tasks in the pool?" (dispatch), "anything to rebalance?" (one each).
+    # the pool by name; BEGIN, the INSERT, the pool's move lock (shared: a join moves nothing), the
+    # event's INSERT, COMMIT; after it: the event's number, "queued tasks in the pool?" (dispatch),
+    # "anything to rebalance?" (one each).
     assert len(first) == 9, "\n".join(s[:150] for s in first)
-    assert "ON CONFLICT (agent_id) DO NOTHING" in first[3]
+    assert "ON CONFLICT (agent_id) DO NOTHING" in first[2] and "pg_advisory_xact_lock_shared" in first[3]
     assert not any("SAVEPOINT" in sql or sql.startswith("SELECT t.id, t.agent_id") for sql in first)
-    again = register("first")
-    assert "ON CONFLICT (agent_id) DO NOTHING" in again[3] and "FOR UPDATE" in again[4], "\n".join(s[:150] for s in again)
+    again = register("first")  # the INSERT does nothing; the move lock (exclusive), the agent locked
+    assert "ON CONFLICT (agent_id) DO NOTHING" in again[2], "\n".join(s[:150] for s in again)
+    assert again[3].startswith("SELECT pg_advisory_xact_lock(") and "FOR UPDATE" in again[4]

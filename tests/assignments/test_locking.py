@@ -145,3 +145,100 @@ def test_an_enrollment_racing_another_pool_s_first_registration_of_the_agent_is_
 
     assert isinstance(result, errors.Forbidden), result
     assert Agent.objects.get(agent_id="twin").pool_id == one.pk
+
+
+def _register_while_open(first, second) -> tuple[bool, object]:
+    """`first` runs in a transaction kept open until `second` (another thread) has returned, or for
+    5 s: (whether `second` returned while `first`'s transaction was open, `second`'s outcome)."""
+    opened, returned = threading.Event(), threading.Event()
+    outcome = {}
+
+    def holder():
+        try:
+            with transaction.atomic():
+                first()
+                opened.set()
+                outcome["overlapped"] = returned.wait(5)
+        finally:
+            opened.set()
+            connections.close_all()
+
+    def caller():
+        opened.wait(10)
+        try:
+            outcome["value"] = second()
+        except Exception as exc:  # noqa: BLE001 — the test asserts on it
+            outcome["value"] = exc
+        finally:
+            returned.set()
+            connections.close_all()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=caller)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return outcome["overlapped"], outcome["value"]
+
+
+def test_new_agents_of_one_pool_register_without_waiting_for_each_other(monkeypatch):
+    """A fleet starting: each new agent's registration holds the pool's move lock shared, so one
+    still open does not hold up the next (with the lock exclusive they registered one at a time).
+    The first is held open where it has inserted its agent and taken the lock, before its event (as
+    in production: its own transaction, not one held open around it, which would keep the event
+    order lock its event takes)."""
+    import agents.services
+    from agents.services import agent_register
+
+    pool = make_pool("fleet")
+    opened, returned = threading.Event(), threading.Event()
+    overlapped = {}
+    record = agents.services.event_record
+
+    def event_record(*args, **kwargs):
+        if threading.current_thread().name == "first":
+            opened.set()
+            overlapped["first"] = returned.wait(5)
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(agents.services, "event_record", event_record)
+    outcome = {}
+
+    def register(agent_id):
+        try:
+            if agent_id == "second":
+                opened.wait(10)
+            outcome[agent_id] = agent_register(pool=pool, agent_id=agent_id, actor=as_agent(agent_id))
+        except Exception as exc:  # noqa: BLE001 — the test asserts on it
+            outcome[agent_id] = exc
+        finally:
+            if agent_id == "second":
+                returned.set()
+            connections.close_all()
+
+    threads = [threading.Thread(target=register, args=(a,), name=a) for a in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(isinstance(r, Exception) for r in outcome.values()), outcome
+    assert overlapped["first"], "the second registration waited for the first's transaction"
+    assert set(Agent.objects.filter(pool=pool).values_list("agent_id", flat=True)) == {"first", "second"}
+
+
+def test_a_new_agent_joining_waits_for_the_pool_s_moves_in_progress():
+    """A failover or rebalance holds the move lock exclusive while it chooses among the pool's
+    agents: a new agent's registration waits for it to commit (then its after-commit rebalance sees
+    what the move left waiting), and a re-registration, which may fail over itself, waits too."""
+    from agents.services import agent_register
+    from config.locks import pool_lock_moves
+
+    pool = make_pool("moving")
+    make_agent(pool, "known")
+    for agent_id in ("newcomer", "known"):
+        overlapped, result = _register_while_open(
+            lambda: pool_lock_moves(pool.pk),
+            lambda agent_id=agent_id: agent_register(pool=pool, agent_id=agent_id, actor=as_agent(agent_id)),
+        )
+        assert not isinstance(result, Exception), result
+        assert not overlapped, f"{agent_id}'s registration did not wait for the pool's move in progress"

@@ -66,9 +66,10 @@ def prepare(name: str, repo: Path, db: str | None = None) -> tuple[dict, str, st
     return env, out.stdout.split()[-1], db
 
 
-def start(repo: Path, port: int, env: dict) -> subprocess.Popen:
+def start(repo: Path, port: int, env: dict, *, workers: int = 1) -> subprocess.Popen:
     server = subprocess.Popen(
-        ["make", "--no-print-directory", "serve", "HOST=127.0.0.1", f"PORT={port}", "SERVE_WORKERS=1", "SERVE_DB_CONNECTIONS=16"],
+        ["make", "--no-print-directory", "serve", "HOST=127.0.0.1", f"PORT={port}", f"SERVE_WORKERS={workers}",
+         "SERVE_DB_CONNECTIONS=16"],
         cwd=repo, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if wait_healthy(server, port, seconds=60):
         return server

@@ -9,7 +9,9 @@ the versions its pyproject.toml pins) and serves it with tests/bench/coordinator
 and lifespan; that file says what differs from its systemd service) on 127.0.0.1:9101, with a Redis
 database of its own (REDIS_URL's server, database BENCH_COORD_REDIS_DB, default 14, flushed before
 and after). Tether runs as the README's production recipe says, `make serve` with one worker
-(SERVE_WORKERS=1, like for like with the coordinator's single uvicorn process), on 127.0.0.1:8141
+(SERVE_WORKERS=1, like for like with the coordinator's single uvicorn process; BENCH_COORD_TETHER_WORKERS=N
+for N, e.g. the recipe's default of one a CPU: the coordinator keeps its agents in its process's
+memory, so it cannot run more than one), on 127.0.0.1:8141
 against a scratch PostgreSQL database `<DATABASE_URL's name>_coord` (made here; bench_ab.py's
 `prepare`/`start`) and REDIS_URL.
 
@@ -55,6 +57,8 @@ import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
+
 ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":  # before api_bench's import, which exits on a missing DATABASE_URL with `make bench`'s words
     if not os.environ.get("BENCH_COORDINATOR"):
@@ -72,6 +76,7 @@ ROUNDS = int(os.environ.get("BENCH_COORD_ROUNDS", "3"))
 PROCESSES = int(os.environ.get("BENCH_COORD_LOADGEN_PROCESSES", "2"))
 PHASE_SECONDS = float(os.environ.get("BENCH_COORD_PHASE_SECONDS", "30"))
 REDIS_DB = int(os.environ.get("BENCH_COORD_REDIS_DB", "14"))
+TETHER_WORKERS = int(os.environ.get("BENCH_COORD_TETHER_WORKERS", "1"))
 CONCURRENCY = 32
 TETHER_PORT, COORDINATOR_PORT = 8141, 9101
 POOL = "coord"
@@ -394,18 +399,25 @@ def main() -> None:
     print(f"coordinator: {root} at {checkout_commit(root)}; Tether: {ROOT} at "
           f"{subprocess.run(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()}; "
           f"load average {os.getloadavg()[0]:.2f} at the start; {AGENTS} agents, {N} requests a phase "
-          f"({DISCOVER_N} discover), {ROUNDS} rounds, {CONCURRENCY} connections over {PROCESSES} processes", flush=True)
+          f"({DISCOVER_N} discover), {ROUNDS} rounds, {CONCURRENCY} connections over {PROCESSES} processes; "
+          f"Tether in {TETHER_WORKERS} worker process{'es' if TETHER_WORKERS > 1 else ''}", flush=True)
     db = f"{os.environ['DATABASE_URL'].rsplit('/', 1)[1]}_coord"
     tether = coordinator = None
     results: list[dict] = []
     try:
         coordinator = start_coordinator(python, root)
         env, operator, db = prepare("coord", ROOT, db=db)
-        tether = start(ROOT, TETHER_PORT, env)
+        tether = start(ROOT, TETHER_PORT, env, workers=TETHER_WORKERS)
         servers = Servers(tether, coordinator, db)
         started = time.perf_counter()
         ctx = asyncio.run(preload(operator))
         print(f"{AGENTS} agents registered on each in {time.perf_counter() - started:.0f} s", flush=True)
+        # Statistics for the planner, as autovacuum gathers them within a minute of a deployment's
+        # registrations: without them (a table filled seconds ago) PostgreSQL guesses a handful of
+        # agents and may read and sort them all rather than walk an index to the limit.
+        url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
+        with psycopg.connect(f"{url.rsplit('/', 1)[0]}/{db}", autocommit=True) as conn:
+            conn.execute("ANALYZE")
         idle = idle_cpu(servers)
         print(f"idle CPU (ms a second): coordinator {idle['coordinator']:.1f} (its task and message loops poll every "
               f"10 ms), Tether {idle['tether']:.1f}\n", flush=True)
