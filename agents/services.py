@@ -103,9 +103,10 @@ def agent_register(*, pool: AgentPool, agent_id: str, actor: Actor, **fields) ->
     pool gives it through its heartbeat. (Otherwise anyone with the pool's enrollment token could
     re-key a live sibling and leave two processes driving its profiles.)
 
-    Accepts any existing agent state; moving to another pool is refused while the agent still holds
-    live assignments, and (Forbidden) to anyone but an operator. Emits `agent.registered` (with `data.reregistered`), the failover's events,
-    then gives waiting assignments of the pool to free agents.
+    Accepts any existing agent state; moving to another pool is refused to anyone but an operator
+    (Forbidden), and while the agent still holds live assignments. Emits `agent.registered` (with
+    `data.reregistered`), the failover's events, then gives waiting assignments of the pool to free
+    agents.
     """
     agent_id = clean_identifier("agent_id", agent_id)
     cleaned = agent_clean_fields(fields)

@@ -57,7 +57,8 @@ def _enrollment(request, pool_name: str, agent_id: str):
         # The same answer for an unknown pool and a wrong token: the token is what is being checked.
         if pool is None or not token_matches(enrollment, pool.enrollment_token_hash):
             raise exceptions.PermissionDenied(f"the enrollment token is not valid for pool {pool_name!r}")
-        # As the agent itself, which `agent_register` refuses to move an agent of another pool here.
+        # Acting as the agent itself: `agent_register` refuses it another pool's agent (only an
+        # operator may move one), checked under the agent's row lock.
         return pool, Actor.for_agent(agent_id)
     if not (request.user and request.user.is_authenticated):
         raise exceptions.NotAuthenticated(f"send the pool's enrollment token in {ENROLLMENT_HEADER}, or an operator's credential")
