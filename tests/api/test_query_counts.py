@@ -244,6 +244,15 @@ def test_take_and_release_statements_as_in_production(api, make_agent, make_prof
     assert "FOR UPDATE OF a, p" in release[2] and "RETURNING EXISTS" in release[4]
 
 
+def _registration_statements(api, pool, enrollment_token, agent_id) -> list[str]:
+    """Every statement an agent's registration with its pool's enrollment token sends (201)."""
+    with CaptureQueriesContext(connection) as ctx:
+        response = api.post("/api/agents/register", {"agent_id": agent_id, "pool": pool.name},
+                            headers={"X-Enrollment-Token": enrollment_token})
+    assert response.status_code == 201, response.content[:300]
+    return [q["sql"] for q in ctx.captured_queries]
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_registration_statements_as_in_production(api, pool, enrollment_token):
@@ -251,11 +260,7 @@ def test_registration_statements_as_in_production(api, pool, enrollment_token):
     is open opens no second transaction to rebalance the pool: one statement asks."""
 
     def register(agent_id) -> list[str]:
-        with CaptureQueriesContext(connection) as ctx:
-            response = api.post("/api/agents/register", {"agent_id": agent_id, "pool": pool.name},
-                                headers={"X-Enrollment-Token": enrollment_token})
-        assert response.status_code == 201, response.content[:300]
-        return [q["sql"] for q in ctx.captured_queries]
+        return _registration_statements(api, pool, enrollment_token, agent_id)
 
     register("warm")
     for agent_id in ("first", "first"):  # a first registration, then the same agent again
@@ -461,11 +466,7 @@ def test_a_first_registration_is_one_insert_without_a_savepoint(api, pool, enrol
     process, 11 → 7 statements, issue 15). Every statement, after-commit work included."""
 
     def register(agent_id) -> list[str]:
-        with CaptureQueriesContext(connection) as ctx:
-            response = api.post("/api/agents/register", {"agent_id": agent_id, "pool": pool.name},
-                                headers={"X-Enrollment-Token": enrollment_token})
-        assert response.status_code == 201, response.content[:300]
-        return [q["sql"] for q in ctx.captured_queries]
+        return _registration_statements(api, pool, enrollment_token, agent_id)
 
     register("warm")
     first = register("first")

@@ -2,7 +2,6 @@
 (see config/locks.py): under READ COMMITTED a lock query's joins can come back stale."""
 
 import threading
-import time
 
 import pytest
 from django.db import connections, transaction
@@ -17,10 +16,11 @@ from tests.helpers import as_agent, make_agent, make_pool, make_profile
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 
-def _while_locked(change, call):
-    """Run `change` in a transaction that holds its row locks for a moment; `call` starts once the
-    change is made (so it waits for the lock) and its outcome — value or exception — is returned."""
-    changed = threading.Event()
+def _while_open(change, call, *, hold: float = 0.5) -> tuple[bool, object]:
+    """Run `change` in a transaction kept open until `call` — started in another thread once the
+    change is made — has returned, or for `hold` seconds: (whether `call` returned while the
+    transaction was still open, its outcome — value or exception)."""
+    changed, returned = threading.Event(), threading.Event()
     outcome = {}
 
     def changer():
@@ -28,7 +28,7 @@ def _while_locked(change, call):
             with transaction.atomic():
                 change()
                 changed.set()
-                time.sleep(0.5)
+                outcome["overlapped"] = returned.wait(hold)
         finally:
             changed.set()
             connections.close_all()
@@ -40,6 +40,7 @@ def _while_locked(change, call):
         except Exception as exc:  # noqa: BLE001 — the test asserts on it
             outcome["value"] = exc
         finally:
+            returned.set()
             connections.close_all()
 
     threads = [threading.Thread(target=changer), threading.Thread(target=caller)]
@@ -47,7 +48,13 @@ def _while_locked(change, call):
         t.start()
     for t in threads:
         t.join(30)
-    return outcome["value"]
+    return outcome["overlapped"], outcome["value"]
+
+
+def _while_locked(change, call):
+    """`call`'s outcome when it starts while `change`'s transaction holds its row locks for a moment
+    (so it waits for them)."""
+    return _while_open(change, call)[1]
 
 
 def test_old_holder_acting_while_its_assignment_moves_is_refused_not_crashed():
@@ -147,40 +154,6 @@ def test_an_enrollment_racing_another_pool_s_first_registration_of_the_agent_is_
     assert Agent.objects.get(agent_id="twin").pool_id == one.pk
 
 
-def _register_while_open(first, second) -> tuple[bool, object]:
-    """`first` runs in a transaction kept open until `second` (another thread) has returned, or for
-    5 s: (whether `second` returned while `first`'s transaction was open, `second`'s outcome)."""
-    opened, returned = threading.Event(), threading.Event()
-    outcome = {}
-
-    def holder():
-        try:
-            with transaction.atomic():
-                first()
-                opened.set()
-                outcome["overlapped"] = returned.wait(5)
-        finally:
-            opened.set()
-            connections.close_all()
-
-    def caller():
-        opened.wait(10)
-        try:
-            outcome["value"] = second()
-        except Exception as exc:  # noqa: BLE001 — the test asserts on it
-            outcome["value"] = exc
-        finally:
-            returned.set()
-            connections.close_all()
-
-    threads = [threading.Thread(target=holder), threading.Thread(target=caller)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return outcome["overlapped"], outcome["value"]
-
-
 def test_new_agents_of_one_pool_register_without_waiting_for_each_other(monkeypatch):
     """A fleet starting: each new agent's registration holds the pool's move lock shared, so one
     still open does not hold up the next (with the lock exclusive they registered one at a time).
@@ -236,9 +209,10 @@ def test_a_new_agent_joining_waits_for_the_pool_s_moves_in_progress():
     pool = make_pool("moving")
     make_agent(pool, "known")
     for agent_id in ("newcomer", "known"):
-        overlapped, result = _register_while_open(
+        overlapped, result = _while_open(
             lambda: pool_lock_moves(pool.pk),
             lambda agent_id=agent_id: agent_register(pool=pool, agent_id=agent_id, actor=as_agent(agent_id)),
+            hold=5,
         )
         assert not isinstance(result, Exception), result
         assert not overlapped, f"{agent_id}'s registration did not wait for the pool's move in progress"

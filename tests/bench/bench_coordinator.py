@@ -415,8 +415,7 @@ def main() -> None:
         # Statistics for the planner, as autovacuum gathers them within a minute of a deployment's
         # registrations: without them (a table filled seconds ago) PostgreSQL guesses a handful of
         # agents and may read and sort them all rather than walk an index to the limit.
-        url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
-        with psycopg.connect(f"{url.rsplit('/', 1)[0]}/{db}", autocommit=True) as conn:
+        with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:  # the scratch database
             conn.execute("ANALYZE")
         idle = idle_cpu(servers)
         print(f"idle CPU (ms a second): coordinator {idle['coordinator']:.1f} (its task and message loops poll every "
